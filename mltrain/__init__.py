@@ -1,0 +1,29 @@
+"""mltrain: train PyTorch neural networks from YAML configs.
+
+The Python API mirrors the CLI; torch is imported only when a function is called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
+        run_dir: str | Path | None = None, device: str | None = None, quiet: bool = True):
+    """Train from a YAML path or a config dict; returns FitResult(run_dir, summary)."""
+    from .config import config_from_dict, load_config
+    from .train import fit as run_fit
+
+    cfg = config_from_dict(config, overrides, source="dict") if isinstance(config, dict) \
+        else load_config(config, overrides)
+    return run_fit(cfg, run_dir=run_dir, device=device, quiet=quiet)
+
+
+def evaluate(checkpoint: str | Path, split: str = "test", overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Score a run directory or checkpoint on a split; returns the eval report."""
+    from .evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, split, overrides)[0]

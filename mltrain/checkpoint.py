@@ -1,0 +1,111 @@
+"""The checkpoint: a self-describing dict, written atomically, loaded without running code.
+
+Schema (format_version 1): format, format_version, model, optimizer, scheduler, scaler,
+epoch, step, config (resolved, plain data), data_state, metrics, monitor, rng, versions.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FORMAT = "mltrain-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some platforms cannot open directories; the rename is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """Write to a temporary file in the same directory, fsync, rename over `path`, fsync the
+    directory: a crash at any instant leaves either the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def resolve_checkpoint(target: str | Path) -> Path:
+    """A run directory means its best.pt (else last.pt); a file means itself."""
+    target = Path(target)
+    if target.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = target / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise UserError(f"{target}: no checkpoints/best.pt or checkpoints/last.pt in this directory; "
+                        "pass a run directory written by `mltrain fit` or a .pt file")
+    if not target.exists():
+        raise UserError(f"{target}: no such file or directory; pass a run directory or a .pt checkpoint")
+    return target
+
+
+def load_checkpoint(target: str | Path) -> tuple[dict, Path]:
+    """Load with weights_only=True (no code can run from the file) and check it is ours."""
+    path = resolve_checkpoint(target)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"{path}: refused to load: the file holds objects other than tensors and plain "
+                        f"data, which could run code ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path}: not a readable checkpoint (truncated, corrupt or not a torch file): "
+                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UserError(f"{path}: not an mltrain checkpoint (no '{FORMAT}' marker); "
+                        "pass a checkpoint written by `mltrain fit`")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format version {version!r} is newer than this mltrain "
+                        f"reads ({FORMAT_VERSION}); upgrade mltrain")
+    return checkpoint, path
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state a run draws from, as tensors and plain data (weights_only-loadable)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))

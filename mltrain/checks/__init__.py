@@ -1,0 +1,1 @@
+"""Sanity checks that reuse the training loop's parts: overfit-tiny (and lr-find)."""

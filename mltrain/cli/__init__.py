@@ -1,0 +1,25 @@
+"""The `mltrain` command line. Commands import torch only when they run, so --help is fast."""
+
+from __future__ import annotations
+
+import typer
+
+from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd
+
+app = typer.Typer(
+    name="mltrain",
+    help="Train PyTorch neural networks from YAML configs.\n\nExample: mltrain fit configs/quickstart.yaml",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("fit")(fit_cmd.fit)
+app.command("eval")(eval_cmd.eval_)
+app.command("overfit-tiny")(check_cmd.overfit_tiny)
+app.command("config")(config_cmd.config)
+app.command("list")(list_cmd.list_)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import exit_codes
+from .options import SET
+
+
+def fit(
+    config: Optional[Path] = typer.Argument(None, help="YAML config file.", show_default=False),
+    set_: list[str] = SET,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of "
+                                           "<output.dir>/<name>-<time>/."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; "
+                                         "overrides train.device."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes to train with (one per device)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
+                                          "or a checkpoint."),
+) -> None:
+    """Train a model as CONFIG says and write a run directory.
+
+    Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01
+    """
+    with exit_codes():
+        from ..errors import UserError
+
+        if resume is not None:
+            raise UserError("--resume is not supported by this version of mltrain yet; "
+                            "start a new run with `mltrain fit CONFIG`")
+        if nproc != 1:
+            raise UserError(f"--nproc {nproc}: multi-process training is not supported by this version "
+                            "of mltrain yet; use --nproc 1")
+        if config is None:
+            raise UserError("missing CONFIG: give a YAML config file, e.g. mltrain fit configs/quickstart.yaml")
+        from ..config import load_config
+        from ..train import fit as run_fit
+
+        run_fit(load_config(config, set_), run_dir=run_dir, device=device, quiet=quiet)

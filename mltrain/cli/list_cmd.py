@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .errors import exit_codes
+
+
+def list_(
+    kind: Optional[str] = typer.Argument(None, help="architectures, activations, optimizers, "
+                                         "schedulers, datasets, heads or losses; all if omitted."),
+) -> None:
+    """List the names a config may use.
+
+    Example: mltrain list architectures
+    """
+    with exit_codes():
+        from rich.console import Console
+        from rich.table import Table
+
+        from ..errors import UserError
+        from ..registry import REGISTRIES, did_you_mean
+
+        kinds = list(REGISTRIES)
+        if kind is not None:
+            plural = kind if kind.endswith("s") else f"{kind}s"
+            if plural not in REGISTRIES:
+                raise UserError(f"unknown kind '{kind}', {did_you_mean(plural, kinds)}"
+                                f"choose from: {', '.join(kinds)}")
+            kinds = [plural]
+        console = Console(soft_wrap=True)
+        for name in kinds:
+            table = Table(title=name, title_justify="left", show_edge=False)
+            table.add_column("name", style="bold")
+            table.add_column("keys")
+            table.add_column("description")
+            for entry in REGISTRIES[name]:
+                table.add_row(entry.name, ", ".join(entry.params), entry.help)
+            console.print(table)

@@ -1,0 +1,18 @@
+"""The exceptions that map to mltrain's exit codes (see cli/errors.py)."""
+
+
+class UserError(Exception):
+    """Bad usage or bad input (config, data, checkpoint). Exit code 2, one clear message."""
+
+
+class ConfigError(UserError):
+    """A problem in a config, located by file:line (or --set) and dotted key."""
+
+    def __init__(self, where: str, key: str, problem: str):
+        self.where, self.key, self.problem = where, key, problem
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{key}: {problem}" if key else f"{prefix}{problem}")
+
+
+class TrainingFailed(Exception):
+    """The run went wrong (non-finite loss, a failed sanity check). Exit code 1."""

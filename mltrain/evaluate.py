@@ -1,0 +1,68 @@
+"""Score a checkpoint on a split in a fresh process: the checkpoint alone describes the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .data import build_data
+from .devices import pick_device, set_threads
+from .errors import UserError
+from .learner import Learner
+from .metrics import confusion_matrix, per_class_scores
+from .run_dir import write_atomically
+
+SPLITS = ("test", "val", "train")
+
+
+def _run_directory(checkpoint_path: Path) -> Path | None:
+    """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if it is one."""
+    run = checkpoint_path.resolve().parent.parent
+    return run if checkpoint_path.parent.name == "checkpoints" and (run / "config.yaml").exists() else None
+
+
+def evaluate_checkpoint(target: str | Path, split: str = "test",
+                        overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of one split.
+    The report is also written to <run>/eval-<split>.json when the checkpoint is in a run
+    directory; returns the report and that file's path (None if not written)."""
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
+    for item in overrides:
+        if not item.startswith("data."):
+            raise UserError(f"--set {item}: eval only takes data.* keys (the model and training are "
+                            "fixed by the checkpoint)")
+    checkpoint, path = load_checkpoint(target)
+    cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
+    set_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    data = build_data(cfg.data, cfg.seed, device)
+    if split not in data.splits:
+        raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
+                        f"(it has: {', '.join(data.splits)})")
+    learner = Learner.build(cfg, data.spec, device)
+    try:
+        learner.model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as error:
+        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
+                        f"{str(error).splitlines()[0]}") from None
+    x, y = data.splits[split]
+    metrics, predicted = learner.evaluate(x, y, split)
+    report: dict[str, Any] = {
+        "checkpoint": str(path), "split": split, "samples": len(y), "epoch": checkpoint.get("epoch"),
+        "step": checkpoint.get("step"), "metrics": metrics,
+    }
+    if predicted is not None:
+        confusion = confusion_matrix(predicted, y, data.spec.num_classes)
+        report["class_names"] = list(data.spec.class_names)
+        report["per_class"] = per_class_scores(confusion)
+        report["confusion_matrix"] = confusion.tolist()
+    run = _run_directory(path)
+    if run is None:
+        return report, None
+    written = run / f"eval-{split}.json"
+    write_atomically(written, json.dumps(report, indent=2) + "\n")
+    return report, written

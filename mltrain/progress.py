@@ -1,0 +1,69 @@
+"""What a person watching sees: a rich progress bar per epoch on a terminal, plain lines
+otherwise. The loop reports numbers; this module owns the console. Every line is also
+written to the run's train.log."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+
+
+class ProgressView:
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.live = self.console.is_terminal and not quiet
+        self._log: Callable[[str], None] | None = None
+        self._progress: Progress | None = None
+        self._task = None
+
+    def attach_log(self, log: Callable[[str], None]) -> None:
+        self._log = log
+
+    def info(self, text: str, always: bool = False) -> None:
+        """A line above the bar (or on its own line) and in train.log."""
+        if not self.quiet or always:
+            target = self._progress.console if self._progress else self.console
+            target.print(text, markup=False)
+        if self._log:
+            self._log(text)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if not self.live:
+            return
+        self._progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
+            TextColumn("{task.fields[speed]} samples/s"), TimeElapsedColumn(), TextColumn("eta"),
+            TimeRemainingColumn(), console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}",
+                                             loss="-", lr="-", speed="-")
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def show(self, loss: float, lr: float, samples_per_s: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{samples_per_s:,.0f}")
+
+    def end_epoch(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def error(self, text: str) -> None:
+        self.end_epoch()
+        print(text, file=sys.stderr)
+        if self._log:
+            self._log(text)

@@ -1,0 +1,119 @@
+"""Name -> component tables. Each entry names the config keys it takes and where its factory
+lives, so validation, `mltrain list` and building share one source without importing torch."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    help: str
+    factory: str = ""  # "module:attribute", imported only when built
+    params: tuple[str, ...] = ()  # config keys of its section that it takes
+    tags: frozenset[str] = field(default_factory=frozenset)  # e.g. data kinds an arch accepts
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class Registry:
+    def __init__(self, kind: str, entries: list[Entry]):
+        self.kind = kind
+        self._entries = {entry.name: entry for entry in entries}
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def unknown_message(self, name: object) -> str:
+        return (f"unknown {self.kind} '{name}', {did_you_mean(str(name), self.names())}"
+                f"choose from: {', '.join(self.names())}")
+
+    def __getitem__(self, name: str) -> Entry:
+        return self._entries[name]
+
+
+# Tags. Datasets carry the kind of sample they yield and the tasks their targets allow;
+# architectures carry the sample kinds they read; heads carry the task they solve.
+IMAGE, VECTOR = "image", "vector"
+CLASSIFICATION, REGRESSION = "classification", "regression"
+TASKS = frozenset({CLASSIFICATION, REGRESSION})
+
+DATASETS = Registry("dataset", [
+    Entry("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
+          "mltrain.data.builtin:digits", (), frozenset({IMAGE, CLASSIFICATION})),
+    Entry("spirals", "2-D points on N interleaved spiral arms, generated with the seed",
+          "mltrain.data.builtin:spirals", ("classes", "points", "noise"), frozenset({VECTOR, CLASSIFICATION})),
+])
+
+ARCHITECTURES = Registry("architecture", [
+    Entry("mlp", "multi-layer perceptron; flattens any sample",
+          "mltrain.models.mlp:MLP", ("hidden", "activation", "norm", "dropout"),
+          frozenset({IMAGE, VECTOR})),
+])
+
+ACTIVATIONS = Registry("activation", [
+    Entry("relu", "max(0, x)", "torch.nn:ReLU"),
+    Entry("gelu", "Gaussian error linear unit", "torch.nn:GELU"),
+    Entry("tanh", "hyperbolic tangent", "torch.nn:Tanh"),
+    Entry("sigmoid", "logistic function", "torch.nn:Sigmoid"),
+    Entry("silu", "x * sigmoid(x), a.k.a. swish", "torch.nn:SiLU"),
+    Entry("leaky_relu", "max(0.01 x, x)", "torch.nn:LeakyReLU"),
+    Entry("elu", "exponential linear unit", "torch.nn:ELU"),
+])
+
+HEADS = Registry("head", [
+    Entry("softmax", "multi-class: one logit per class, cross-entropy on logits",
+          "mltrain.heads:SoftmaxHead", tags=frozenset({CLASSIFICATION})),
+    Entry("sigmoid", "binary or one-vs-rest: BCE-with-logits",
+          "mltrain.heads:SigmoidHead", tags=frozenset({CLASSIFICATION})),
+    Entry("linear", "regression: raw outputs, mean squared error",
+          "mltrain.heads:LinearHead", tags=frozenset({REGRESSION})),
+])
+
+OPTIMIZERS = Registry("optimizer", [
+    Entry("sgd", "stochastic gradient descent with momentum", "torch.optim:SGD",
+          ("momentum", "nesterov")),
+    Entry("adam", "Adam", "torch.optim:Adam", ("betas", "eps")),
+    Entry("adamw", "Adam with decoupled weight decay", "torch.optim:AdamW", ("betas", "eps")),
+    Entry("rmsprop", "RMSprop", "torch.optim:RMSprop", ("momentum", "eps")),
+])
+
+SCHEDULERS = Registry("scheduler", [
+    Entry("constant", "the optimizer's lr throughout (after warmup)", "mltrain.optim:constant"),
+    Entry("cosine", "cosine decay from lr to min_lr over the run", "mltrain.optim:cosine",
+          ("min_lr",)),
+])
+
+LOSSES = Registry("loss", [
+    Entry("cross_entropy", "paired with head: softmax", "torch.nn.functional:cross_entropy"),
+    Entry("bce_with_logits", "paired with head: sigmoid",
+          "torch.nn.functional:binary_cross_entropy_with_logits"),
+    Entry("mse", "paired with head: linear", "torch.nn.functional:mse_loss"),
+])
+
+REGISTRIES = {
+    "architectures": ARCHITECTURES,
+    "activations": ACTIVATIONS,
+    "optimizers": OPTIMIZERS,
+    "schedulers": SCHEDULERS,
+    "datasets": DATASETS,
+    "heads": HEADS,
+    "losses": LOSSES,
+}
