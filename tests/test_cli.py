@@ -1,0 +1,82 @@
+import os
+import subprocess
+import sys
+import time
+
+from conftest import MLTRAIN, REPO
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom mltrain.cli import app\n"
+            "for args in ([], ['--help'], ['fit', '--help'], ['eval', '--help'], ['overfit-tiny', '--help'],"
+            " ['config', '--help'], ['list', '--help']):\n"
+            "    result = CliRunner().invoke(app, args)\n"
+            "    assert result.exit_code in (0, 2), result.output\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_console_script_help_is_fast():
+    started = time.perf_counter()
+    result = subprocess.run([MLTRAIN, "--help"], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0 and "fit" in result.stdout
+    assert elapsed < 5  # generous for a loaded CI machine; the target (about 0.15 s) is in the README
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "mltrain", "list", "heads"], capture_output=True, text=True)
+    assert result.returncode == 0 and "softmax" in result.stdout
+
+
+def test_list_every_kind_and_one_kind(cli):
+    result = cli("list")
+    assert result.exit_code == 0
+    for word in ("architectures", "mlp", "relu", "adamw", "cosine", "digits", "spirals", "cross_entropy"):
+        assert word in result.stdout
+    result = cli("list", "optimizers")
+    assert "sgd" in result.stdout and "digits" not in result.stdout
+
+
+def test_list_unknown_kind_suggests(cli):
+    result = cli("list", "optimisers")
+    assert result.exit_code == 2
+    assert "did you mean 'optimizers'" in result.stderr
+
+
+def test_config_prints_the_resolved_config(cli, tiny_config):
+    result = cli("config", tiny_config, "--set", "optimizer.lr=3e-4")
+    assert result.exit_code == 0
+    assert "lr: 0.0003" in result.stdout and "monitor: val/accuracy" in result.stdout
+
+
+def test_config_error_exits_2_with_one_line_and_no_traceback(cli, tiny_config):
+    result = cli("config", tiny_config, "--set", "model.activaton=gelu")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().count("\n") == 0
+    assert "did you mean 'activation'" in result.stderr
+
+
+def test_debug_env_shows_the_traceback(tiny_config):
+    env = {**os.environ, "MLTRAIN_DEBUG": "1"}
+    result = subprocess.run([MLTRAIN, "config", str(tiny_config), "--set", "model.activaton=gelu"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_missing_config_file_exits_2(cli, tmp_path):
+    result = cli("fit", tmp_path / "missing.yaml")
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+
+
+def test_unsupported_flags_are_refused_clearly(cli, tiny_config):
+    assert cli("fit", tiny_config, "--nproc", "2").exit_code == 2
+    result = cli("fit", "--resume", "runs/x")
+    assert result.exit_code == 2 and "--resume" in result.stderr
+
+
+def test_every_shipped_config_validates(cli):
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        result = cli("config", path)
+        assert result.exit_code == 0, (path, result.output)
