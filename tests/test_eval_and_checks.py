@@ -1,0 +1,148 @@
+import json
+import os
+import pickle
+import subprocess
+
+import torch
+
+from conftest import MLTRAIN, only_run, write_config
+from mltrain.checkpoint import load_checkpoint, save_checkpoint
+
+
+def make_run(cli, tmp_path, **sections):
+    result = cli("fit", write_config(tmp_path, **sections))
+    assert result.exit_code == 0, result.output
+    return only_run(tmp_path)
+
+
+def test_eval_in_a_fresh_process_matches_the_fit(cli, tmp_path):
+    run = make_run(cli, tmp_path)
+    result = subprocess.run([MLTRAIN, "eval", str(run), "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    summary = json.loads((run / "summary.json").read_text())
+    assert report["split"] == "test" and report["epoch"] == summary["best"]["epoch"]
+    assert report["metrics"]["test/accuracy"] == summary["test"]["test/accuracy"]
+    assert sum(map(sum, report["confusion_matrix"])) == report["samples"]
+    assert set(report["per_class"]) == {"precision", "recall", "f1", "support"}
+    written = json.loads((run / "eval-test.json").read_text())
+    assert written == report
+
+
+def test_eval_val_split_and_human_output(cli, tmp_path):
+    run = make_run(cli, tmp_path)
+    result = cli("eval", run / "checkpoints/last.pt", "--split", "val")
+    assert result.exit_code == 0, result.output
+    assert "val/accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert (run / "eval-val.json").is_file()
+
+
+def test_eval_set_takes_only_data_keys(cli, tmp_path):
+    run = make_run(cli, tmp_path)
+    result = cli("eval", run, "--set", "model.hidden=[3]")
+    assert result.exit_code == 2 and "data.*" in result.stderr
+    assert cli("eval", run, "--set", "data.batch_size=7", "--json").exit_code == 0
+
+
+def test_eval_missing_split_is_a_user_error(cli, tmp_path):
+    run = make_run(cli, tmp_path, data={"val_split": 0.0})
+    result = cli("eval", run, "--split", "val")
+    assert result.exit_code == 2 and "no val split" in result.stderr
+
+
+def test_eval_bad_paths_and_files_exit_2(cli, tmp_path):
+    assert "no such file" in cli("eval", tmp_path / "nothing").stderr
+    assert "no checkpoints/best.pt" in cli("eval", tmp_path).stderr
+    cases = {"empty.pt": b"", "garbage.pt": b"not a checkpoint at all", }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        result = cli("eval", tmp_path / name)
+        assert result.exit_code == 2 and name in result.stderr and "Traceback" not in result.output
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    result = cli("eval", tmp_path / "foreign.pt")
+    assert result.exit_code == 2 and "not an mltrain checkpoint" in result.stderr
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = ""
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(cli, tmp_path):
+    global MARKER
+    MARKER = str(tmp_path / "payload-ran")
+    with open(tmp_path / "evil.pt", "wb") as file:
+        pickle.dump({"format": "mltrain-checkpoint", "x": RunsCode()}, file)
+    torch.save({"format": "mltrain-checkpoint", "x": RunsCode()}, tmp_path / "evil_zip.pt")
+    for name in ("evil.pt", "evil_zip.pt"):
+        result = cli("eval", tmp_path / name)
+        assert result.exit_code == 2, result.output
+        assert not (tmp_path / "payload-ran").exists()
+
+
+def test_newer_checkpoint_format_is_refused(tmp_path):
+    save_checkpoint({"model": {}}, tmp_path / "new.pt")
+    checkpoint = torch.load(tmp_path / "new.pt", weights_only=True)
+    checkpoint["format_version"] = 99
+    torch.save(checkpoint, tmp_path / "new.pt")
+    result = subprocess.run([MLTRAIN, "eval", str(tmp_path / "new.pt")], capture_output=True, text=True)
+    assert result.returncode == 2 and "newer" in result.stderr
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}}, path)
+
+    def crash(*args, **kwargs):
+        args[1].write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    try:
+        save_checkpoint({"model": {"w": torch.zeros(3)}}, path)
+    except OSError:
+        pass
+    monkeypatch.undo()
+    checkpoint, _ = load_checkpoint(path)
+    assert torch.equal(checkpoint["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_overfit_tiny_passes_on_a_sane_config(cli, tmp_path):
+    config = write_config(tmp_path, optimizer={"lr": 0.01}, model={"dropout": 0.5})
+    result = cli("overfit-tiny", config, "--samples", "16", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["samples"] == 16
+    assert report["final_loss"] < 0.01 * report["initial_loss"] and report["final_accuracy"] == 1.0
+    names = [check["name"] for check in report["checks"]]
+    assert "gradients reach every weight" in names and "loss at init" in names
+    init = next(check for check in report["checks"] if check["name"] == "loss at init")
+    assert abs(report["initial_loss"] - report["expected_initial_loss"]) < 0.5 and init["status"] == "pass"
+
+
+def test_overfit_tiny_fails_with_exit_1_when_the_model_cannot_fit(cli, tmp_path):
+    config = write_config(tmp_path, optimizer={"lr": 1e-7})
+    result = cli("overfit-tiny", config, "--steps", "50")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "optimizer.lr" in result.stdout
+
+
+def test_overfit_tiny_reports_weights_without_gradient(tmp_path, monkeypatch):
+    from mltrain.checks.overfit_tiny import overfit_tiny
+    from mltrain.config import load_config
+    from mltrain.models import mlp
+
+    original = mlp.MLP.__init__
+
+    def with_unused_weight(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.unused = torch.nn.Parameter(torch.zeros(3))  # never used in forward()
+
+    monkeypatch.setattr(mlp.MLP, "__init__", with_unused_weight)
+    report = overfit_tiny(load_config(write_config(tmp_path)), samples=8, steps=50)
+    gradient_check = next(c for c in report["checks"] if c["name"] == "gradients reach every weight")
+    assert not report["passed"] and gradient_check["status"] == "fail" and "unused" in gradient_check["detail"]
