@@ -51,7 +51,10 @@ class Registry:
 
 # Tags. Datasets carry the kind of sample they yield and the tasks their targets allow;
 # architectures carry the sample kinds they read; heads carry the task they solve.
-IMAGE, VECTOR = "image", "vector"
+IMAGE = "image"  # (C, H, W)
+VECTOR = "vector"  # (F,) features, e.g. a table row or a 2-D point
+SEQUENCE = "sequence"  # (L,) or (L, F): L steps of F features (1 if absent)
+TOKENS = "tokens"  # (L,) integer token ids, e.g. characters of a text
 CLASSIFICATION, REGRESSION = "classification", "regression"
 TASKS = frozenset({CLASSIFICATION, REGRESSION})
 
