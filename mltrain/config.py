@@ -60,6 +60,12 @@ class SchedulerConfig:
     name: str = "constant"  # a name from `mltrain list schedulers`
     warmup_steps: int = 0  # optimizer steps of linear warmup from lr/warmup_steps to lr
     min_lr: float = 0.0  # cosine: the lr reached at the last step
+    step_size: int = 1000  # step: optimizer steps between drops
+    milestones: tuple[int, ...] = (1000,)  # multistep: optimizer steps (after warmup) at which the lr drops
+    gamma: float = 0.1  # step, multistep, plateau: lr multiplier at each drop
+    decay: float = 0.999  # exponential: lr multiplier per optimizer step
+    pct_start: float = 0.3  # onecycle: fraction of the steps spent rising to lr
+    patience: int = 2  # plateau: validations without improvement of train.monitor before a drop
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,16 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     threads: int | None = None  # CPU threads for torch; null: one per core, minus one on 2+ cores
     log_every_steps: int = 50  # optimizer steps between progress/loss updates (each one a host sync)
+    max_steps: int | None = None  # stop after this many optimizer steps; null: train.epochs decides
+    val_every_steps: int | None = None  # also validate every N optimizer steps; null: once per epoch
+    monitor_mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy, min for losses
+    grad_clip: float | None = None  # clip the global gradient norm to this; null: no clipping
+    accumulate: int = 1  # micro-batches of data.batch_size summed into one optimizer step
+    label_smoothing: float = 0.0  # softmax head: weight moved from the true class to all classes
+    ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.999;
+    #                           validation, best.pt and eval then use the averaged weights
+    compile: bool = False  # torch.compile the model (checkpoints keep plain weight names)
+    deterministic: bool = False  # deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)
 
 
 @dataclass(frozen=True)
@@ -313,6 +329,19 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.epochs": (lambda v: v >= 1, "must be at least 1"),
     "train.threads": (lambda v: v is None or v >= 1, "must be at least 1, or null for automatic"),
     "train.log_every_steps": (lambda v: v >= 1, "must be at least 1"),
+    "train.max_steps": (lambda v: v is None or v >= 1, "must be at least 1, or null"),
+    "train.val_every_steps": (lambda v: v is None or v >= 1, "must be at least 1, or null"),
+    "train.grad_clip": (lambda v: v is None or v > 0.0, "must be above 0, or null"),
+    "train.accumulate": (lambda v: v >= 1, "must be at least 1"),
+    "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
+    "train.ema": (lambda v: v is None or 0.0 < v < 1.0, "must be above 0 and below 1, or null"),
+    "scheduler.step_size": (lambda v: v >= 1, "must be at least 1"),
+    "scheduler.milestones": (lambda v: list(v) == sorted(set(v)) and all(m >= 1 for m in v),
+                             "must be increasing step numbers of at least 1"),
+    "scheduler.gamma": (lambda v: 0.0 < v < 1.0, "must be above 0 and below 1"),
+    "scheduler.decay": (lambda v: 0.0 < v <= 1.0, "must be above 0 and at most 1"),
+    "scheduler.pct_start": (lambda v: 0.0 < v < 1.0, "must be above 0 and below 1"),
+    "scheduler.patience": (lambda v: v >= 0, "must be 0 or more"),
     "train.early_stopping.patience": (lambda v: v >= 1, "must be at least 1"),
     "train.early_stopping.min_delta": (lambda v: v >= 0.0, "must be 0 or more"),
 }

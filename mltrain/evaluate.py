@@ -14,6 +14,7 @@ from .errors import UserError
 from .learner import Learner
 from .metrics import confusion_matrix, per_class_scores
 from .run_dir import write_atomically
+from .train import weights_for_eval
 
 SPLITS = ("test", "val", "train")
 
@@ -45,7 +46,7 @@ def evaluate_checkpoint(target: str | Path, split: str = "test",
                         f"(it has: {', '.join(data.splits)})")
     learner = Learner.build(cfg, data.spec, device)
     try:
-        learner.model.load_state_dict(checkpoint["model"])
+        learner.eval_model.load_state_dict(weights_for_eval(checkpoint))
     except (RuntimeError, KeyError) as error:
         raise UserError(f"{path}: the model weights do not fit the model its config describes: "
                         f"{str(error).splitlines()[0]}") from None

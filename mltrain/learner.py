@@ -9,6 +9,7 @@ import contextlib
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import Config
 from .data import DataSpec
@@ -33,47 +34,109 @@ def autocast_for(precision: str, device: torch.device):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.Conv2d) for module in model.modules())
+
+
 class Learner:
-    def __init__(self, model: nn.Module, head: Head, optimizer: torch.optim.Optimizer,
-                 precision: str, device: torch.device):
+    """Owns the training step: forward under autocast, loss on logits, backward (accumulated
+    over micro-batches), unscale, clip, optimizer step, EMA update."""
+
+    def __init__(self, model: nn.Module, head: Head, optimizer: torch.optim.Optimizer, precision: str,
+                 device: torch.device, grad_clip: float | None = None, ema_decay: float | None = None,
+                 compile: bool = False):
         self.model, self.head, self.optimizer, self.device = model, head, optimizer, device
+        self.grad_clip = grad_clip
         self.autocast = autocast_for(precision, device)
         # Loss scaling only matters for fp16; disabled it passes losses and steps through.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.channels_last = device.type == "cuda" and _has_conv2d(model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # `model` keeps plain parameter names for checkpoints; the compiled wrapper only runs.
+        self.forward_model = torch.compile(model) if compile else model
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
+            if ema_decay else None
+        self.steps = 0  # optimizer steps taken
+        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
 
     @classmethod
     def build(cls, cfg: Config, spec: DataSpec, device: torch.device) -> Learner:
         head = build_head(cfg.model.head, spec)
         model = build_model(cfg.model, spec, head.num_outputs).to(device)
-        return cls(model, head, build_optimizer(cfg.optimizer, model), cfg.train.precision, device)
+        return cls(model, head, build_optimizer(cfg.optimizer, model), cfg.train.precision, device,
+                   cfg.train.grad_clip, cfg.train.ema, cfg.train.compile)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation, best.pt and eval use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor | None:
         return self.head.predict(logits) if self.head.classifies else None
 
-    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            logits = self.model(x)
+            logits = model(x)
         return self.head.loss(logits.float(), y), logits
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss, backward, optimizer step. Returns the (detached) loss and logits."""
-        loss, logits = self.loss_and_logits(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+    def backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
+        Returns the (detached, unscaled) loss and logits."""
+        self.model.train()
+        loss, logits = self._forward(self.forward_model, x, y)
+        self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
+        loss = loss.detach()
+        # Remember the first step with a non-finite loss, on the device: no host sync here.
+        bad = ~torch.isfinite(loss) & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(bad, self.steps + 1, self._first_bad_step)
+        return loss, logits.detach()
+
+    def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
+        """Clip, step and clear the gradients accumulated since the last update. Returns the
+        gradient norm before clipping when clipping or asked for (a device tensor)."""
+        grad_norm = None
+        if self.grad_clip is not None or want_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach(), logits.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.steps += 1
+        return grad_norm
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on one batch."""
+        loss, logits = self.backward(x, y)
+        self.update()
+        return loss, logits
+
+    def first_non_finite_step(self) -> int | None:
+        """The first optimizer step whose loss was NaN or inf, if any (a host sync)."""
+        step = int(self._first_bad_step)
+        return step if step >= 0 else None
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "ema": {"weights": self.ema.module.state_dict(), "n_averaged": self.ema.n_averaged}
+                if self.ema is not None else None}
 
     @torch.inference_mode()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor,
                  split: str) -> tuple[dict[str, float], torch.Tensor | None]:
         """Mean loss (and accuracy for classifiers) over a split in eval mode, and the
         predicted classes (None for regression)."""
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         totals = Accumulator(self.device, self.head.classifies)
         predicted = []
         for xb, yb in batches(x, y, EVAL_BATCH_SIZE):
-            loss, logits = self.loss_and_logits(xb, yb)
+            loss, logits = self._forward(model, xb, yb)
             predictions = self.predictions(logits)
             totals.update(loss, predictions, yb)
             predicted.append(predictions)

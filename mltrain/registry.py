@@ -100,8 +100,16 @@ OPTIMIZERS = Registry("optimizer", [
 
 SCHEDULERS = Registry("scheduler", [
     Entry("constant", "the optimizer's lr throughout (after warmup)", "mltrain.optim:constant"),
+    Entry("step", "multiply the lr by gamma every step_size steps", "mltrain.optim:step", ("step_size", "gamma")),
+    Entry("multistep", "multiply the lr by gamma at each of the milestones (steps)", "mltrain.optim:multistep",
+          ("milestones", "gamma")),
+    Entry("exponential", "multiply the lr by decay after every step", "mltrain.optim:exponential", ("decay",)),
     Entry("cosine", "cosine decay from lr to min_lr over the run", "mltrain.optim:cosine",
           ("min_lr",)),
+    Entry("onecycle", "rise to lr over pct_start of the run, then anneal (cosine) to lr/1e4",
+          "mltrain.optim:onecycle", ("pct_start",)),
+    Entry("plateau", "multiply the lr by gamma when train.monitor stops improving for patience validations",
+          "mltrain.optim:plateau", ("gamma", "patience")),
 ])
 
 LOSSES = Registry("loss", [

@@ -83,11 +83,15 @@ class RunDir:
         with self.log_path.open("a", encoding="utf-8") as file:
             file.write(line + "\n")
 
+    def append_step_record(self, record: dict[str, Any]) -> None:
+        """A record taken within an epoch (log interval or extra validation): metrics.jsonl only."""
+        with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One epoch's record: a line of metrics.jsonl and a row of metrics.csv."""
         self.records.append(record)
-        with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
+        self.append_step_record(record)
         columns: list[str] = []
         for row in self.records:
             columns += [key for key in row if key not in columns]

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from .checkpoint import capture_rng, save_checkpoint
+from .checkpoint import capture_rng, load_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, dump_config
-from .data import build_data
+from .data import InMemoryData, build_data
 from .data.dataset import batches, epoch_order, steps_per_epoch
 from .devices import pick_device, set_threads
 from .errors import TrainingFailed
@@ -23,7 +24,7 @@ from .learner import Learner
 from .metrics import Accumulator
 from .models import count_parameters
 from .monitor import Monitor
-from .optim import build_scheduler
+from .optim import LRSchedule
 from .progress import ProgressView, format_metrics
 from .run_dir import RunDir
 from .signals import StopRequested, stop_on_signals
@@ -41,16 +42,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels when asked; otherwise let cuDNN pick the fastest ones."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+
+
 def versions() -> dict[str, str]:
     from . import __version__
 
     return {"mltrain": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
-def _non_finite_message(step: int, lr: float, last_loss: float) -> str:
-    return (f"training stopped: the loss became non-finite ({last_loss}) by step {step} at lr {lr:.3g}. "
-            f"A learning rate too high is the usual cause; try optimizer.lr={lr / 10:.3g} "
-            f"(--set optimizer.lr={lr / 10:.3g}). No checkpoint was written from these weights.")
+def weights_for_eval(checkpoint: dict) -> dict:
+    """The weights a checkpoint is scored with: its EMA when it has one."""
+    return checkpoint["ema"]["weights"] if checkpoint.get("ema") else checkpoint["model"]
+
+
+def grouped(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive groups of `size` items (the last may be shorter): the micro-batches of one step."""
+    group: list = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _non_finite_message(step: int, lr: float, loss: float, grad_norm: float | None) -> str:
+    norm = f", last gradient norm {grad_norm:.4g}" if grad_norm is not None else ""
+    return (f"training stopped: the loss became non-finite at step {step} (lr {lr:.3g}, recent loss {loss:.4g}"
+            f"{norm}). A learning rate too high is the usual cause; try --set optimizer.lr={lr / 10:.3g}. "
+            f"No checkpoint was written from these weights.")
 
 
 def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = None,
@@ -59,6 +88,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
     started = time.perf_counter()
     torch_device = pick_device(device or cfg.train.device)
     threads = set_threads(cfg.train.threads)
+    configure_determinism(cfg.train.deterministic, torch_device)
     seed_everything(cfg.seed)
     view = ProgressView(quiet)
     run = RunDir.create(cfg.output.dir, cfg.name, run_dir)
@@ -68,11 +98,14 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
     data = build_data(cfg.data, cfg.seed, torch_device)
     learner = Learner.build(cfg, data.spec, torch_device)
     x_train, y_train = data.splits["train"]
-    steps_in_epoch = steps_per_epoch(len(y_train), cfg.data.batch_size)
-    scheduler = build_scheduler(cfg.scheduler, learner.optimizer, steps_in_epoch * cfg.train.epochs)
+    micro_batches = steps_per_epoch(len(y_train), cfg.data.batch_size)
+    steps_in_epoch = steps_per_epoch(micro_batches, cfg.train.accumulate)
+    total_steps = cfg.train.max_steps or steps_in_epoch * cfg.train.epochs
+    epochs = math.ceil(total_steps / steps_in_epoch)
     stopping = cfg.train.early_stopping
-    monitor = Monitor(cfg.train.monitor, stopping.patience if stopping else None,
+    monitor = Monitor(cfg.train.monitor, cfg.train.monitor_mode, stopping.patience if stopping else None,
                       stopping.min_delta if stopping else 0.0)
+    schedule = LRSchedule(cfg.scheduler, learner.optimizer, total_steps, monitor.mode)
     params = count_parameters(learner.model)
 
     summary: dict[str, Any] = {
@@ -86,16 +119,32 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
               + f"; sample shape {tuple(data.spec.sample_shape)}"
               + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
     view.info(f"model {cfg.model.arch} ({params:,} parameters), head {cfg.model.head}, "
-              f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, device {torch_device}, "
+              f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {total_steps} steps, device {torch_device}, "
               f"{threads} CPU thread{'s' if threads != 1 else ''}, precision {cfg.train.precision}")
 
-    def checkpoint(epoch: int, record: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "model": learner.model.state_dict(), "optimizer": learner.optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": learner.scaler.state_dict(),
-            "epoch": epoch, "step": step, "config": config_to_dict(cfg), "data_state": data.state,
-            "metrics": record, "monitor": monitor.best(), "rng": capture_rng(), "versions": versions(),
-        }
+    step, epoch, samples_seen, train_seconds = 0, 0, 0, 0.0
+
+    def checkpoint(record: dict[str, Any]) -> dict[str, Any]:
+        return {**learner.state_dict(), "scheduler": schedule.state_dict(), "epoch": epoch, "step": step,
+                "config": config_to_dict(cfg), "data_state": data.state, "metrics": record,
+                "monitor": monitor.best(), "rng": capture_rng(), "versions": versions()}
+
+    def ensure_finite(running_loss: float, grad_norm: float | None = None) -> None:
+        """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
+        bad_step = learner.first_non_finite_step()
+        if bad_step is not None or not math.isfinite(running_loss):
+            raise TrainingFailed(_non_finite_message(bad_step or step, schedule.lr, running_loss, grad_norm))
+
+    def validate(record: dict[str, Any]) -> bool:
+        """Score the val split into `record`, update best.pt and the plateau schedule; True if best."""
+        if "val" in data.splits:
+            record.update(learner.evaluate(*data.splits["val"], "val")[0])
+        record["lr"] = schedule.lr
+        is_best = monitor.update(record, epoch, step)
+        schedule.after_validation(record[monitor.metric])
+        if is_best:
+            save_checkpoint(checkpoint(record), run.checkpoints / "best.pt")
+        return is_best
 
     def finish(status: str, **extra: Any) -> None:
         summary.update(status=status, steps=step, best=monitor.best(),
@@ -104,49 +153,56 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
                        **extra)
         run.write_json("summary.json", summary)
 
-    step, samples_seen, train_seconds, epoch = 0, 0, 0.0, 0
-    log_every = cfg.train.log_every_steps
     try:
         with stop_on_signals() as stop:
-            for epoch in range(1, cfg.train.epochs + 1):
-                learner.model.train()
+            while step < total_steps and not summary.get("stopped_early"):
+                epoch += 1
                 totals = Accumulator(torch_device, learner.head.classifies)
-                view.start_epoch(epoch, cfg.train.epochs, steps_in_epoch)
+                view.start_epoch(epoch, epochs, min(steps_in_epoch, total_steps - step))
                 epoch_started = time.perf_counter()
-                for x, y in batches(x_train, y_train, cfg.data.batch_size, epoch_order(len(y_train), cfg.seed, epoch)):
-                    loss, logits = learner.step(x, y)
-                    scheduler.step()
-                    totals.update(loss, learner.predictions(logits), y)
+                order = epoch_order(len(y_train), cfg.seed, epoch)
+                for group in grouped(batches(x_train, y_train, cfg.data.batch_size, order), cfg.train.accumulate):
+                    for x, y in group:
+                        loss, logits = learner.backward(x, y, scale=1.0 / len(group))
+                        totals.update(loss, learner.predictions(logits), y)
+                    log_now = (step + 1) % cfg.train.log_every_steps == 0
+                    grad_norm = learner.update(want_grad_norm=log_now)
+                    schedule.after_step()
                     step += 1
                     view.advance()
-                    if step % log_every == 0:  # the only mid-epoch host sync
-                        running = totals.compute("train")["train/loss"]
-                        if not math.isfinite(running):
-                            raise TrainingFailed(_non_finite_message(step, scheduler.get_last_lr()[0], running))
-                        view.show(running, scheduler.get_last_lr()[0],
+                    if log_now:  # the only per-interval host sync
+                        running = totals.compute("train")
+                        norm = float(grad_norm)
+                        ensure_finite(running["train/loss"], norm)
+                        run.append_step_record({"epoch": epoch, "step": step, "train/loss": running["train/loss"],
+                                                "lr": schedule.lr, "grad_norm": norm})
+                        view.show(running["train/loss"], schedule.lr,
                                   totals.count / (time.perf_counter() - epoch_started))
+                    if cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 \
+                            and step % steps_in_epoch and step < total_steps:
+                        ensure_finite(totals.compute("train")["train/loss"])
+                        record = {"epoch": epoch, "step": step}
+                        best = validate(record)
+                        run.append_step_record(record)
+                        view.info(f"step {step}  {format_metrics(record)}" + ("  * best" if best else ""))
+                        if monitor.stop_reason():
+                            break
                     stop.check()
+                    if step >= total_steps:
+                        break
                 epoch_seconds = time.perf_counter() - epoch_started
                 train_seconds += epoch_seconds
                 samples_seen += totals.count
                 train_metrics = totals.compute("train")
-                if not math.isfinite(train_metrics["train/loss"]):
-                    raise TrainingFailed(_non_finite_message(step, scheduler.get_last_lr()[0],
-                                                             train_metrics["train/loss"]))
-                record: dict[str, Any] = {"epoch": epoch, "step": step, **train_metrics}
-                if "val" in data.splits:
-                    record.update(learner.evaluate(*data.splits["val"], "val")[0])
-                record["lr"] = scheduler.get_last_lr()[0]
+                ensure_finite(train_metrics["train/loss"])
+                record = {"epoch": epoch, "step": step, **train_metrics}
+                is_best = validate(record)
                 record["epoch_time_s"] = round(epoch_seconds, 4)
                 run.append_metrics(record)
-                is_best = monitor.update(epoch, record)
-                state = checkpoint(epoch, record)
-                save_checkpoint(state, run.checkpoints / "last.pt")
-                if is_best:
-                    save_checkpoint(state, run.checkpoints / "best.pt")
+                save_checkpoint(checkpoint(record), run.checkpoints / "last.pt")
                 view.end_epoch()
                 shown = {key: value for key, value in record.items() if "/" in key}
-                view.info(f"epoch {epoch}/{cfg.train.epochs}  {format_metrics(shown)}  lr {record['lr']:.3g}  "
+                view.info(f"epoch {epoch}/{epochs}  {format_metrics(shown)}  lr {record['lr']:.3g}  "
                           f"{totals.count / epoch_seconds:,.0f} samples/s  {epoch_seconds:.2f}s"
                           + ("  * best" if is_best else ""))
                 summary.update(epochs_completed=epoch, final=record)
@@ -154,14 +210,14 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
                 if reason:
                     view.info(reason)
                     summary["stopped_early"] = reason
-                    break
     except TrainingFailed as failure:
         view.end_epoch()
         finish("failed", error=str(failure))
         raise
     except StopRequested:
         view.end_epoch()
-        save_checkpoint(checkpoint(epoch, summary["final"]), run.checkpoints / "last.pt")
+        ensure_finite(0.0)
+        save_checkpoint(checkpoint(summary["final"]), run.checkpoints / "last.pt")
         finish("interrupted")
         view.info(f"interrupted at step {step}; checkpoint written to {run.checkpoints / 'last.pt'}", always=True)
         raise
@@ -177,14 +233,12 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
     return FitResult(run.path, summary)
 
 
-def _score_best_on_test(learner: Learner, data, run: RunDir) -> dict[str, float]:
+def _score_best_on_test(learner: Learner, data: InMemoryData, run: RunDir) -> dict[str, float]:
     """The test split, scored once at the end with the best weights."""
     if "test" not in data.splits:
         return {}
-    from .checkpoint import load_checkpoint
-
     best, _ = load_checkpoint(run.checkpoints / "best.pt")
-    learner.model.load_state_dict(best["model"])
+    learner.eval_model.load_state_dict(weights_for_eval(best))
     return learner.evaluate(*data.splits["test"], "test")[0]
 
 

@@ -59,10 +59,10 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
                          f"{initial_loss:.4f}, expected about {expected:.4f} ({what})"
                          + ("" if near else "; the output layer may be initialised too large")))
 
-    learner.model.train()
-    learner.step(x, y)
+    learner.backward(x, y)
     missing = [name for name, p in learner.model.named_parameters()
                if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))]
+    learner.update()
     checks.append(_check("gradients reach every weight", "fail" if missing else "pass",
                          f"no gradient for: {', '.join(missing)}" if missing
                          else f"all {sum(1 for _ in learner.model.parameters())} parameter tensors"))
@@ -70,7 +70,6 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
     steps_run, final = 1, initial
     target = LOSS_DROP * initial_loss
     for steps_run in range(2, steps + 1):
-        learner.model.train()
         learner.step(x, y)
         if steps_run % CHECK_EVERY == 0 or steps_run == steps:
             final = learner.evaluate(x, y, "tiny")[0]
