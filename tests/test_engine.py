@@ -1,0 +1,160 @@
+"""The training engine: schedules, accumulation, clipping, EMA, compile, step budget."""
+
+import math
+
+import pytest
+import torch
+
+import mltrain
+from conftest import read_jsonl, write_config
+from mltrain.config import SchedulerConfig
+from mltrain.heads import SoftmaxHead
+from mltrain.data import DataSpec
+from mltrain.learner import Learner
+from mltrain.optim import LRSchedule
+
+BASE_LR = 0.5
+
+
+def lr_curve(steps: int, total: int, validations=(), **scheduler) -> list[float]:
+    """The lr after each of `steps` optimizer steps."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE_LR)
+    schedule = LRSchedule(SchedulerConfig(**scheduler), optimizer, total, monitor_mode="min")
+    curve = [schedule.lr]
+    for step in range(1, steps + 1):
+        optimizer.step()
+        schedule.after_step()
+        if step <= len(validations):
+            schedule.after_validation(validations[step - 1])
+        curve.append(schedule.lr)
+    return curve
+
+
+def test_constant_and_warmup():
+    assert lr_curve(10, 10, name="constant") == pytest.approx([BASE_LR] * 11)
+    warm = lr_curve(10, 10, name="constant", warmup_steps=4)
+    assert warm[:5] == pytest.approx([BASE_LR * (0.25 + 0.75 * s / 4) for s in range(5)])
+    assert warm[4:] == pytest.approx([BASE_LR] * 7)
+
+
+def test_step_multistep_exponential_follow_their_formulas():
+    assert lr_curve(12, 12, name="step", step_size=5, gamma=0.5) == \
+        pytest.approx([BASE_LR * 0.5 ** (s // 5) for s in range(13)])
+    assert lr_curve(12, 12, name="multistep", milestones=[3, 7], gamma=0.1) == \
+        pytest.approx([BASE_LR * 0.1 ** sum(s >= m for m in (3, 7)) for s in range(13)])
+    assert lr_curve(12, 12, name="exponential", decay=0.9) == pytest.approx([BASE_LR * 0.9 ** s for s in range(13)])
+
+
+def test_cosine_after_warmup_follows_its_formula():
+    total, warmup, floor = 20, 5, 0.01
+    curve = lr_curve(total, total, name="cosine", warmup_steps=warmup, min_lr=floor)
+    span = total - warmup
+    expected = [floor + (BASE_LR - floor) * (1 + math.cos(math.pi * s / span)) / 2 for s in range(span + 1)]
+    assert curve[warmup:] == pytest.approx(expected)
+
+
+def test_onecycle_rises_to_lr_then_anneals():
+    total = 100
+    curve = lr_curve(total, total, name="onecycle", pct_start=0.3)
+    peak = max(range(len(curve)), key=curve.__getitem__)
+    assert curve[0] == pytest.approx(BASE_LR / 25)
+    assert curve[peak] == pytest.approx(BASE_LR, rel=1e-3) and abs(peak - 30) <= 1
+    assert curve[-1] < BASE_LR / 1e4
+
+
+def test_plateau_drops_after_patience_validations_without_improvement():
+    curve = lr_curve(6, 6, validations=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9], name="plateau", patience=2, gamma=0.1)
+    assert curve[:5] == pytest.approx([BASE_LR] * 5)  # improvements, then two bad validations
+    assert curve[5] == pytest.approx(BASE_LR * 0.1)  # the third bad validation drops the lr
+
+
+def make_learner(model, **options):
+    spec = DataSpec((4,), 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    return Learner(model, SoftmaxHead(spec), optimizer, "fp32", torch.device("cpu"), **options)
+
+
+def test_accumulated_micro_batches_match_one_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    big, small = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    small.load_state_dict(big.state_dict())
+    make_learner(big).step(x, y)
+    accumulating = make_learner(small)
+    for part in range(4):
+        accumulating.backward(x[part * 4:(part + 1) * 4], y[part * 4:(part + 1) * 4], scale=0.25)
+    accumulating.update()
+    for a, b in zip(big.parameters(), small.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_accumulation_end_to_end_matches_a_bigger_batch(tmp_path):
+    common = dict(data={"batch_size": 64, "val_split": 0.0}, optimizer={"name": "sgd", "lr": 0.1})
+    big = mltrain.fit(write_config(tmp_path, name="big", **common))
+    common["data"] = {"batch_size": 16, "val_split": 0.0}
+    small = mltrain.fit(write_config(tmp_path, name="small", train={"epochs": 3, "accumulate": 4}, **common))
+    assert big.summary["steps"] == small.summary["steps"]
+    weights = [torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["model"] for r in (big, small)]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-4, atol=1e-5)
+
+
+def test_clipping_bounds_the_update():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    learner = make_learner(model, grad_clip=0.01)
+    learner.backward(torch.randn(8, 4) * 100, torch.randint(0, 3, (8,)))
+    norm = learner.update()
+    assert float(norm) > 0.01  # the raw gradient was larger than the bound...
+    with torch.no_grad():
+        change = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert float(change) == pytest.approx(0.01, rel=1e-3)  # ...and SGD at lr 1 moved by exactly the bound
+
+
+def test_step_records_log_lr_and_grad_norm(tmp_path):
+    result = mltrain.fit(write_config(tmp_path, train={"epochs": 2, "log_every_steps": 2, "grad_clip": 1.0}))
+    records = read_jsonl(result.run_dir / "metrics.jsonl")
+    step_records = [r for r in records if "grad_norm" in r]
+    assert [r["step"] for r in step_records][:3] == [2, 4, 6]
+    assert all(r["lr"] > 0 and r["grad_norm"] > 0 for r in step_records)
+
+
+def test_max_steps_and_mid_epoch_validation(tmp_path):
+    result = mltrain.fit(write_config(tmp_path, train={"epochs": 100, "max_steps": 10, "val_every_steps": 3}))
+    assert result.summary["steps"] == 10
+    records = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if "val/loss" in r and "train/accuracy" not in r] == [3, 6, 9]
+
+
+def test_ema_weights_differ_and_are_the_ones_evaluated(tmp_path):
+    result = mltrain.fit(write_config(tmp_path, train={"epochs": 2, "ema": 0.9}))
+    checkpoint = torch.load(result.run_dir / "checkpoints/last.pt", weights_only=True)
+    raw, averaged = checkpoint["model"], checkpoint["ema"]["weights"]
+    assert not all(torch.equal(raw[k], averaged[k]) for k in raw)
+    assert result.summary["final"]["val/loss"] == pytest.approx(
+        _val_loss(result.run_dir, averaged)) != pytest.approx(_val_loss(result.run_dir, raw))
+
+
+def _val_loss(run_dir, weights) -> float:
+    from mltrain.config import load_config
+    from mltrain.data import build_data
+
+    cfg = load_config(run_dir / "config.yaml", ["train.ema=null"])
+    data = build_data(cfg.data, cfg.seed, torch.device("cpu"))
+    learner = Learner.build(cfg, data.spec, torch.device("cpu"))
+    learner.model.load_state_dict(weights)
+    return learner.evaluate(*data.splits["val"], "val")[0]["val/loss"]
+
+
+def test_compile_gives_checkpoints_with_plain_keys(tmp_path):
+    plain = mltrain.fit(write_config(tmp_path, name="plain", train={"epochs": 1}))
+    compiled = mltrain.fit(write_config(tmp_path, name="compiled", train={"epochs": 1, "compile": True}))
+    keys = [set(torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["model"]) for r in (plain, compiled)]
+    assert keys[0] == keys[1] and not any("_orig_mod" in key for key in keys[1])
+    assert mltrain.evaluate(compiled.run_dir)["metrics"]["test/accuracy"] >= 0
+
+
+def test_deterministic_runs_repeat(tmp_path):
+    runs = [mltrain.fit(write_config(tmp_path, train={"epochs": 2, "deterministic": True})) for _ in range(2)]
+    assert runs[0].summary["final"]["val/loss"] == runs[1].summary["final"]["val/loss"]
