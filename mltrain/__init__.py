@@ -24,6 +24,6 @@ def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
 
 def evaluate(checkpoint: str | Path, split: str = "test", overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Score a run directory or checkpoint on a split; returns the eval report."""
-    from .evaluate import evaluate_checkpoint
+    from .evaluation import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, split, overrides)[0]

@@ -51,24 +51,30 @@ def save_checkpoint(payload: dict, path: Path) -> None:
     _fsync_directory(path.parent)
 
 
-def resolve_checkpoint(target: str | Path) -> Path:
-    """A run directory means its best.pt (else last.pt); a file means itself."""
+def run_directory_of(checkpoint_path: Path) -> Path | None:
+    """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if it is one."""
+    run = checkpoint_path.resolve().parent.parent
+    return run if checkpoint_path.parent.name == "checkpoints" and (run / "config.yaml").exists() else None
+
+
+def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
+    """A run directory means the first of `prefer` in its checkpoints/; a file means itself."""
     target = Path(target)
     if target.is_dir():
-        for name in ("best.pt", "last.pt"):
+        for name in prefer:
             candidate = target / "checkpoints" / name
             if candidate.is_file():
                 return candidate
-        raise UserError(f"{target}: no checkpoints/best.pt or checkpoints/last.pt in this directory; "
+        raise UserError(f"{target}: no checkpoints/{' or checkpoints/'.join(prefer)} in this directory; "
                         "pass a run directory written by `mltrain fit` or a .pt file")
     if not target.exists():
         raise UserError(f"{target}: no such file or directory; pass a run directory or a .pt checkpoint")
     return target
 
 
-def load_checkpoint(target: str | Path) -> tuple[dict, Path]:
+def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> tuple[dict, Path]:
     """Load with weights_only=True (no code can run from the file) and check it is ours."""
-    path = resolve_checkpoint(target)
+    path = resolve_checkpoint(target, prefer)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

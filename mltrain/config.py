@@ -32,6 +32,12 @@ class DataConfig:
     classes: int = 3  # spirals: number of arms, one class each
     points: int = 500  # spirals: points per arm
     noise: float = 0.05  # spirals: std of the Gaussian noise on each coordinate (outer radius is 1)
+    length: int = 16  # parity, adding, sorting: steps per sequence
+    samples: int = 4000  # parity, adding, sorting: sequences generated in all (train + val + test)
+    vocab_size: int = 10  # sorting: distinct digits (one-hot features; classes per position)
+    path: str | None = None  # text: the data file; relative paths are read from the config file's directory
+    block_size: int = 64  # text: characters per sample, the language model's context length
+    windows: int = 2000  # text: training windows per epoch, at evenly spaced offsets over the train text
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,25 @@ class ModelConfig:
     arch: str = "mlp"  # a name from `mltrain list architectures`
     head: str = "softmax"  # softmax (multi-class) | sigmoid (binary / one-vs-rest) | linear (regression)
     hidden: tuple[int, ...] = (128,)  # mlp: width of each hidden layer
-    activation: str = "relu"  # a name from `mltrain list activations`
-    norm: Literal["none", "batch", "layer"] = "none"  # normalisation after each hidden layer
+    activation: str = "relu"  # a name from `mltrain list activations`; transformers usually take gelu
+    norm: Literal["none", "batch", "layer", "group"] = "none"  # mlp, cnn: after each hidden layer or conv
     dropout: float = 0.0  # probability of zeroing a hidden unit while training
+    d_model: int = 128  # transformer, gpt: width of the token vectors (a multiple of heads)
+    heads: int = 4  # transformer, gpt: attention heads per block
+    layers: int = 2  # stacked layers (recurrent) or blocks (transformer, gpt)
+    channels: tuple[int, ...] = (32, 64)  # cnn: output channels of each conv block
+    kernel_size: int = 3  # cnn: side of each conv kernel, in steps or pixels
+    stride: int = 1  # cnn: step of each conv, in steps or pixels
+    padding: int | None = None  # cnn: zeros added on each side; null: kernel_size // 2 (size kept at stride 1)
+    pool: Literal["max", "avg", "none"] = "max"  # cnn: 2x down-sampling after each conv block (sides of 1 kept)
+    small_input: bool | None = None  # resnet: 3x3 stride-1 stem, no max-pool; null: for images of side <= 32
+    hidden_size: int = 128  # rnn, lstm, gru: width of the recurrent state, per direction
+    bidirectional: bool = False  # rnn, lstm, gru: also read each sequence backwards
+    readout: Literal["last", "mean"] = "last"  # rnn, lstm, gru: final state, or mean of the outputs over steps
+    mlp_ratio: float = 4.0  # transformer, gpt: width of each block's MLP, as a multiple of d_model
+    patch_size: int = 0  # transformer on images: side of the square patches, one step each; 0: rows as steps
+    positions: Literal["learned", "sinusoidal"] = "learned"  # transformer: how step positions are encoded
+    pooling: Literal["cls", "mean"] = "cls"  # transformer: a class token's output, or the mean over steps
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch; null: one per core, minus one on 2+ cores
     log_every_steps: int = 50  # optimizer steps between progress/loss updates (each one a host sync)
     max_steps: int | None = None  # stop after this many optimizer steps; null: train.epochs decides
+    checkpoint_every_steps: int | None = None  # also write last.pt every N steps (mid-epoch resume); null: per epoch
     val_every_steps: int | None = None  # also validate every N optimizer steps; null: once per epoch
     monitor_mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy, min for losses
     grad_clip: float | None = None  # clip the global gradient norm to this; null: no clipping
@@ -317,8 +340,23 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.classes": (lambda v: v >= 2, "must be at least 2"),
     "data.points": (lambda v: v >= 2, "must be at least 2"),
     "data.noise": (lambda v: v >= 0.0, "must be 0 or more"),
+    "data.length": (lambda v: v >= 2, "must be at least 2"),
+    "data.samples": (lambda v: v >= 10, "must be at least 10"),
+    "data.vocab_size": (lambda v: v >= 2, "must be at least 2"),
+    "data.block_size": (lambda v: v >= 1, "must be at least 1"),
+    "data.windows": (lambda v: v >= 1, "must be at least 1"),
     "model.hidden": (lambda v: all(width >= 1 for width in v), "every width must be at least 1"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
+    "model.d_model": (lambda v: v >= 1, "must be at least 1"),
+    "model.heads": (lambda v: v >= 1, "must be at least 1"),
+    "model.layers": (lambda v: v >= 1, "must be at least 1"),
+    "model.channels": (lambda v: all(width >= 1 for width in v), "every width must be at least 1"),
+    "model.kernel_size": (lambda v: v >= 1, "must be at least 1"),
+    "model.stride": (lambda v: v >= 1, "must be at least 1"),
+    "model.padding": (lambda v: v is None or v >= 0, "must be 0 or more, or null for kernel_size // 2"),
+    "model.hidden_size": (lambda v: v >= 1, "must be at least 1"),
+    "model.mlp_ratio": (lambda v: v > 0.0, "must be above 0"),
+    "model.patch_size": (lambda v: v >= 0, "must be 0 (image rows as steps) or more"),
     "optimizer.lr": (lambda v: v > 0.0, "must be above 0"),
     "optimizer.weight_decay": (lambda v: v >= 0.0, "must be 0 or more"),
     "optimizer.momentum": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
@@ -330,6 +368,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.threads": (lambda v: v is None or v >= 1, "must be at least 1, or null for automatic"),
     "train.log_every_steps": (lambda v: v >= 1, "must be at least 1"),
     "train.max_steps": (lambda v: v is None or v >= 1, "must be at least 1, or null"),
+    "train.checkpoint_every_steps": (lambda v: v is None or v >= 1, "must be at least 1, or null"),
     "train.val_every_steps": (lambda v: v is None or v >= 1, "must be at least 1, or null"),
     "train.grad_clip": (lambda v: v is None or v > 0.0, "must be above 0, or null"),
     "train.accumulate": (lambda v: v >= 1, "must be at least 1"),
@@ -384,6 +423,13 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
         raise ConfigError(locations.of("model.head"), "model.head",
                           f"head '{head.name}' does {', '.join(sorted(head.tags))}, but dataset "
                           f"'{dataset.name}' does not; heads that fit: {', '.join(fitting)}")
+    if "path" in dataset.params and cfg.data.path is None:
+        raise ConfigError(locations.of("data"), "data.path",
+                          f"dataset '{dataset.name}' reads a file: set data.path to it")
+    if "heads" in arch.params and cfg.model.d_model % cfg.model.heads:
+        raise ConfigError(locations.of("model.heads"), "model.heads",
+                          f"{cfg.model.heads} heads do not divide model.d_model {cfg.model.d_model}; "
+                          "each head takes an equal share of d_model")
     choices = monitor_choices(cfg.model.head, has_val=cfg.data.val_split > 0)
     if cfg.train.monitor == "auto":
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, monitor=choices[-1]))
@@ -396,7 +442,17 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
 
 # --- public API ---------------------------------------------------------------------------
 
-def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_name: str) -> Config:
+def _resolve_data_path(cfg: Config, config_dir: Path, locations: _Locations) -> Config:
+    """data.path in a config file is relative to that file's directory, from --set to the working
+    directory; the resolved config holds it absolute, so a saved config reads the same file from anywhere."""
+    if cfg.data.path is None or Path(cfg.data.path).is_absolute():
+        return cfg
+    base = Path.cwd() if locations.of("data.path").startswith("--set") else config_dir
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str((base / cfg.data.path).resolve())))
+
+
+def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_name: str,
+              config_dir: Path) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -405,7 +461,7 @@ def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_nam
     cfg = _build(Config, raw, "", locations)
     if not cfg.name:
         cfg = dataclasses.replace(cfg, name=default_name)
-    return _validate(cfg, locations)
+    return _validate(_resolve_data_path(cfg, config_dir, locations), locations)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -419,14 +475,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise UserError(f"cannot read config file {path}: {error}") from None
     locations = _Locations(str(path))
     raw = _parse_yaml(text, str(path), locations)
-    return _from_raw(raw, overrides, locations, default_name=path.stem)
+    return _from_raw(raw, overrides, locations, default_name=path.stem, config_dir=path.parent)
 
 
 def config_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "checkpoint") -> Config:
     """Rebuild a Config from its dumped form (as stored in a checkpoint), with overrides."""
     import copy
 
-    return _from_raw(copy.deepcopy(raw), overrides, _Locations(source), default_name="run")
+    return _from_raw(copy.deepcopy(raw), overrides, _Locations(source), default_name="run", config_dir=Path.cwd())
 
 
 def config_to_dict(cfg: Config) -> dict:

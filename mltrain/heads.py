@@ -12,46 +12,64 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataSpec
+from .errors import UserError
 from .registry import HEADS
 
 
 class SoftmaxHead:
-    """One logit per class; cross-entropy."""
+    """One logit per class (at each target position); cross-entropy over every target."""
 
     classifies = True
 
     def __init__(self, spec: DataSpec):
-        self.num_outputs = spec.num_classes
+        self.classes = spec.num_classes
+        self.target_shape = spec.target_shape  # () for one label, (T,) for a label per position
+        self.num_outputs = math.prod(spec.target_shape) * spec.num_classes  # per sample
+
+    def _per_class(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, *target_shape, classes), from (B, outputs) or a model's own (B, T, classes)."""
+        return logits.reshape(len(logits), *self.target_shape, self.classes)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(self._per_class(logits).flatten(0, -2), y.flatten())
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(dim=-1)
+        return self._per_class(logits).argmax(dim=-1)
 
     def initial_loss(self, y: torch.Tensor) -> float:
         """The loss a model with uniform outputs gets: ln(classes)."""
-        return math.log(self.num_outputs)
+        return math.log(self.classes)
 
 
 class SigmoidHead:
-    """Binary (one logit) or one-vs-rest (one logit per class); BCE-with-logits."""
+    """Binary (one logit) or one-vs-rest (one logit per class); BCE-with-logits. With a target per
+    position only binary: one logit per position."""
 
     classifies = True
 
     def __init__(self, spec: DataSpec):
-        self.num_outputs = 1 if spec.num_classes == 2 else spec.num_classes
+        self.per_target = 1 if spec.num_classes == 2 else spec.num_classes  # logits per target
+        if spec.target_shape and self.per_target > 1:
+            raise UserError(f"model.head sigmoid: this dataset has a target per position with "
+                            f"{spec.num_classes} classes each; the sigmoid head takes 2 classes per position. "
+                            "Use model.head: softmax")
+        self.target_shape = spec.target_shape
+        self.num_outputs = math.prod(spec.target_shape) * self.per_target  # per sample
+
+    def _per_target(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.reshape(len(logits), *self.target_shape, self.per_target)
 
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
-        if self.num_outputs == 1:
+        if self.per_target == 1:
             return y.float().unsqueeze(-1)
-        return F.one_hot(y, self.num_outputs).float()
+        return F.one_hot(y, self.per_target).float()
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, self._targets(y))
+        return F.binary_cross_entropy_with_logits(self._per_target(logits), self._targets(y))
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.num_outputs == 1:
+        logits = self._per_target(logits)
+        if self.per_target == 1:
             return (logits.squeeze(-1) > 0).long()
         return logits.argmax(dim=-1)
 

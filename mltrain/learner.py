@@ -126,6 +126,15 @@ class Learner:
                 "ema": {"weights": self.ema.module.state_dict(), "n_averaged": self.ema.n_averaged}
                 if self.ema is not None else None}
 
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.module.load_state_dict(state["ema"]["weights"])
+            self.ema.n_averaged.fill_(int(state["ema"]["n_averaged"]))
+        self.steps = state["step"]
+
     @torch.inference_mode()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor,
                  split: str) -> tuple[dict[str, float], torch.Tensor | None]:

@@ -1,40 +1,67 @@
-"""Every metric rule in one place: loss averaging, accuracy, per-class scores.
+"""Every metric rule in one place: loss averaging, accuracy, perplexity, per-class scores.
 
 Sums stay on the device while a split is processed; `compute` is the one host sync.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
+def perplexity(mean_token_loss: float) -> float:
+    """exp of the mean cross-entropy per token (nats): the effective number of equally likely
+    next tokens. Reported wherever a classifier has a target per position."""
+    return math.exp(mean_token_loss) if mean_token_loss < 700 else math.inf
+
+
 class Accumulator:
-    """Running sums over batches: sample-weighted loss and, for classifiers, correct predictions."""
+    """Running sums over batches: target-weighted loss and, for classifiers, correct predictions.
+
+    A target is one value of y: one per sample, or one per position (token) for per-position
+    tasks, so loss and accuracy average over tokens there, as the loss itself does.
+    """
 
     def __init__(self, device: torch.device, classifies: bool):
         self.classifies = classifies
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.count = 0  # known on the host, no sync needed
+        self.count = 0  # samples, known on the host, no sync needed
+        self.targets = 0  # values of y: samples x positions per sample
+        self.per_position = False
 
     def update(self, loss: torch.Tensor, predictions: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Add one batch; `loss` is the batch mean."""
-        self.loss_sum += loss.detach().double() * len(y)
+        """Add one batch; `loss` is the mean over its targets."""
+        self.loss_sum += loss.detach().double() * y.numel()
         if predictions is not None:
             self.correct += (predictions == y).sum()
         self.count += len(y)
+        self.targets += y.numel()
+        self.per_position = y.dim() > 1
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count,
+                "targets": self.targets, "per_position": self.per_position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_sum.copy_(state["loss_sum"])
+        self.correct.copy_(state["correct"])
+        self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
 
     def compute(self, split: str) -> dict[str, float]:
         loss_sum, correct = torch.stack([self.loss_sum, self.correct.double()]).tolist()
-        metrics = {f"{split}/loss": loss_sum / max(self.count, 1)}
+        metrics = {f"{split}/loss": loss_sum / max(self.targets, 1)}
         if self.classifies:
-            metrics[f"{split}/accuracy"] = correct / max(self.count, 1)
+            metrics[f"{split}/accuracy"] = correct / max(self.targets, 1)
+            if self.per_position:
+                metrics[f"{split}/perplexity"] = perplexity(metrics[f"{split}/loss"])
         return metrics
 
 
 def confusion_matrix(predictions: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true class, predicted class) counts."""
-    flat = y.long() * num_classes + predictions.long()
+    """(true class, predicted class) counts, over every position for per-position targets."""
+    flat = (y.long() * num_classes + predictions.long()).flatten()
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 

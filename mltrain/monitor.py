@@ -40,5 +40,13 @@ class Monitor:
                     f"for {self.patience} validations (best {self.best_value:.4g} at epoch {self.best_epoch})")
         return None
 
+    def state_dict(self) -> dict:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_step": self.best_step,
+                "validations_without_improvement": self.validations_without_improvement}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
     def best(self) -> dict:
         return {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch, "step": self.best_step}

@@ -59,6 +59,10 @@ def plateau(optimizer: Optimizer, total_steps: int, mode: str, gamma: float, pat
     return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=gamma, patience=patience)
 
 
+# Scheduler attributes that record where a run is, as opposed to what the config asked for.
+_POSITION_KEYS = {"last_epoch", "_step_count", "_last_lr", "best", "num_bad_epochs", "cooldown_counter"}
+
+
 class LRSchedule:
     """Linear warmup for `warmup_steps`, then the named torch scheduler.
 
@@ -99,7 +103,11 @@ class LRSchedule:
                 "warmup": self.warmup.state_dict() if self.warmup else None}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the position (steps taken, plateau counters); the shape of the schedule
+        (its length, milestones, ...) stays as this config built it, so a resumed run that was
+        extended with more epochs anneals over its new length."""
         self.steps = state["steps"]
-        self.main.load_state_dict(state["main"])
-        if self.warmup:
-            self.warmup.load_state_dict(state["warmup"])
+        for scheduler, saved in ((self.main, state["main"]), (self.warmup, state["warmup"])):
+            if scheduler is not None:
+                scheduler.load_state_dict({**scheduler.state_dict(),
+                                           **{k: v for k, v in saved.items() if k in _POSITION_KEYS}})

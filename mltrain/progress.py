@@ -37,7 +37,7 @@ class ProgressView:
         if self._log:
             self._log(text)
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
         if not self.live:
             return
         self._progress = Progress(
@@ -46,7 +46,7 @@ class ProgressView:
             TextColumn("{task.fields[speed]} samples/s"), TimeElapsedColumn(), TextColumn("eta"),
             TimeRemainingColumn(), console=self.console, transient=True)
         self._progress.start()
-        self._task = self._progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}",
+        self._task = self._progress.add_task("train", total=steps, completed=done, epoch=f"{epoch}/{epochs}",
                                              loss="-", lr="-", speed="-")
 
     def advance(self) -> None:

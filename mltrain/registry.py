@@ -63,12 +63,50 @@ DATASETS = Registry("dataset", [
           "mltrain.data.builtin:digits", (), frozenset({IMAGE, CLASSIFICATION})),
     Entry("spirals", "2-D points on N interleaved spiral arms, generated with the seed",
           "mltrain.data.builtin:spirals", ("classes", "points", "noise"), frozenset({VECTOR, CLASSIFICATION})),
+    Entry("parity", "bit strings (L,), label: odd number of ones; generated with the seed",
+          "mltrain.data.sequences:parity", ("length", "samples"), frozenset({SEQUENCE, CLASSIFICATION})),
+    Entry("adding", "the adding problem: steps (L, 2) of (value, marker), target: sum of the 2 marked "
+          "values (regression); generated with the seed",
+          "mltrain.data.sequences:adding", ("length", "samples"), frozenset({SEQUENCE, REGRESSION})),
+    Entry("sorting", "L one-hot digits (L, vocab_size), targets (L,): the digits sorted, a class per "
+          "position; generated with the seed",
+          "mltrain.data.sequences:sorting", ("length", "samples", "vocab_size"),
+          frozenset({SEQUENCE, CLASSIFICATION})),
+    Entry("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
+          "the next character at each position",
+          "mltrain.data.text:text", ("path", "block_size", "windows"), frozenset({TOKENS, CLASSIFICATION})),
 ])
+
+_RECURRENT_PARAMS = ("hidden_size", "layers", "bidirectional", "dropout", "readout")
 
 ARCHITECTURES = Registry("architecture", [
     Entry("mlp", "multi-layer perceptron; flattens any sample",
           "mltrain.models.mlp:MLP", ("hidden", "activation", "norm", "dropout"),
-          frozenset({IMAGE, VECTOR})),
+          frozenset({IMAGE, VECTOR, SEQUENCE})),
+    Entry("cnn", "convolutional network: Conv1d on (L,) or (C, L) signals, Conv2d on (C, H, W) images; "
+          "global average pool, so any size fits",
+          "mltrain.models.cnn:CNN",
+          ("channels", "kernel_size", "stride", "padding", "pool", "norm", "activation", "dropout"),
+          frozenset({IMAGE, SEQUENCE})),
+    Entry("resnet18", "torchvision's ResNet-18, untrained; small_input: CIFAR-style stem for small images",
+          "mltrain.models.resnet:resnet18", ("small_input", "activation"), frozenset({IMAGE})),
+    Entry("resnet34", "torchvision's ResNet-34, untrained; small_input: CIFAR-style stem for small images",
+          "mltrain.models.resnet:resnet34", ("small_input", "activation"), frozenset({IMAGE})),
+    Entry("rnn", "Elman RNN (tanh) over sequence steps or image rows",
+          "mltrain.models.recurrent:RNN", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
+    Entry("lstm", "LSTM over sequence steps or image rows",
+          "mltrain.models.recurrent:LSTM", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
+    Entry("gru", "GRU over sequence steps or image rows",
+          "mltrain.models.recurrent:GRU", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
+    Entry("transformer", "pre-norm transformer encoder classifier over sequence steps, image rows "
+          "or image patches",
+          "mltrain.models.transformer:Transformer",
+          ("d_model", "heads", "layers", "mlp_ratio", "patch_size", "positions", "pooling", "activation",
+           "dropout"),
+          frozenset({SEQUENCE, IMAGE})),
+    Entry("gpt", "decoder-only causal transformer language model over tokens (nanoGPT-style)",
+          "mltrain.models.gpt:GPT", ("d_model", "heads", "layers", "mlp_ratio", "dropout", "activation"),
+          frozenset({TOKENS})),
 ])
 
 ACTIVATIONS = Registry("activation", [
@@ -106,7 +144,7 @@ SCHEDULERS = Registry("scheduler", [
     Entry("exponential", "multiply the lr by decay after every step", "mltrain.optim:exponential", ("decay",)),
     Entry("cosine", "cosine decay from lr to min_lr over the run", "mltrain.optim:cosine",
           ("min_lr",)),
-    Entry("onecycle", "rise to lr over pct_start of the run, then anneal (cosine) to lr/1e4",
+    Entry("onecycle", "rise from lr/25 to lr over pct_start of the run, then anneal (cosine) to lr/2.5e5",
           "mltrain.optim:onecycle", ("pct_start",)),
     Entry("plateau", "multiply the lr by gamma when train.monitor stops improving for patience validations",
           "mltrain.optim:plateau", ("gamma", "patience")),

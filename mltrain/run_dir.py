@@ -39,6 +39,19 @@ def _make_directory(path: Path) -> None:
                         "choose a writable output.dir or --run-dir") from None
 
 
+def _parse_row(row: dict[str, str]) -> dict[str, Any]:
+    """A metrics.csv row back to numbers (empty cells dropped)."""
+    parsed: dict[str, Any] = {}
+    for key, text in row.items():
+        if text in ("", None):
+            continue
+        try:
+            parsed[key] = int(text) if key in ("epoch", "step") else float(text)
+        except ValueError:
+            parsed[key] = text
+    return parsed
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = path
@@ -76,6 +89,33 @@ class RunDir:
         run.plots.mkdir(exist_ok=True)
         return run
 
+    @classmethod
+    def reopen(cls, path: Path, step: int) -> RunDir:
+        """An existing run, its metrics cut back to what happened up to `step` (the checkpoint
+        being resumed): later records and a half-written last line are dropped, so the files
+        read as if the run had never stopped."""
+        run = cls(path)
+        jsonl = path / "metrics.jsonl"
+        kept = []
+        if jsonl.exists():
+            for line in jsonl.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short by a crash is always the last one
+                if record.get("step", 0) > step:
+                    break
+                kept.append(line + "\n")
+        write_atomically(jsonl, "".join(kept))
+        csv_path = path / "metrics.csv"
+        if csv_path.exists():
+            rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+            run.records = [parsed for parsed in map(_parse_row, rows) if parsed.get("step", 0) <= step]
+            run._write_csv()
+        run.checkpoints.mkdir(exist_ok=True)
+        run.plots.mkdir(exist_ok=True)
+        return run
+
     def write_config(self, text: str) -> None:
         write_atomically(self.path / "config.yaml", text)
 
@@ -92,6 +132,9 @@ class RunDir:
         """One epoch's record: a line of metrics.jsonl and a row of metrics.csv."""
         self.records.append(record)
         self.append_step_record(record)
+        self._write_csv()
+
+    def _write_csv(self) -> None:
         columns: list[str] = []
         for row in self.records:
             columns += [key for key in row if key not in columns]

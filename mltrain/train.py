@@ -14,12 +14,12 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import capture_rng, load_checkpoint, save_checkpoint
-from .config import Config, config_to_dict, dump_config
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, run_directory_of, save_checkpoint
+from .config import Config, config_from_dict, config_to_dict, dump_config, load_config
 from .data import InMemoryData, build_data
 from .data.dataset import batches, epoch_order, steps_per_epoch
 from .devices import pick_device, set_threads
-from .errors import TrainingFailed
+from .errors import TrainingFailed, UserError
 from .learner import Learner
 from .metrics import Accumulator
 from .models import count_parameters
@@ -84,153 +84,255 @@ def _non_finite_message(step: int, lr: float, loss: float, grad_norm: float | No
 
 def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = None,
         quiet: bool = False) -> FitResult:
-    """Train as the config says; write the run directory; return it with its summary."""
-    started = time.perf_counter()
+    """Train as the config says; write a new run directory; return it with its summary."""
     torch_device = pick_device(device or cfg.train.device)
-    threads = set_threads(cfg.train.threads)
-    configure_determinism(cfg.train.deterministic, torch_device)
-    seed_everything(cfg.seed)
-    view = ProgressView(quiet)
     run = RunDir.create(cfg.output.dir, cfg.name, run_dir)
-    view.attach_log(run.log)
-    run.write_config(dump_config(cfg))
+    return Training(cfg, run, torch_device, quiet).run()
 
-    data = build_data(cfg.data, cfg.seed, torch_device)
-    learner = Learner.build(cfg, data.spec, torch_device)
-    x_train, y_train = data.splits["train"]
-    micro_batches = steps_per_epoch(len(y_train), cfg.data.batch_size)
-    steps_in_epoch = steps_per_epoch(micro_batches, cfg.train.accumulate)
-    total_steps = cfg.train.max_steps or steps_in_epoch * cfg.train.epochs
-    epochs = math.ceil(total_steps / steps_in_epoch)
-    stopping = cfg.train.early_stopping
-    monitor = Monitor(cfg.train.monitor, cfg.train.monitor_mode, stopping.patience if stopping else None,
-                      stopping.min_delta if stopping else 0.0)
-    schedule = LRSchedule(cfg.scheduler, learner.optimizer, total_steps, monitor.mode)
-    params = count_parameters(learner.model)
 
-    summary: dict[str, Any] = {
-        "status": "running", "epochs_completed": 0, "steps": 0, "best": monitor.best(), "final": {},
-        "duration_s": 0.0, "train_samples_per_s": 0.0, "params": params, "device": str(torch_device),
-        "threads": threads, "versions": versions(),
-    }
-    run.write_json("summary.json", summary)
-    view.info(f"run {run.path}")
-    view.info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
-              + f"; sample shape {tuple(data.spec.sample_shape)}"
-              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
-    view.info(f"model {cfg.model.arch} ({params:,} parameters), head {cfg.model.head}, "
-              f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {total_steps} steps, device {torch_device}, "
-              f"{threads} CPU thread{'s' if threads != 1 else ''}, precision {cfg.train.precision}")
+# What --set may not change on resume: it would make the checkpoint describe another run.
+_FIXED_ON_RESUME = ("seed", "data", "model", "optimizer.name", "train.accumulate")
 
-    step, epoch, samples_seen, train_seconds = 0, 0, 0, 0.0
 
-    def checkpoint(record: dict[str, Any]) -> dict[str, Any]:
-        return {**learner.state_dict(), "scheduler": schedule.state_dict(), "epoch": epoch, "step": step,
-                "config": config_to_dict(cfg), "data_state": data.state, "metrics": record,
-                "monitor": monitor.best(), "rng": capture_rng(), "versions": versions()}
+def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
+           quiet: bool = False) -> FitResult:
+    """Continue a run from its last.pt (or the given checkpoint) in its own run directory.
+    A run stopped before its first checkpoint starts again from its config.yaml."""
+    target = Path(target)
+    if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
+        cfg = load_config(target / "config.yaml", overrides)
+        return Training(cfg, RunDir.reopen(target, 0), pick_device(device or cfg.train.device), quiet).run()
+    checkpoint, path = load_checkpoint(target, prefer=("last.pt",))
+    run_path = run_directory_of(path)
+    if run_path is None:
+        raise UserError(f"{path}: --resume needs a checkpoint inside its run directory "
+                        "(<run>/checkpoints/last.pt), where the run's metrics and log continue")
+    original = config_from_dict(checkpoint["config"], source=str(path))
+    cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
+    for key in _FIXED_ON_RESUME:
+        if _get(cfg, key) != _get(original, key):
+            raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
+                            f"{_get(original, key)!r}); start a new run with `mltrain fit` instead")
+    torch_device = pick_device(device or cfg.train.device)
+    run = RunDir.reopen(run_path, checkpoint["step"])
+    return Training(cfg, run, torch_device, quiet, checkpoint).run()
 
-    def ensure_finite(running_loss: float, grad_norm: float | None = None) -> None:
-        """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
-        bad_step = learner.first_non_finite_step()
-        if bad_step is not None or not math.isfinite(running_loss):
-            raise TrainingFailed(_non_finite_message(bad_step or step, schedule.lr, running_loss, grad_norm))
 
-    def validate(record: dict[str, Any]) -> bool:
+def _get(cfg: Config, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class Training:
+    """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
+
+    def __init__(self, cfg: Config, run: RunDir, device: torch.device, quiet: bool,
+                 checkpoint: dict | None = None):
+        self.started = time.perf_counter()
+        self.cfg, self.run_dir, self.device = cfg, run, device
+        self.threads = set_threads(cfg.train.threads)
+        configure_determinism(cfg.train.deterministic, device)
+        seed_everything(cfg.seed)
+        self.view = ProgressView(quiet)
+        self.view.attach_log(run.log)
+        run.write_config(dump_config(cfg))
+
+        self.data = build_data(cfg.data, cfg.seed, device)
+        self.learner = Learner.build(cfg, self.data.spec, device)
+        micro_batches = steps_per_epoch(self.data.size("train"), cfg.data.batch_size)
+        self.steps_in_epoch = steps_per_epoch(micro_batches, cfg.train.accumulate)
+        self.total_steps = cfg.train.max_steps or self.steps_in_epoch * cfg.train.epochs
+        self.epochs = math.ceil(self.total_steps / self.steps_in_epoch)
+        stopping = cfg.train.early_stopping
+        self.monitor = Monitor(cfg.train.monitor, cfg.train.monitor_mode, stopping.patience if stopping else None,
+                               stopping.min_delta if stopping else 0.0)
+        self.schedule = LRSchedule(cfg.scheduler, self.learner.optimizer, self.total_steps, self.monitor.mode)
+        self.totals = Accumulator(device, self.learner.head.classifies)  # of the current epoch
+
+        # Where the run stands; a checkpoint holds all of it.
+        self.step = self.epoch = self.samples_seen = 0
+        self.epoch_step = self.steps_in_epoch  # optimizer steps done in `epoch`; full: start the next
+        self.epoch_seconds = self.train_seconds = self.elapsed_before = 0.0
+        self.summary: dict[str, Any] = {
+            "status": "running", "epochs_completed": 0, "steps": 0, "best": self.monitor.best(), "final": {},
+            "duration_s": 0.0, "train_samples_per_s": 0.0, "params": count_parameters(self.learner.model),
+            "device": str(device), "threads": self.threads, "versions": versions(),
+        }
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.learner.load_state_dict(checkpoint)
+        self.schedule.load_state_dict(checkpoint["scheduler"])
+        self.monitor.load_state_dict(checkpoint["monitor"])
+        self.totals.load_state_dict(checkpoint["epoch_totals"])
+        progress = checkpoint["progress"]
+        self.step, self.epoch, self.epoch_step = checkpoint["step"], checkpoint["epoch"], progress["epoch_step"]
+        self.samples_seen, self.epoch_seconds = progress["samples_seen"], progress["epoch_seconds"]
+        self.train_seconds, self.elapsed_before = progress["train_seconds"], progress["elapsed_s"]
+        self.summary.update(epochs_completed=progress["epochs_completed"], final=checkpoint["metrics"],
+                            best=self.monitor.best(), **({"stopped_early": progress["stopped_early"]}
+                                                         if progress["stopped_early"] else {}))
+        restore_rng(checkpoint["rng"])
+        if progress["stopped_early"] or self.step >= self.total_steps:
+            why = progress["stopped_early"] or f"it finished its {self.total_steps} steps"
+            raise UserError(f"{self.run_dir.path}: nothing to resume: {why}. To train longer, extend it, "
+                            f"e.g. --set train.epochs={self.epochs + 10}" + (" and a larger early_stopping.patience"
+                                                                            if progress["stopped_early"] else ""))
+
+    def run(self) -> FitResult:
+        cfg, learner, view = self.cfg, self.learner, self.view
+        self.run_dir.write_json("summary.json", self.summary)
+        self._announce()
+        x_train, y_train = self.data.splits["train"]
+        per_step = cfg.train.accumulate * cfg.data.batch_size  # samples per optimizer step
+        try:
+            with stop_on_signals() as stop:
+                while self.step < self.total_steps and not self.summary.get("stopped_early"):
+                    if self.epoch_step == self.steps_in_epoch:
+                        self.epoch += 1
+                        self.epoch_step, self.epoch_seconds = 0, 0.0
+                        self.totals = Accumulator(self.device, learner.head.classifies)
+                    view.start_epoch(self.epoch, self.epochs, self.steps_in_epoch, done=self.epoch_step)
+                    resumed_at = time.perf_counter() - self.epoch_seconds
+                    order = epoch_order(len(y_train), cfg.seed, self.epoch)[self.epoch_step * per_step:]
+                    for group in grouped(batches(x_train, y_train, cfg.data.batch_size, order), cfg.train.accumulate):
+                        stop.check()
+                        for x, y in group:
+                            loss, logits = learner.backward(x, y, scale=1.0 / len(group))
+                            self.totals.update(loss, learner.predictions(logits), y)
+                        log_now = (self.step + 1) % cfg.train.log_every_steps == 0
+                        grad_norm = learner.update(want_grad_norm=log_now)
+                        self.schedule.after_step()
+                        self.step += 1
+                        self.epoch_step += 1
+                        self.epoch_seconds = time.perf_counter() - resumed_at
+                        view.advance()
+                        if log_now:
+                            self._log_step(float(grad_norm))
+                        if cfg.train.val_every_steps and self.step % cfg.train.val_every_steps == 0 \
+                                and self.epoch_step < self.steps_in_epoch:
+                            self._validate_mid_epoch()
+                        if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0 \
+                                and self.epoch_step < self.steps_in_epoch:
+                            self._ensure_finite(self.totals.compute("train")["train/loss"])
+                            save_checkpoint(self._checkpoint(self.summary["final"]), self.run_dir.checkpoints / "last.pt")
+                        if self.step >= self.total_steps or self.monitor.stop_reason():
+                            break
+                    self._end_epoch()
+        except TrainingFailed as failure:
+            view.end_epoch()
+            self._finish("failed", error=str(failure))
+            raise
+        except StopRequested:
+            view.end_epoch()
+            self._ensure_finite(self.totals.compute("train")["train/loss"])
+            save_checkpoint(self._checkpoint(self.summary["final"]), self.run_dir.checkpoints / "last.pt")
+            self._finish("interrupted")
+            view.info(f"interrupted at step {self.step}; to continue: mltrain fit --resume {self.run_dir.path}",
+                      always=True)
+            raise
+
+        test = _score_best_on_test(learner, self.data, self.run_dir)
+        if test:
+            self.summary["test"] = test
+            view.info(f"test (best.pt, epoch {self.monitor.best_epoch})  {format_metrics(test)}")
+        self._finish("completed")
+        _plot(self.run_dir)
+        view.info(f"done in {self.summary['duration_s']:.1f}s; best {self.monitor.metric} "
+                  f"{self.monitor.best_value:.4g} at epoch {self.monitor.best_epoch}; "
+                  f"run directory {self.run_dir.path}", always=True)
+        return FitResult(self.run_dir.path, self.summary)
+
+    def _announce(self) -> None:
+        cfg, data, view = self.cfg, self.data, self.view
+        view.info(f"run {self.run_dir.path}" + (f" (resumed at step {self.step})" if self.step else ""))
+        view.info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
+                  + f"; sample shape {tuple(data.spec.sample_shape)}"
+                  + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
+        view.info(f"model {cfg.model.arch} ({self.summary['params']:,} parameters), head {cfg.model.head}, "
+                  f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {self.total_steps} steps, "
+                  f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "
+                  f"precision {cfg.train.precision}")
+
+    def _log_step(self, grad_norm: float) -> None:
+        """Every log_every_steps: the one mid-epoch host sync, a NaN check and a step record."""
+        running = self.totals.compute("train")["train/loss"]
+        self._ensure_finite(running, grad_norm)
+        self.run_dir.append_step_record({"epoch": self.epoch, "step": self.step, "train/loss": running,
+                                         "lr": self.schedule.lr, "grad_norm": grad_norm})
+        self.view.show(running, self.schedule.lr, self.totals.count / max(self.epoch_seconds, 1e-9))
+
+    def _validate_mid_epoch(self) -> None:
+        self._ensure_finite(self.totals.compute("train")["train/loss"])
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        best = self._validate(record)
+        self.run_dir.append_step_record(record)
+        self.view.info(f"step {self.step}  {format_metrics(record)}" + ("  * best" if best else ""))
+
+    def _end_epoch(self) -> None:
+        """The epoch's record, validation, last.pt (and best.pt), the summary line."""
+        self.train_seconds += self.epoch_seconds
+        self.samples_seen += self.totals.count
+        train_metrics = self.totals.compute("train")
+        self._ensure_finite(train_metrics["train/loss"])
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, **train_metrics}
+        is_best = self._validate(record)
+        self.run_dir.append_metrics(record)
+        self.summary.update(epochs_completed=self.epoch, final=record)
+        reason = self.monitor.stop_reason()
+        if reason:
+            self.summary["stopped_early"] = reason
+        save_checkpoint(self._checkpoint(record), self.run_dir.checkpoints / "last.pt")
+        self.view.end_epoch()
+        shown = {key: value for key, value in record.items() if "/" in key}
+        self.view.info(f"epoch {self.epoch}/{self.epochs}  {format_metrics(shown)}  lr {record['lr']:.3g}  "
+                       f"{self.totals.count / max(self.epoch_seconds, 1e-9):,.0f} samples/s  "
+                       f"{self.epoch_seconds:.2f}s" + ("  * best" if is_best else ""))
+        if reason:
+            self.view.info(reason)
+
+    def _validate(self, record: dict[str, Any]) -> bool:
         """Score the val split into `record`, update best.pt and the plateau schedule; True if best."""
-        if "val" in data.splits:
-            record.update(learner.evaluate(*data.splits["val"], "val")[0])
-        record["lr"] = schedule.lr
-        is_best = monitor.update(record, epoch, step)
-        schedule.after_validation(record[monitor.metric])
+        if "val" in self.data.splits:
+            record.update(self.learner.evaluate(*self.data.splits["val"], "val")[0])
+        record["lr"] = self.schedule.lr
+        is_best = self.monitor.update(record, self.epoch, self.step)
+        self.schedule.after_validation(record[self.monitor.metric])
         if is_best:
-            save_checkpoint(checkpoint(record), run.checkpoints / "best.pt")
+            save_checkpoint(self._checkpoint(record), self.run_dir.checkpoints / "best.pt")
         return is_best
 
-    def finish(status: str, **extra: Any) -> None:
-        summary.update(status=status, steps=step, best=monitor.best(),
-                       duration_s=round(time.perf_counter() - started, 3),
-                       train_samples_per_s=round(samples_seen / train_seconds, 1) if train_seconds else 0.0,
-                       **extra)
-        run.write_json("summary.json", summary)
+    def _ensure_finite(self, running_loss: float, grad_norm: float | None = None) -> None:
+        """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
+        bad_step = self.learner.first_non_finite_step()
+        if bad_step is not None or not math.isfinite(running_loss):
+            raise TrainingFailed(_non_finite_message(bad_step or self.step, self.schedule.lr, running_loss,
+                                                     grad_norm))
 
-    try:
-        with stop_on_signals() as stop:
-            while step < total_steps and not summary.get("stopped_early"):
-                epoch += 1
-                totals = Accumulator(torch_device, learner.head.classifies)
-                view.start_epoch(epoch, epochs, min(steps_in_epoch, total_steps - step))
-                epoch_started = time.perf_counter()
-                order = epoch_order(len(y_train), cfg.seed, epoch)
-                for group in grouped(batches(x_train, y_train, cfg.data.batch_size, order), cfg.train.accumulate):
-                    for x, y in group:
-                        loss, logits = learner.backward(x, y, scale=1.0 / len(group))
-                        totals.update(loss, learner.predictions(logits), y)
-                    log_now = (step + 1) % cfg.train.log_every_steps == 0
-                    grad_norm = learner.update(want_grad_norm=log_now)
-                    schedule.after_step()
-                    step += 1
-                    view.advance()
-                    if log_now:  # the only per-interval host sync
-                        running = totals.compute("train")
-                        norm = float(grad_norm)
-                        ensure_finite(running["train/loss"], norm)
-                        run.append_step_record({"epoch": epoch, "step": step, "train/loss": running["train/loss"],
-                                                "lr": schedule.lr, "grad_norm": norm})
-                        view.show(running["train/loss"], schedule.lr,
-                                  totals.count / (time.perf_counter() - epoch_started))
-                    if cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 \
-                            and step % steps_in_epoch and step < total_steps:
-                        ensure_finite(totals.compute("train")["train/loss"])
-                        record = {"epoch": epoch, "step": step}
-                        best = validate(record)
-                        run.append_step_record(record)
-                        view.info(f"step {step}  {format_metrics(record)}" + ("  * best" if best else ""))
-                        if monitor.stop_reason():
-                            break
-                    stop.check()
-                    if step >= total_steps:
-                        break
-                epoch_seconds = time.perf_counter() - epoch_started
-                train_seconds += epoch_seconds
-                samples_seen += totals.count
-                train_metrics = totals.compute("train")
-                ensure_finite(train_metrics["train/loss"])
-                record = {"epoch": epoch, "step": step, **train_metrics}
-                is_best = validate(record)
-                record["epoch_time_s"] = round(epoch_seconds, 4)
-                run.append_metrics(record)
-                save_checkpoint(checkpoint(record), run.checkpoints / "last.pt")
-                view.end_epoch()
-                shown = {key: value for key, value in record.items() if "/" in key}
-                view.info(f"epoch {epoch}/{epochs}  {format_metrics(shown)}  lr {record['lr']:.3g}  "
-                          f"{totals.count / epoch_seconds:,.0f} samples/s  {epoch_seconds:.2f}s"
-                          + ("  * best" if is_best else ""))
-                summary.update(epochs_completed=epoch, final=record)
-                reason = monitor.stop_reason()
-                if reason:
-                    view.info(reason)
-                    summary["stopped_early"] = reason
-    except TrainingFailed as failure:
-        view.end_epoch()
-        finish("failed", error=str(failure))
-        raise
-    except StopRequested:
-        view.end_epoch()
-        ensure_finite(0.0)
-        save_checkpoint(checkpoint(summary["final"]), run.checkpoints / "last.pt")
-        finish("interrupted")
-        view.info(f"interrupted at step {step}; checkpoint written to {run.checkpoints / 'last.pt'}", always=True)
-        raise
+    def _checkpoint(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self.learner.state_dict(), "scheduler": self.schedule.state_dict(), "epoch": self.epoch,
+            "step": self.step, "config": config_to_dict(self.cfg), "data_state": self.data.state,
+            "metrics": record, "monitor": self.monitor.state_dict(), "epoch_totals": self.totals.state_dict(),
+            "progress": {"epoch_step": self.epoch_step, "epochs_completed": self.summary["epochs_completed"],
+                         "samples_seen": self.samples_seen, "epoch_seconds": self.epoch_seconds,
+                         "train_seconds": self.train_seconds, "elapsed_s": self._elapsed(),
+                         "stopped_early": self.summary.get("stopped_early")},
+            "rng": capture_rng(), "versions": versions(),
+        }
 
-    test = _score_best_on_test(learner, data, run)
-    if test:
-        summary["test"] = test
-        view.info(f"test (best.pt, epoch {monitor.best_epoch})  {format_metrics(test)}")
-    finish("completed")
-    _plot(run)
-    view.info(f"done in {summary['duration_s']:.1f}s; best {monitor.metric} {monitor.best_value:.4g} "
-              f"at epoch {monitor.best_epoch}; run directory {run.path}", always=True)
-    return FitResult(run.path, summary)
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def _finish(self, status: str, **extra: Any) -> None:
+        self.summary.update(
+            status=status, steps=self.step, best=self.monitor.best(), duration_s=round(self._elapsed(), 3),
+            train_samples_per_s=round(self.samples_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
+            **extra)
+        self.run_dir.write_json("summary.json", self.summary)
 
 
 def _score_best_on_test(learner: Learner, data: InMemoryData, run: RunDir) -> dict[str, float]:

@@ -23,7 +23,7 @@ def eval_(
     Example: mltrain eval runs/quickstart-20260101-120000 --split test
     """
     with exit_codes():
-        from ..evaluate import evaluate_checkpoint
+        from ..evaluation import evaluate_checkpoint
 
         report, written = evaluate_checkpoint(target, split, set_)
     if as_json:

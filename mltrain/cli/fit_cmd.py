@@ -21,19 +21,24 @@ def fit(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
                                           "or a checkpoint."),
 ) -> None:
-    """Train a model as CONFIG says and write a run directory.
+    """Train a model as CONFIG says and write a run directory (or continue one with --resume).
 
-    Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01
+    Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01; mltrain fit --resume runs/quickstart-20260101-120000
     """
     with exit_codes():
         from ..errors import UserError
 
-        if resume is not None:
-            raise UserError("--resume is not supported by this version of mltrain yet; "
-                            "start a new run with `mltrain fit CONFIG`")
         if nproc != 1:
             raise UserError(f"--nproc {nproc}: multi-process training is not supported by this version "
                             "of mltrain yet; use --nproc 1")
+        if resume is not None:
+            if config is not None or run_dir is not None:
+                raise UserError("--resume continues a run with its own config and directory: "
+                                "give neither CONFIG nor --run-dir (use --set to extend, e.g. --set train.epochs=20)")
+            from ..train import resume as resume_run
+
+            resume_run(resume, set_, device=device, quiet=quiet)
+            return
         if config is None:
             raise UserError("missing CONFIG: give a YAML config file, e.g. mltrain fit configs/quickstart.yaml")
         from ..config import load_config

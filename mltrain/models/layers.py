@@ -2,15 +2,93 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..registry import ACTIVATIONS
+
+NORM_GROUPS = 8  # groups of a group norm; fewer (the gcd with the width) when the width is not a multiple
 
 
 def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name].load()()
 
 
-def norm_1d(kind: str, width: int) -> nn.Module:
-    """Normalisation over the features of (B, width) activations."""
-    return {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width)
+def norm(kind: str, width: int, spatial_dims: int = 0) -> nn.Module:
+    """Normalisation of (B, width, *spatial) activations with 0, 1 or 2 spatial dimensions.
+
+    layer: over all features of a sample (LayerNorm on vectors, one group over channels and
+    positions on feature maps); group: over groups of channels and positions; batch: per channel
+    over the batch.
+    """
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return (nn.BatchNorm1d if spatial_dims < 2 else nn.BatchNorm2d)(width)
+    if kind == "layer":
+        return nn.LayerNorm(width) if spatial_dims == 0 else nn.GroupNorm(1, width)
+    return nn.GroupNorm(math.gcd(width, NORM_GROUPS), width)
+
+
+def steps_and_features(sample_shape: tuple[int, ...]) -> tuple[int, int]:
+    """How sequence models read a sample: (L,) is L steps of 1 feature, (L, F) is L steps of F,
+    an image (C, H, W) is H steps (rows) of C*W features."""
+    if len(sample_shape) == 1:
+        return sample_shape[0], 1
+    if len(sample_shape) == 2:
+        return sample_shape[0], sample_shape[1]
+    channels, height, width = sample_shape
+    return height, channels * width
+
+
+def as_steps(x: torch.Tensor) -> torch.Tensor:
+    """A batch of samples as (B, T, F) sequences, read as `steps_and_features` says."""
+    if x.ndim == 2:
+        return x.unsqueeze(-1)  # (B, L, 1)
+    if x.ndim == 3:
+        return x
+    return x.transpose(1, 2).flatten(2)  # (B, C, H, W) -> (B, H, C*W)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over (B, T, d_model): one qkv Linear, heads split,
+    scaled_dot_product_attention (causal: each step sees only itself and earlier steps), an
+    output projection into the residual stream, dropout."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool):
+        super().__init__()
+        self.heads, self.dropout, self.causal = heads, dropout, causal
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.proj_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, steps, width = x.shape
+        # (B, T, 3C) -> three (B, heads, T, C / heads)
+        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                                  dropout_p=self.dropout if self.training else 0.0)
+        return self.proj_dropout(self.proj(attended.transpose(1, 2).reshape(batch, steps, width)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float, activation_name: str,
+                 causal: bool):
+        super().__init__()
+        mlp_width = round(mlp_ratio * d_model)
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.attention = SelfAttention(d_model, heads, dropout, causal)
+        self.mlp_norm = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_width), activation(activation_name),
+            nn.Linear(mlp_width, d_model), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x))
+        return x + self.mlp(self.mlp_norm(x))

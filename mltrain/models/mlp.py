@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from .layers import activation as make_activation
-from .layers import norm_1d
+from .layers import norm as make_norm
 
 
 class MLP(nn.Sequential):
@@ -23,7 +23,7 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden:
-            layers += [nn.Linear(width, size), norm_1d(norm, size), make_activation(activation)]
+            layers += [nn.Linear(width, size), make_norm(norm, size), make_activation(activation)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size

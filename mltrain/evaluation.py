@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, run_directory_of
 from .config import config_from_dict
 from .data import build_data
 from .devices import pick_device, set_threads
@@ -17,17 +17,13 @@ from .run_dir import write_atomically
 from .train import weights_for_eval
 
 SPLITS = ("test", "val", "train")
-
-
-def _run_directory(checkpoint_path: Path) -> Path | None:
-    """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if it is one."""
-    run = checkpoint_path.resolve().parent.parent
-    return run if checkpoint_path.parent.name == "checkpoints" and (run / "config.yaml").exists() else None
+MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
 
 
 def evaluate_checkpoint(target: str | Path, split: str = "test",
                         overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
-    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of one split.
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of one split
+    (counted over every position for per-position targets; left out above MAX_REPORTED_CLASSES).
     The report is also written to <run>/eval-<split>.json when the checkpoint is in a run
     directory; returns the report and that file's path (None if not written)."""
     if split not in SPLITS:
@@ -40,7 +36,7 @@ def evaluate_checkpoint(target: str | Path, split: str = "test",
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
     set_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
-    data = build_data(cfg.data, cfg.seed, device)
+    data = build_data(cfg.data, cfg.seed, device, checkpoint.get("data_state"))
     if split not in data.splits:
         raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")
@@ -56,12 +52,12 @@ def evaluate_checkpoint(target: str | Path, split: str = "test",
         "checkpoint": str(path), "split": split, "samples": len(y), "epoch": checkpoint.get("epoch"),
         "step": checkpoint.get("step"), "metrics": metrics,
     }
-    if predicted is not None:
+    if predicted is not None and data.spec.num_classes <= MAX_REPORTED_CLASSES:
         confusion = confusion_matrix(predicted, y, data.spec.num_classes)
         report["class_names"] = list(data.spec.class_names)
         report["per_class"] = per_class_scores(confusion)
         report["confusion_matrix"] = confusion.tolist()
-    run = _run_directory(path)
+    run = run_directory_of(path)
     if run is None:
         return report, None
     written = run / f"eval-{split}.json"

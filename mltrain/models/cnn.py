@@ -1,0 +1,59 @@
+"""Convolutional network for 1-D signals and images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .layers import activation as make_activation
+from .layers import norm as make_norm
+
+POOLS = {"max": (nn.MaxPool1d, nn.MaxPool2d), "avg": (nn.AvgPool1d, nn.AvgPool2d)}
+
+
+class CNN(nn.Module):
+    """[Conv -> norm -> activation -> pool -> dropout] per entry of `channels`, then a global
+    average pool and a Linear, so any input size works.
+
+    Conv1d reads (C, L) samples, and (L,) samples as one channel; Conv2d reads (C, H, W).
+    Padding defaults to kernel_size // 2, which keeps the size at stride 1. Each pool halves
+    every side longer than 1 and leaves sides of 1 alone.
+
+    Initialisation: PyTorch's default for nn.Conv and nn.Linear (Kaiming-uniform weights with
+    a = sqrt(5), biases uniform in +-1/sqrt(fan_in)); norms start as the identity.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: tuple[int, ...],
+                 kernel_size: int, stride: int, padding: int | None, pool: str, norm: str,
+                 activation: str, dropout: float):
+        super().__init__()
+        self.one_channel = len(input_shape) == 1
+        in_channels, *sides = (1, *input_shape) if self.one_channel else input_shape
+        dims = len(sides)
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        padding = kernel_size // 2 if padding is None else padding
+        layers: list[nn.Module] = []
+        for block, out_channels in enumerate(channels, start=1):
+            if min(sides) + 2 * padding < kernel_size:
+                raise UserError(f"model.kernel_size: conv block {block} of the cnn gets inputs of size "
+                                f"{'x'.join(map(str, sides))}, smaller than kernel_size {kernel_size} with "
+                                f"padding {padding}; use fewer channels entries, a smaller kernel_size or more padding")
+            layers += [conv(in_channels, out_channels, kernel_size, stride, padding),
+                       make_norm(norm, out_channels, dims), make_activation(activation)]
+            sides = [(side + 2 * padding - kernel_size) // stride + 1 for side in sides]
+            window = tuple(2 if side > 1 else 1 for side in sides)
+            if pool != "none" and max(window) > 1:
+                layers.append(POOLS[pool][dims - 1](window))
+                sides = [side // size for side, size in zip(sides, window)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.output = nn.Linear(in_channels, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.one_channel:
+            x = x.unsqueeze(1)  # (B, L) -> (B, 1, L)
+        features = self.features(x)  # (B, C, *sides)
+        return self.output(features.flatten(2).mean(dim=-1))

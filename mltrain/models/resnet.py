@@ -1,0 +1,54 @@
+"""ResNet-18 and ResNet-34 from torchvision, untrained, adapted to the data's images.
+
+torchvision is imported here only: it adds about 1.8 s to start-up, paid only by these archs.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import ResNet
+from torchvision.models import resnet18 as torchvision_resnet18
+from torchvision.models import resnet34 as torchvision_resnet34
+
+from .layers import activation as make_activation
+
+SMALL_INPUT_MAX_SIDE = 32  # px: images up to this side get the small stem when small_input is null
+STEM_WIDTH = 64  # channels out of torchvision's stem, which layer1 expects
+
+
+def resnet18(input_shape: tuple[int, ...], num_outputs: int, small_input: bool | None,
+             activation: str) -> ResNet:
+    """torchvision.models.resnet18(weights=None, num_classes=num_outputs), then `adapt`ed."""
+    return adapt(torchvision_resnet18(weights=None, num_classes=num_outputs), input_shape, small_input, activation)
+
+
+def resnet34(input_shape: tuple[int, ...], num_outputs: int, small_input: bool | None,
+             activation: str) -> ResNet:
+    """torchvision.models.resnet34(weights=None, num_classes=num_outputs), then `adapt`ed."""
+    return adapt(torchvision_resnet34(weights=None, num_classes=num_outputs), input_shape, small_input, activation)
+
+
+def adapt(net: ResNet, input_shape: tuple[int, ...], small_input: bool | None, activation: str) -> ResNet:
+    """Fit a torchvision ResNet to (C, H, W) images and the configured activation.
+
+    The stem conv takes C channels. With small_input (null: when both sides are at most
+    SMALL_INPUT_MAX_SIDE) the 7x7 stride-2 stem conv and its max-pool, which shrink the image 4x
+    before layer1, become one 3x3 stride-1 conv (the CIFAR variant), so 32x32 and smaller
+    images keep enough resolution through the four stages. Every ReLU becomes `activation`.
+
+    Initialisation: torchvision's: Kaiming-normal conv weights (fan_out, ReLU gain), the
+    replaced stem conv included; batch norms at weight 1, bias 0; nn.Linear's default for fc.
+    """
+    channels, height, width = input_shape
+    if small_input is None:
+        small_input = max(height, width) <= SMALL_INPUT_MAX_SIDE
+    if small_input:
+        net.conv1 = nn.Conv2d(channels, STEM_WIDTH, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    else:
+        net.conv1 = nn.Conv2d(channels, STEM_WIDTH, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    for module in list(net.modules()):
+        if isinstance(getattr(module, "relu", None), nn.ReLU):
+            module.relu = make_activation(activation)
+    return net

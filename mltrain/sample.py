@@ -1,0 +1,67 @@
+"""Generate text from a trained gpt checkpoint; needs the checkpoint only, not the text file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .data.text import decode, encode, text_spec
+from .devices import set_threads
+from .errors import UserError
+from .heads import build_head
+from .models import build_model
+
+# Sampling is small; the CPU keeps a --seed reproducible from one machine to the next.
+DEVICE = torch.device("cpu")
+
+
+def _language_model(target: str | Path) -> tuple[torch.nn.Module, str]:
+    """The checkpoint's gpt in eval mode, and the vocabulary it was trained with."""
+    checkpoint, path = load_checkpoint(target)
+    cfg = config_from_dict(checkpoint["config"], source=str(path))
+    vocabulary = checkpoint.get("data_state", {}).get("vocabulary")
+    if cfg.model.arch != "gpt" or vocabulary is None:
+        raise UserError(f"{path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
+                        "`mltrain sample` needs a gpt language model trained on a text "
+                        "(model.arch: gpt, data.dataset: text)")
+    set_threads(cfg.train.threads)
+    spec = text_spec(vocabulary, cfg.data.block_size)
+    model = build_model(cfg.model, spec, build_head(cfg.model.head, spec).num_outputs)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as error:
+        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
+                        f"{str(error).splitlines()[0]}") from None
+    return model.to(DEVICE).eval(), vocabulary
+
+
+@torch.inference_mode()
+def sample_text(target: str | Path, prompt: str, tokens: int, temperature: float = 1.0,
+                top_k: int | None = None, seed: int = 0) -> str:
+    """The prompt followed by `tokens` generated characters. Each next character is drawn from
+    softmax(logits / temperature), restricted to the top_k most likely if given; temperature 0
+    takes the most likely one. Deterministic for a given seed."""
+    if not prompt:
+        raise UserError("--prompt is empty; give at least one character to start from")
+    if temperature < 0:
+        raise UserError(f"--temperature {temperature}: must be 0 (most likely character) or more")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k {top_k}: must be at least 1")
+    model, vocabulary = _language_model(target)
+    context = encode(prompt, vocabulary, "--prompt").to(DEVICE)[None]  # (1, T)
+    generator = torch.Generator(DEVICE).manual_seed(seed)
+    for _ in range(tokens):
+        logits = model(context[:, -model.block_size:])[:, -1].float()  # (1, vocabulary)
+        if temperature == 0:
+            next_token = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.shape[-1]:
+                kth_largest = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth_largest, -torch.inf)
+            next_token = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+        context = torch.cat([context, next_token], dim=1)
+    return prompt + decode(context[0, len(prompt):].tolist(), vocabulary)

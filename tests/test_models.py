@@ -1,0 +1,203 @@
+"""Every architecture on every sample shape it accepts: output shape, gradients, learning;
+every activation; the sample-shape rules of the contract; impossible pairings."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import write_config
+from mltrain.config import ModelConfig
+from mltrain.data import DataSpec
+from mltrain.models import build_model
+from mltrain.models.layers import as_steps, steps_and_features
+from mltrain.models.recurrent import GRU
+from mltrain.models.resnet import resnet18
+from mltrain.registry import ACTIVATIONS, ARCHITECTURES, IMAGE, SEQUENCE, VECTOR
+
+SHAPES = {IMAGE: [(1, 8, 8), (3, 6, 10)], SEQUENCE: [(12,), (12, 3)], VECTOR: [(2,)]}
+SMALL = {  # keep every model tiny: these tests run on 2 CPU cores
+    "mlp": {"hidden": (16,)},
+    "cnn": {"channels": (8, 16), "norm": "batch"},
+    "rnn": {"hidden_size": 16},
+    "lstm": {"hidden_size": 16, "bidirectional": True},
+    "gru": {"hidden_size": 16, "readout": "mean"},
+    "transformer": {"d_model": 16, "heads": 2, "layers": 1},
+}
+CLASSES = 3
+CASES = [(entry.name, shape) for entry in ARCHITECTURES for kind in (IMAGE, SEQUENCE, VECTOR)
+         if kind in entry.tags for shape in SHAPES[kind]]
+
+
+def make(arch: str, shape: tuple[int, ...], **params) -> nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, **{**SMALL.get(arch, {}), **params})
+    return build_model(cfg, DataSpec(shape, CLASSES), CLASSES)
+
+
+def batch(shape: tuple[int, ...], size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(size, *shape, generator=generator), torch.randint(0, CLASSES, (size,), generator=generator)
+
+
+def case_id(case):
+    arch, shape = case
+    return f"{arch}-{'x'.join(map(str, shape))}"
+
+
+@pytest.mark.parametrize("arch, shape", CASES, ids=map(case_id, CASES))
+def test_forward_shape_and_every_parameter_gets_a_gradient(arch, shape):
+    model = make(arch, shape)
+    x, y = batch(shape, size=4)
+    logits = model(x)
+    assert logits.shape == (4, CLASSES)
+    nn.functional.cross_entropy(logits, y).backward()
+    silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent
+
+
+@pytest.mark.parametrize("arch, shape", CASES, ids=map(case_id, CASES))
+def test_a_short_fit_lowers_the_loss(arch, shape):
+    model = make(arch, shape)
+    x, y = batch(shape)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+ACTIVATION_ARCHS = [entry.name for entry in ARCHITECTURES if "activation" in entry.params and IMAGE in entry.tags]
+
+
+@pytest.mark.parametrize("arch", ACTIVATION_ARCHS)
+def test_every_activation_is_used_and_trains(arch):
+    for name in ACTIVATIONS.names():
+        model = make(arch, (1, 8, 8), activation=name)
+        kinds = {type(module) for module in model.modules()}
+        assert ACTIVATIONS[name].load() in kinds, name
+        assert name == "relu" or nn.ReLU not in kinds, name  # resnet's own ReLUs are all replaced
+        x, y = batch((1, 8, 8), size=4)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()), name
+
+
+def test_sequence_models_read_samples_as_the_contract_says():
+    assert steps_and_features((40,)) == (40, 1)
+    assert steps_and_features((40, 5)) == (40, 5)
+    assert steps_and_features((3, 8, 6)) == (8, 18)  # H rows of C*W features
+    image = torch.randn(2, 3, 8, 6)
+    steps = as_steps(image)
+    assert steps.shape == (2, 8, 18)
+    assert torch.equal(steps[:, 5], image[:, :, 5, :].flatten(1))  # step 5 is row 5 of every channel
+    assert torch.equal(as_steps(torch.arange(6.0).view(2, 3)), torch.arange(6.0).view(2, 3, 1))
+
+
+def test_bidirectional_last_readout_joins_forward_final_and_backward_first():
+    model = GRU((7, 2), 3, hidden_size=5, layers=2, bidirectional=True, dropout=0.0, readout="last").eval()
+    seen = []
+    model.output.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    x = torch.randn(4, 7, 2)
+    model(x)
+    _, final = model.rnn(x)  # (layers * 2, B, hidden): the last layer's forward, then backward state
+    assert torch.allclose(seen[0], torch.cat([final[-2], final[-1]], dim=-1), atol=1e-6)
+
+
+def test_cnn_fits_any_size_and_never_pools_a_side_below_1():
+    for shape in ((1, 2, 9), (3, 1, 1), (1,), (2, 1000)):
+        model = make("cnn", shape, channels=(4,) * 6)
+        assert model(torch.randn(2, *shape)).shape == (2, CLASSES)
+    pools = [m for m in make("cnn", (1, 2, 9), channels=(4,) * 6).modules() if isinstance(m, nn.MaxPool2d)]
+    assert [pool.kernel_size for pool in pools] == [(2, 2), (1, 2), (1, 2)]  # 2x9 -> 1x4 -> 1x2 -> 1x1
+
+
+def test_resnet_stem_follows_the_image_size_and_channels():
+    small = resnet18((1, 32, 32), 10, small_input=None, activation="relu")
+    assert small.conv1.in_channels == 1 and small.conv1.kernel_size == (3, 3)
+    assert isinstance(small.maxpool, nn.Identity)
+    large = resnet18((3, 64, 64), 10, small_input=None, activation="relu")
+    assert large.conv1.kernel_size == (7, 7) and isinstance(large.maxpool, nn.MaxPool2d)
+    assert resnet18((3, 64, 64), 10, small_input=True, activation="relu").conv1.kernel_size == (3, 3)
+
+
+def test_transformer_patches_and_pooling():
+    patches = make("transformer", (3, 8, 6), patch_size=2, pooling="cls")
+    assert patches.positions.shape == (1, 4 * 3 + 1, 16)  # 12 patches and the class token
+    rows = make("transformer", (3, 8, 6), patch_size=0, pooling="mean", positions="sinusoidal")
+    assert rows.positions.shape == (1, 8, 16) and not any(p is rows.positions for p in rows.parameters())
+    assert rows(torch.randn(2, 3, 8, 6)).shape == (2, CLASSES)
+
+
+def test_torchvision_is_imported_only_for_resnets():
+    code = ("import sys, torch; from mltrain.config import ModelConfig; from mltrain.data import DataSpec; "
+            "from mltrain.models import build_model; "
+            "[build_model(ModelConfig(arch=a), DataSpec((1, 8, 8), 10), 10) for a in "
+            "('mlp', 'cnn', 'rnn', 'lstm', 'gru', 'transformer')]; "
+            "assert 'torchvision' not in sys.modules; "
+            "build_model(ModelConfig(arch='resnet18'), DataSpec((1, 8, 8), 10), 10); "
+            "assert 'torchvision' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("arch, dataset, fitting", [
+    ("cnn", "spirals", "mlp"),
+    ("transformer", "spirals", "mlp"),
+    ("lstm", "spirals", "mlp"),
+    ("resnet18", "parity", "mlp, cnn, rnn, lstm, gru, transformer"),
+])
+def test_impossible_pairings_exit_2_saying_what_fits(cli, tmp_path, arch, dataset, fitting):
+    config = write_config(tmp_path, data={"dataset": dataset}, model={"arch": arch})
+    result = cli("config", config)
+    assert result.exit_code == 2
+    assert f"arch '{arch}' cannot read dataset '{dataset}'" in result.stderr
+    assert f"architectures that fit: {fitting}" in result.stderr
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet18", "rnn", "lstm", "gru", "transformer"])
+def test_each_arch_configures_on_digits_with_only_its_keys(cli, tmp_path, arch):
+    result = cli("config", write_config(tmp_path, data={"dataset": "digits"}, model={"arch": arch}))
+    assert result.exit_code == 0, result.output
+    model = result.stdout.split("model:")[1].split("optimizer:")[0]
+    keys = {line.split(":")[0].strip() for line in model.strip().splitlines()}
+    assert keys == {"arch", "head", *ARCHITECTURES[arch].params}
+
+
+def test_heads_must_divide_d_model(cli, tmp_path):
+    config = write_config(tmp_path, data={"dataset": "digits"},
+                          model={"arch": "transformer", "d_model": 30, "heads": 4})
+    result = cli("config", config)
+    assert result.exit_code == 2 and "model.heads" in result.stderr and "d_model 30" in result.stderr
+
+
+def test_group_norm_is_refused_nowhere_and_typos_are_named(cli, tmp_path):
+    ok = cli("config", write_config(tmp_path, data={"dataset": "digits"}, model={"norm": "group"}))
+    assert ok.exit_code == 0 and "norm: group" in ok.stdout
+    bad = cli("config", write_config(tmp_path, data={"dataset": "digits"}, model={"arch": "cnn", "pool": "maxx"}))
+    assert bad.exit_code == 2 and "model.pool" in bad.stderr and "did you mean 'max'" in bad.stderr
+
+
+@pytest.mark.parametrize("set_, key", [("model.patch_size=16", "model.patch_size"),
+                                       ("model.kernel_size=9", "model.kernel_size")])
+def test_sizes_too_large_for_the_images_exit_2(cli, tmp_path, set_, key):
+    arch = "transformer" if "patch" in set_ else "cnn"
+    padding = {} if arch == "transformer" else {"padding": 0}
+    config = write_config(tmp_path, data={"dataset": "digits"}, model={"arch": arch, **padding})
+    result = cli("fit", config, "--set", set_)
+    assert result.exit_code == 2 and key in result.stderr and "8x8" in result.stderr
+
+
+@pytest.mark.parametrize("arch", ["cnn", "gru", "transformer"])
+def test_sequence_archs_learn_parity_end_to_end(tmp_path, arch):
+    import mltrain
+
+    config = write_config(tmp_path, data={"dataset": "parity", "length": 4, "samples": 400},
+                          model={"arch": arch, **SMALL[arch]}, train={"epochs": 3})
+    records = mltrain.fit(config).summary
+    assert records["status"] == "completed" and "test/accuracy" in records["test"]

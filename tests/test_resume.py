@@ -1,0 +1,132 @@
+"""Exact resume: a run stopped at any point and resumed ends bitwise equal to one never stopped."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import MLTRAIN, read_jsonl, write_config
+
+SETTINGS = dict(
+    data={"points": 300, "batch_size": 16},
+    model={"hidden": [64, 64], "dropout": 0.1},  # dropout draws from the RNG every step
+    scheduler={"name": "cosine", "warmup_steps": 10},
+    train={"epochs": 3, "checkpoint_every_steps": 7, "log_every_steps": 1, "ema": 0.9},
+)
+
+
+def start(config, run_dir):
+    return subprocess.Popen([MLTRAIN, "fit", str(config), "--run-dir", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir, step, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run finished before it could be stopped"
+        try:
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+            if lines and json.loads(lines[-1])["step"] >= step:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.005)
+    raise AssertionError(f"step {step} not reached")
+
+
+def resume(run_dir, *sets):
+    args = [MLTRAIN, "fit", "--resume", str(run_dir)] + [item for s in sets for item in ("--set", s)]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def outcome(run_dir):
+    weights = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return (weights["model"], weights["ema"]["weights"], (run_dir / "metrics.jsonl").read_text(),
+            (run_dir / "metrics.csv").read_text(), summary["final"], summary["best"], summary["test"])
+
+
+def assert_same(a, b):
+    for got, want in zip(outcome(a), outcome(b)):
+        if isinstance(got, dict) and got and isinstance(next(iter(got.values())), torch.Tensor):
+            assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)
+        else:
+            assert got == want
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reference")
+    config = write_config(directory, **SETTINGS)
+    result = subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(directory / "run")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return config, directory / "run"
+
+
+@pytest.mark.parametrize("stop_at", [3, 40, 59])  # mid-epoch, before the first checkpoint, near an epoch end
+def test_sigkill_then_resume_matches_an_uninterrupted_run(reference, tmp_path, stop_at):
+    config, reference_run = reference
+    run = tmp_path / "run"
+    process = start(config, run)
+    wait_for_step(run, stop_at, process)
+    process.kill()
+    process.wait()
+    result = resume(run)
+    assert result.returncode == 0, result.stderr
+    assert_same(run, reference_run)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_a_checkpoint_exits_130_and_resumes_exactly(reference, tmp_path, signum):
+    config, reference_run = reference
+    run = tmp_path / "run"
+    process = start(config, run)
+    wait_for_step(run, 25, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert "--resume" in (run / "train.log").read_text()
+    result = resume(run)
+    assert result.returncode == 0, result.stderr
+    assert_same(run, reference_run)
+
+
+def test_a_finished_run_can_be_extended(reference, tmp_path):
+    config, reference_run = reference
+    run = tmp_path / "run"
+    subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(run), "--set", "train.epochs=1"], check=True,
+                   capture_output=True)
+    again = resume(run)
+    assert again.returncode == 2 and "train.epochs=" in again.stderr
+    extended = resume(run, "train.epochs=2")
+    assert extended.returncode == 0, extended.stderr
+    records = [r for r in read_jsonl(run / "metrics.jsonl") if "train/accuracy" in r]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 2
+    assert "epochs: 2" in (run / "config.yaml").read_text()
+
+
+def test_resume_refuses_a_change_of_meaning(reference, tmp_path):
+    _, reference_run = reference
+    for change in ("model.hidden=[8]", "data.noise=0.5", "seed=3"):
+        result = resume(reference_run, change, "train.epochs=9")
+        assert result.returncode == 2 and "resuming cannot change" in result.stderr
+
+
+def test_a_partial_metrics_line_is_dropped_on_resume(reference, tmp_path):
+    config, reference_run = reference
+    run = tmp_path / "run"
+    process = start(config, run)
+    wait_for_step(run, 30, process)
+    process.kill()
+    process.wait()
+    with (run / "metrics.jsonl").open("a") as file:
+        file.write('{"epoch": 2, "step": 3')  # what a crash in the middle of a write leaves
+    assert resume(run).returncode == 0
+    assert_same(run, reference_run)
