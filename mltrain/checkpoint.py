@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import TrainingFailed, UserError
 
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 1
@@ -37,16 +37,24 @@ def _fsync_directory(directory: Path) -> None:
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write to a temporary file in the same directory, fsync, rename over `path`, fsync the
     directory: a crash at any instant leaves either the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as file:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp_name, path)
+    except OSError as error:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
+        kept = "the previous one is intact" if path.exists() else "no earlier one existed"
+        raise TrainingFailed(f"could not write checkpoint {path}: {error.strerror or error}; {kept}. "
+                             "Free disk space or fix permissions, then continue with "
+                             f"`mltrain fit --resume {path.parent.parent}`") from None
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
 

@@ -430,6 +430,10 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
         raise ConfigError(locations.of("model.heads"), "model.heads",
                           f"{cfg.model.heads} heads do not divide model.d_model {cfg.model.d_model}; "
                           "each head takes an equal share of d_model")
+    if cfg.train.label_smoothing and cfg.model.head != "softmax":
+        raise ConfigError(locations.of("train.label_smoothing"), "train.label_smoothing",
+                          f"label smoothing applies to the softmax head only (head here: {cfg.model.head}); "
+                          "set it to 0 or use head: softmax")
     choices = monitor_choices(cfg.model.head, has_val=cfg.data.val_split > 0)
     if cfg.train.monitor == "auto":
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, monitor=choices[-1]))

@@ -21,7 +21,8 @@ class SoftmaxHead:
 
     classifies = True
 
-    def __init__(self, spec: DataSpec):
+    def __init__(self, spec: DataSpec, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
         self.classes = spec.num_classes
         self.target_shape = spec.target_shape  # () for one label, (T,) for a label per position
         self.num_outputs = math.prod(spec.target_shape) * spec.num_classes  # per sample
@@ -31,7 +32,8 @@ class SoftmaxHead:
         return logits.reshape(len(logits), *self.target_shape, self.classes)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self._per_class(logits).flatten(0, -2), y.flatten())
+        return F.cross_entropy(self._per_class(logits).flatten(0, -2), y.flatten(),
+                               label_smoothing=self.label_smoothing)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return self._per_class(logits).argmax(dim=-1)
@@ -100,5 +102,7 @@ class LinearHead:
 Head = SoftmaxHead | SigmoidHead | LinearHead
 
 
-def build_head(name: str, spec: DataSpec) -> Head:
-    return HEADS[name].load()(spec)
+def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0) -> Head:
+    """Label smoothing is a softmax-head option; config validation keeps it off the others."""
+    options = {"label_smoothing": label_smoothing} if label_smoothing else {}
+    return HEADS[name].load()(spec, **options)

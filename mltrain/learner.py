@@ -62,7 +62,7 @@ class Learner:
 
     @classmethod
     def build(cls, cfg: Config, spec: DataSpec, device: torch.device) -> Learner:
-        head = build_head(cfg.model.head, spec)
+        head = build_head(cfg.model.head, spec, cfg.train.label_smoothing)
         model = build_model(cfg.model, spec, head.num_outputs).to(device)
         return cls(model, head, build_optimizer(cfg.optimizer, model), cfg.train.precision, device,
                    cfg.train.grad_clip, cfg.train.ema, cfg.train.compile)

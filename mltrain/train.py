@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -328,11 +329,13 @@ class Training:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _finish(self, status: str, **extra: Any) -> None:
+        """Write the final summary.json (best effort when the run failed: the disk may be full)."""
         self.summary.update(
             status=status, steps=self.step, best=self.monitor.best(), duration_s=round(self._elapsed(), 3),
             train_samples_per_s=round(self.samples_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
             **extra)
-        self.run_dir.write_json("summary.json", self.summary)
+        with contextlib.suppress(OSError) if status == "failed" else contextlib.nullcontext():
+            self.run_dir.write_json("summary.json", self.summary)
 
 
 def _score_best_on_test(learner: Learner, data: InMemoryData, run: RunDir) -> dict[str, float]:

@@ -159,3 +159,16 @@ def test_compile_gives_checkpoints_with_plain_keys(tmp_path):
 def test_deterministic_runs_repeat(tmp_path):
     runs = [mltrain.fit(write_config(tmp_path, train={"epochs": 2, "deterministic": True})) for _ in range(2)]
     assert runs[0].summary["final"]["val/loss"] == runs[1].summary["final"]["val/loss"]
+
+
+def test_label_smoothing_raises_the_loss_of_confident_predictions():
+    spec = DataSpec((4,), 3)
+    logits, y = torch.tensor([[10.0, -10.0, -10.0]]), torch.tensor([0])
+    assert SoftmaxHead(spec, label_smoothing=0.1).loss(logits, y) > SoftmaxHead(spec).loss(logits, y) + 0.5
+
+
+def test_label_smoothing_trains_and_is_refused_off_the_softmax_head(tmp_path, cli):
+    assert mltrain.fit(write_config(tmp_path, train={"epochs": 1, "label_smoothing": 0.1})).summary["steps"] > 0
+    result = cli("config", write_config(tmp_path, name="sig", model={"head": "sigmoid"},
+                                        train={"label_smoothing": 0.1}))
+    assert result.exit_code == 2 and "softmax head only" in result.stderr

@@ -3,10 +3,12 @@ import os
 import pickle
 import subprocess
 
+import pytest
 import torch
 
 from conftest import MLTRAIN, only_run, write_config
 from mltrain.checkpoint import load_checkpoint, save_checkpoint
+from mltrain.errors import TrainingFailed
 
 
 def make_run(cli, tmp_path, **sections):
@@ -101,10 +103,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash)
-    try:
+    with pytest.raises(TrainingFailed, match="No space left on device; the previous one is intact"):
         save_checkpoint({"model": {"w": torch.zeros(3)}}, path)
-    except OSError:
-        pass
     monkeypatch.undo()
     checkpoint, _ = load_checkpoint(path)
     assert torch.equal(checkpoint["model"]["w"], torch.ones(3))
@@ -146,3 +146,30 @@ def test_overfit_tiny_reports_weights_without_gradient(tmp_path, monkeypatch):
     report = overfit_tiny(load_config(write_config(tmp_path)), samples=8, steps=50)
     gradient_check = next(c for c in report["checks"] if c["name"] == "gradients reach every weight")
     assert not report["passed"] and gradient_check["status"] == "fail" and "unused" in gradient_check["detail"]
+
+
+def test_a_truncated_checkpoint_is_reported(cli, tmp_path):
+    run = make_run(cli, tmp_path)
+    whole = (run / "checkpoints/last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    result = cli("eval", tmp_path / "cut.pt")
+    assert result.exit_code == 2 and "cut.pt" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_full_disk_during_fit_keeps_the_last_checkpoint_and_says_so(cli, tmp_path, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def fills_up(obj, file, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 1 writes best.pt and last.pt; then the disk is full
+            raise OSError(28, "No space left on device")
+        real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    result = cli("fit", write_config(tmp_path, data={"val_split": 0.0}, train={"monitor": "train/loss"}))
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert "could not write checkpoint" in result.stderr and "previous one is intact" in result.stderr
+    run = only_run(tmp_path)
+    assert load_checkpoint(run / "checkpoints/last.pt")[0]["epoch"] == 1
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"

@@ -25,10 +25,10 @@ CHECK_EVERY = 25  # steps between looks at the loss (each one a host sync)
 
 
 def _without_regularisation(cfg: Config) -> Config:
-    """Dropout off: the subset must be memorised, not generalised from."""
+    """Dropout, label smoothing and weight averaging off: the subset must be memorised."""
     if "dropout" in ARCHITECTURES[cfg.model.arch].params:
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.0))
-    return cfg
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.0))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, label_smoothing=0.0, ema=None))
 
 
 def _check(name: str, status: str, detail: str) -> dict[str, str]:
