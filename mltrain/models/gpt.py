@@ -9,48 +9,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import activation as make_activation
+from .layers import Block
 
 INIT_STD = 0.02  # std of every Linear and Embedding weight at initialisation
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, heads: int, dropout: float):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        self.proj_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, steps, width = x.shape
-        # (B, T, 3C) -> three (B, heads, T, C / heads)
-        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                  dropout_p=self.dropout if self.training else 0.0)
-        return self.proj_dropout(self.proj(attended.transpose(1, 2).reshape(batch, steps, width)))
-
-
-class Block(nn.Module):
-    """x + attention(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float, activation: str):
-        super().__init__()
-        mlp_width = round(mlp_ratio * d_model)
-        self.attention_norm = nn.LayerNorm(d_model)
-        self.attention = CausalSelfAttention(d_model, heads, dropout)
-        self.mlp_norm = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_width), make_activation(activation),
-            nn.Linear(mlp_width, d_model), nn.Dropout(dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
 
 
 class GPT(nn.Module):
@@ -74,7 +37,8 @@ class GPT(nn.Module):
         self.token_embedding = nn.Embedding(vocabulary, d_model)
         self.position_embedding = nn.Embedding(self.block_size, d_model)
         self.embedding_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, heads, mlp_ratio, dropout, activation) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d_model, heads, mlp_ratio, dropout, activation, causal=True)
+                                    for _ in range(layers))
         self.final_norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocabulary, bias=False)
         self.output.weight = self.token_embedding.weight
