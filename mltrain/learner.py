@@ -85,7 +85,8 @@ class Learner:
     def backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
         Returns the (detached, unscaled) loss and logits."""
-        self.model.train()
+        if not self.model.training:  # a check, not a call: train() walks every module
+            self.model.train()
         loss, logits = self._forward(self.forward_model, x, y)
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         loss = loss.detach()

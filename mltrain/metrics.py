@@ -33,7 +33,7 @@ class Accumulator:
 
     def update(self, loss: torch.Tensor, predictions: torch.Tensor | None, y: torch.Tensor) -> None:
         """Add one batch; `loss` is the mean over its targets."""
-        self.loss_sum += loss.detach().double() * y.numel()
+        self.loss_sum.add_(loss.detach(), alpha=y.numel())
         if predictions is not None:
             self.correct += (predictions == y).sum()
         self.count += len(y)
