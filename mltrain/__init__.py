@@ -22,6 +22,14 @@ def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
     return run_fit(cfg, run_dir=run_dir, device=device, quiet=quiet)
 
 
+def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
+           quiet: bool = True):
+    """Continue a run from its last checkpoint (see `mltrain fit --resume`); returns FitResult."""
+    from .train import resume as run_resume
+
+    return run_resume(run_dir, overrides, device=device, quiet=quiet)
+
+
 def evaluate(checkpoint: str | Path, split: str = "test", overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Score a run directory or checkpoint on a split; returns the eval report."""
     from .evaluation import evaluate_checkpoint

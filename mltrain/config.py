@@ -386,7 +386,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 }
 
 
-def _get(cfg: Config, dotted: str) -> Any:
+def get_key(cfg: Config, dotted: str) -> Any:
+    """The value at a dotted key (None under an unset optional section)."""
     value: Any = cfg
     for part in dotted.split("."):
         if value is None:
@@ -404,11 +405,11 @@ def monitor_choices(head: str, has_val: bool) -> list[str]:
 
 def _validate(cfg: Config, locations: _Locations) -> Config:
     for key, (ok, rule) in _RANGES.items():
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if value is not None and not ok(value):
             raise ConfigError(locations.of(key), key, f"{value!r} {rule}")
     for key, registry in (("model.activation", ACTIVATIONS), ("model.head", HEADS)):
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if value not in registry:
             raise ConfigError(locations.of(key), key, registry.unknown_message(value))
     dataset, arch, head = DATASETS[cfg.data.dataset], ARCHITECTURES[cfg.model.arch], HEADS[cfg.model.head]

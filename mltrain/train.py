@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, run_directory_of, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, dump_config, load_config
+from .config import Config, config_from_dict, config_to_dict, dump_config, get_key, load_config
 from .data import InMemoryData, build_data
 from .data.dataset import batches, epoch_order, steps_per_epoch
 from .devices import pick_device, set_threads
@@ -111,19 +111,12 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
     original = config_from_dict(checkpoint["config"], source=str(path))
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
     for key in _FIXED_ON_RESUME:
-        if _get(cfg, key) != _get(original, key):
+        if get_key(cfg, key) != get_key(original, key):
             raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
-                            f"{_get(original, key)!r}); start a new run with `mltrain fit` instead")
+                            f"{get_key(original, key)!r}); start a new run with `mltrain fit` instead")
     torch_device = pick_device(device or cfg.train.device)
     run = RunDir.reopen(run_path, checkpoint["step"])
     return Training(cfg, run, torch_device, quiet, checkpoint).run()
-
-
-def _get(cfg: Config, dotted: str) -> Any:
-    value: Any = cfg
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
 
 
 class Training:
