@@ -45,7 +45,7 @@ class ModelConfig:
     arch: str = "mlp"  # a name from `mltrain list architectures`
     head: str = "softmax"  # softmax (multi-class) | sigmoid (binary / one-vs-rest) | linear (regression)
     hidden: tuple[int, ...] = (128,)  # mlp: width of each hidden layer
-    activation: str = "relu"  # a name from `mltrain list activations`; transformers usually take gelu
+    activation: str = "auto"  # a name from `mltrain list activations`; auto: gelu for transformer and gpt, else relu
     norm: Literal["none", "batch", "layer", "group"] = "none"  # mlp, cnn: after each hidden layer or conv
     dropout: float = 0.0  # probability of zeroing a hidden unit while training
     d_model: int = 128  # transformer, gpt: width of the token vectors (a multiple of heads)
@@ -403,7 +403,13 @@ def monitor_choices(head: str, has_val: bool) -> list[str]:
     return [f"{split}/{metric}" for split in splits for metric in metrics]
 
 
+_GELU_ARCHS = ("transformer", "gpt")  # the activation their papers use; `auto` picks it
+
+
 def _validate(cfg: Config, locations: _Locations) -> Config:
+    if cfg.model.activation == "auto":
+        chosen = "gelu" if cfg.model.arch in _GELU_ARCHS else "relu"
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, activation=chosen))
     for key, (ok, rule) in _RANGES.items():
         value = get_key(cfg, key)
         if value is not None and not ok(value):

@@ -47,7 +47,7 @@ def one_thread():
 
 def make(arch: str, shape: tuple[int, ...], **params) -> nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, **{**SMALL.get(arch, {}), **params})
+    cfg = ModelConfig(arch=arch, **{"activation": "relu", **SMALL.get(arch, {}), **params})
     return build_model(cfg, DataSpec(shape, CLASSES), CLASSES)
 
 
@@ -167,10 +167,10 @@ def test_transformer_patches_and_pooling():
 def test_torchvision_is_imported_only_for_resnets():
     code = ("import sys, torch; from mltrain.config import ModelConfig; from mltrain.data import DataSpec; "
             "from mltrain.models import build_model; "
-            "[build_model(ModelConfig(arch=a), DataSpec((1, 8, 8), 10), 10) for a in "
+            "[build_model(ModelConfig(arch=a, activation='relu'), DataSpec((1, 8, 8), 10), 10) for a in "
             "('mlp', 'cnn', 'rnn', 'lstm', 'gru', 'transformer')]; "
             "assert 'torchvision' not in sys.modules; "
-            "build_model(ModelConfig(arch='resnet18'), DataSpec((1, 8, 8), 10), 10); "
+            "build_model(ModelConfig(arch='resnet18', activation='relu'), DataSpec((1, 8, 8), 10), 10); "
             "assert 'torchvision' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
