@@ -30,8 +30,9 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), dev
     return run_resume(run_dir, overrides, device=device, quiet=quiet)
 
 
-def evaluate(checkpoint: str | Path, split: str = "test", overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Score a run directory or checkpoint on a split; returns the eval report."""
+def evaluate(checkpoint: str | Path, split: str | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Score a run directory or checkpoint on a split (default: test, else val); returns the report."""
     from .evaluation import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, split, overrides)[0]

@@ -20,13 +20,13 @@ SPLITS = ("test", "val", "train")
 MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
 
 
-def evaluate_checkpoint(target: str | Path, split: str = "test",
+def evaluate_checkpoint(target: str | Path, split: str | None = None,
                         overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of one split
     (counted over every position for per-position targets; left out above MAX_REPORTED_CLASSES).
     The report is also written to <run>/eval-<split>.json when the checkpoint is in a run
     directory; returns the report and that file's path (None if not written)."""
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise UserError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
     for item in overrides:
         if not item.startswith("data."):
@@ -37,6 +37,8 @@ def evaluate_checkpoint(target: str | Path, split: str = "test",
     set_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
     data = build_data(cfg.data, cfg.seed, device, checkpoint.get("data_state"))
+    if split is None:  # the first the data has: test, else val (a text has no test split)
+        split = next(name for name in SPLITS if name in data.splits)
     if split not in data.splits:
         raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")

@@ -158,3 +158,9 @@ def test_sample_help_does_not_import_torch():
             "assert result.exit_code == 0 and '--top-k' in result.output, result.output\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eval_defaults_to_val_when_there_is_no_test_split(text_run, cli):
+    result = cli("eval", text_run, "--json")
+    assert result.exit_code == 0, result.output
+    assert '"split": "val"' in result.stdout

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,7 +13,8 @@ from .options import JSON, SET
 def eval_(
     target: Path = typer.Argument(..., metavar="RUN_DIR_OR_CKPT", help="A run directory (uses best.pt, "
                                   "else last.pt) or a .pt checkpoint.", show_default=False),
-    split: str = typer.Option("test", "--split", help="test, val or train."),
+    split: Optional[str] = typer.Option(None, "--split", help="test, val or train; default: test, "
+                                        "or val when the data has no test split.", show_default=False),
     set_: list[str] = SET,
     as_json: bool = JSON,
 ) -> None:
