@@ -19,9 +19,20 @@ import yaml
 
 from .errors import ConfigError, UserError
 from .registry import (
-    ACTIVATIONS, ARCHITECTURES, CLASSIFICATION, DATASETS, HEADS, OPTIMIZERS, SCHEDULERS, TASKS, Registry,
+    ACTIVATIONS, ARCHITECTURES, AUGMENTATIONS, CLASSIFICATION, DATASETS, HEADS, OPTIMIZERS, REGRESSION, SCHEDULERS,
+    TASKS, Registry,
     did_you_mean,
 )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    name: str = ""  # a name from `mltrain list augmentations` (required)
+    padding: int = 4  # crop: pixels of zero padding on each side before cropping back to size
+    pixels: int = 2  # translate: largest shift along each axis, in pixels
+    degrees: float = 10.0  # rotate: largest rotation either way, in degrees
+    size: int = 8  # cutout: side of the zeroed square, in pixels
+    std: float = 0.05  # noise: std of the Gaussian noise, in units of the normalised input
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class DataConfig:
     dataset: str = "digits"  # a name from `mltrain list datasets`
     batch_size: int = 64  # samples per optimizer step
     val_split: float = 0.1  # fraction of train held out (seeded) when the dataset has no val split
+    test_split: float = 0.2  # image_folder, csv, npz: fraction held out as test (fixed seed) without a test split
+    limit: int | None = None  # train on the first N training samples only (quick runs); null: all
     classes: int = 3  # spirals: number of arms, one class each
     points: int = 500  # spirals: points per arm
     noise: float = 0.05  # spirals: std of the Gaussian noise on each coordinate (outer radius is 1)
@@ -38,6 +51,17 @@ class DataConfig:
     path: str | None = None  # text: the data file; relative paths are read from the config file's directory
     block_size: int = 64  # text: characters per sample, the language model's context length
     windows: int = 2000  # text: training windows per epoch, at evenly spaced offsets over the train text
+    root: str = "data"  # torchvision sets, image_folder: the data directory; relative: to the config file's
+    #                     directory when written there, else to the working directory
+    download: bool = False  # torchvision sets: download the files into root when they are missing
+    image_size: int = 32  # image_folder: side of the square every image is resized to, in pixels
+    max_memory_mb: int = 4096  # image_folder: largest decoded set (uint8, all splits) kept in memory, in MiB
+    augment: tuple[AugmentConfig, ...] = ()  # image sets: training-batch augmentations in order,
+    #                                          e.g. [{name: crop, padding: 4}, {name: flip}]; never in eval
+    target: str | None = None  # csv: the column to predict
+    features: tuple[str, ...] | None = None  # csv: the input columns; null: every column but the target
+    task: Literal["auto", "classification", "regression"] = "auto"  # csv, npz: what the targets are;
+    #                                                                 auto: from model.head (linear: regression)
 
 
 @dataclass(frozen=True)
@@ -141,6 +165,7 @@ _SELECTORS: dict[str, tuple[str, Registry]] = {
     "model": ("arch", ARCHITECTURES),
     "optimizer": ("name", OPTIMIZERS),
     "scheduler": ("name", SCHEDULERS),
+    "data.augment": ("name", AUGMENTATIONS),
 }
 
 
@@ -281,6 +306,8 @@ def _coerce(value: Any, hint: Any, key: str, locations: _Locations) -> Any:
         item_hint = args[0]
         if not (len(args) == 2 and args[1] is Ellipsis) and len(items) != len(args):
             raise ConfigError(locations.of(key), key, f"expected {_describe(hint)}, got {value!r}")
+        if dataclasses.is_dataclass(item_hint):  # each item reports its own precise error
+            return tuple(_coerce(item, item_hint, key, locations) for item in items)
         try:
             return tuple(_coerce(item, item_hint, key, locations) for item in items)
         except ConfigError:
@@ -345,6 +372,10 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.vocab_size": (lambda v: v >= 2, "must be at least 2"),
     "data.block_size": (lambda v: v >= 1, "must be at least 1"),
     "data.windows": (lambda v: v >= 1, "must be at least 1"),
+    "data.test_split": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
+    "data.limit": (lambda v: v is None or v >= 1, "must be at least 1, or null for all"),
+    "data.image_size": (lambda v: v >= 1, "must be at least 1"),
+    "data.max_memory_mb": (lambda v: v >= 1, "must be at least 1"),
     "model.hidden": (lambda v: all(width >= 1 for width in v), "every width must be at least 1"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
     "model.d_model": (lambda v: v >= 1, "must be at least 1"),
@@ -384,6 +415,13 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.early_stopping.patience": (lambda v: v >= 1, "must be at least 1"),
     "train.early_stopping.min_delta": (lambda v: v >= 0.0, "must be 0 or more"),
 }
+_AUGMENT_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "padding": (lambda v: v >= 1, "must be at least 1"),
+    "pixels": (lambda v: v >= 1, "must be at least 1"),
+    "degrees": (lambda v: 0.0 < v <= 180.0, "must be above 0 and at most 180"),
+    "size": (lambda v: v >= 1, "must be at least 1"),
+    "std": (lambda v: v > 0.0, "must be above 0"),
+}
 
 
 def get_key(cfg: Config, dotted: str) -> Any:
@@ -414,6 +452,12 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
         value = get_key(cfg, key)
         if value is not None and not ok(value):
             raise ConfigError(locations.of(key), key, f"{value!r} {rule}")
+    for augmentation in cfg.data.augment:
+        for key in AUGMENTATIONS[augmentation.name].params:
+            ok, rule = _AUGMENT_RANGES[key]
+            if not ok(getattr(augmentation, key)):
+                raise ConfigError(locations.of("data.augment"), f"data.augment.{key}",
+                                  f"{getattr(augmentation, key)!r} {rule} ({augmentation.name})")
     for key, registry in (("model.activation", ACTIVATIONS), ("model.head", HEADS)):
         value = get_key(cfg, key)
         if value not in registry:
@@ -433,6 +477,17 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
     if "path" in dataset.params and cfg.data.path is None:
         raise ConfigError(locations.of("data"), "data.path",
                           f"dataset '{dataset.name}' reads a file: set data.path to it")
+    if "target" in dataset.params and cfg.data.target is None:
+        raise ConfigError(locations.of("data"), "data.target",
+                          f"dataset '{dataset.name}' predicts one column: set data.target to its name")
+    if "task" in dataset.params:
+        head_task = CLASSIFICATION if CLASSIFICATION in head.tags else REGRESSION
+        if cfg.data.task == "auto":
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=head_task))
+        elif cfg.data.task != head_task:
+            raise ConfigError(locations.of("data.task"), "data.task",
+                              f"'{cfg.data.task}' does not match head '{head.name}', which does {head_task}; "
+                              "set data.task: auto, or pick a head for the task")
     if "heads" in arch.params and cfg.model.d_model % cfg.model.heads:
         raise ConfigError(locations.of("model.heads"), "model.heads",
                           f"{cfg.model.heads} heads do not divide model.d_model {cfg.model.d_model}; "
@@ -453,13 +508,19 @@ def _validate(cfg: Config, locations: _Locations) -> Config:
 
 # --- public API ---------------------------------------------------------------------------
 
-def _resolve_data_path(cfg: Config, config_dir: Path, locations: _Locations) -> Config:
-    """data.path in a config file is relative to that file's directory, from --set to the working
-    directory; the resolved config holds it absolute, so a saved config reads the same file from anywhere."""
-    if cfg.data.path is None or Path(cfg.data.path).is_absolute():
-        return cfg
-    base = Path.cwd() if locations.of("data.path").startswith("--set") else config_dir
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str((base / cfg.data.path).resolve())))
+def _resolve_data_paths(cfg: Config, config_dir: Path, locations: _Locations) -> Config:
+    """data.path and data.root written in a config file are relative to that file's directory; from
+    --set or a default, to the working directory. The resolved config holds them absolute, so a saved
+    config reads the same files from anywhere."""
+    resolved = {}
+    for key in ("path", "root"):
+        value = getattr(cfg.data, key)
+        if key not in DATASETS[cfg.data.dataset].params or value is None or Path(value).is_absolute():
+            continue
+        written_at = locations.places.get(f"data.{key}", "--set")
+        base = Path.cwd() if written_at.startswith("--set") else config_dir
+        resolved[key] = str((base / value).resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **resolved)) if resolved else cfg
 
 
 def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_name: str,
@@ -472,7 +533,7 @@ def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_nam
     cfg = _build(Config, raw, "", locations)
     if not cfg.name:
         cfg = dataclasses.replace(cfg, name=default_name)
-    return _validate(_resolve_data_path(cfg, config_dir, locations), locations)
+    return _validate(_resolve_data_paths(cfg, config_dir, locations), locations)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -503,7 +564,7 @@ def config_to_dict(cfg: Config) -> dict:
             return {f.name: convert(f"{section}.{f.name}".lstrip("."), getattr(obj, f.name))
                     for f in dataclasses.fields(obj) if _takes(section, f.name, obj)}
         if isinstance(obj, tuple):
-            return list(obj)
+            return [convert(section, item) for item in obj]
         return obj
 
     return convert("", cfg)

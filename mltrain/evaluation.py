@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
     set_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
-    data = build_data(cfg.data, cfg.seed, device, checkpoint.get("data_state"))
+    data = build_data(dataclasses.replace(cfg.data, augment=()), cfg.seed, device, checkpoint.get("data_state"))
     if split is None:  # the first the data has: test, else val (a text has no test split)
         split = next(name for name in SPLITS if name in data.splits)
     if split not in data.splits:

@@ -58,6 +58,8 @@ TOKENS = "tokens"  # (L,) integer token ids, e.g. characters of a text
 CLASSIFICATION, REGRESSION = "classification", "regression"
 TASKS = frozenset({CLASSIFICATION, REGRESSION})
 
+_VISION_PARAMS = ("root", "download", "augment")
+
 DATASETS = Registry("dataset", [
     Entry("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
           "mltrain.data.builtin:digits", (), frozenset({IMAGE, CLASSIFICATION})),
@@ -75,6 +77,39 @@ DATASETS = Registry("dataset", [
     Entry("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
           "the next character at each position",
           "mltrain.data.text:text", ("path", "block_size", "windows"), frozenset({TOKENS, CLASSIFICATION})),
+    *(Entry(name, f"torchvision's {title}: {what}, a train and a test split; files under data.root",
+            f"mltrain.data.vision:{name}", _VISION_PARAMS, frozenset({IMAGE, CLASSIFICATION}))
+      for name, title, what in (
+          ("mnist", "MNIST", "70,000 28x28 grey handwritten digits (1, 28, 28), 10 classes"),
+          ("fashion_mnist", "FashionMNIST", "70,000 28x28 grey clothing images (1, 28, 28), 10 classes"),
+          ("kmnist", "KMNIST", "70,000 28x28 grey cursive Japanese characters (1, 28, 28), 10 classes"),
+          ("cifar10", "CIFAR-10", "60,000 32x32 colour images (3, 32, 32), 10 classes"),
+          ("cifar100", "CIFAR-100", "60,000 32x32 colour images (3, 32, 32), 100 classes"),
+          ("svhn", "SVHN", "99,289 32x32 colour house-number digits (3, 32, 32), 10 classes; needs scipy"),
+      )),
+    Entry("image_folder", "your images: data.root/<class>/*.png|jpg|jpeg|bmp|webp (or data.root/train|val|test/"
+          "<class>/...), resized to data.image_size, kept in memory",
+          "mltrain.data.image_folder:image_folder",
+          ("root", "image_size", "test_split", "max_memory_mb", "augment"), frozenset({IMAGE, CLASSIFICATION})),
+    Entry("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
+          "text columns one-hot, numbers standardised",
+          "mltrain.data.tabular:csv", ("path", "target", "features", "task", "test_split"),
+          frozenset({VECTOR, CLASSIFICATION, REGRESSION})),
+    Entry("npz", "a NumPy .npz file (data.path) with x_train, y_train and optionally x_val, y_val, x_test, y_test",
+          "mltrain.data.arrays:npz", ("path", "task", "test_split"),
+          frozenset({IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})),
+])
+
+AUGMENTATIONS = Registry("augmentation", [
+    Entry("crop", "pad by `padding` pixels, then crop back to size at a random place",
+          "mltrain.data.augment:crop", ("padding",)),
+    Entry("flip", "mirror left-right, half of the images", "mltrain.data.augment:flip"),
+    Entry("translate", "shift by up to `pixels` whole pixels along each axis",
+          "mltrain.data.augment:translate", ("pixels",)),
+    Entry("rotate", "rotate by up to `degrees` degrees either way", "mltrain.data.augment:rotate", ("degrees",)),
+    Entry("cutout", "zero a `size` x `size` square at a random place", "mltrain.data.augment:cutout", ("size",)),
+    Entry("noise", "add Gaussian noise of std `std` to the (normalised) input", "mltrain.data.augment:noise",
+          ("std",)),
 ])
 
 _RECURRENT_PARAMS = ("hidden_size", "layers", "bidirectional", "dropout", "readout")
@@ -163,6 +198,7 @@ REGISTRIES = {
     "optimizers": OPTIMIZERS,
     "schedulers": SCHEDULERS,
     "datasets": DATASETS,
+    "augmentations": AUGMENTATIONS,
     "heads": HEADS,
     "losses": LOSSES,
 }

@@ -246,6 +246,7 @@ class Training:
         view.info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
                   + f"; sample shape {tuple(data.spec.sample_shape)}"
                   + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
+        view.info(data.describe())
         view.info(f"model {cfg.model.arch} ({self.summary['params']:,} parameters), head {cfg.model.head}, "
                   f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {self.total_steps} steps, "
                   f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "

@@ -25,9 +25,10 @@ CHECK_EVERY = 25  # steps between looks at the loss (each one a host sync)
 
 
 def _without_regularisation(cfg: Config) -> Config:
-    """Dropout, label smoothing and weight averaging off: the subset must be memorised."""
+    """Dropout, label smoothing, weight averaging and augmentation off: the subset must be memorised."""
     if "dropout" in ARCHITECTURES[cfg.model.arch].params:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.0))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=()))
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, label_smoothing=0.0, ema=None))
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
+
+from .inputs import Inputs
 
 
 @dataclass(frozen=True)
@@ -18,10 +20,11 @@ class DataSpec:
 
 @dataclass
 class InMemoryData:
-    """Every split as (inputs, targets) tensors on one device, batched by index."""
+    """Every split as (inputs, targets) on one device, batched by index. Inputs are tensors, or
+    `Inputs` (stored uint8 images, say) that give a model-ready batch for each index."""
 
     spec: DataSpec
-    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    splits: dict[str, tuple[torch.Tensor | Inputs, torch.Tensor]]
     state: dict = field(default_factory=dict)  # what eval needs to rebuild the same inputs
 
     def to(self, device: torch.device) -> InMemoryData:
@@ -36,6 +39,31 @@ class InMemoryData:
         x, y = self.splits[split]
         return InMemoryData(self.spec, {"train": (x[:count], y[:count])}, self.state)
 
+    def limited(self, count: int) -> InMemoryData:
+        """Only the first `count` training samples; the other splits whole."""
+        x, y = self.splits["train"]
+        return InMemoryData(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
+                            self.state)
+
+    def augmented(self, augment: Callable[[torch.Tensor], torch.Tensor]) -> InMemoryData:
+        """Training batches pass through `augment`; the other splits never do."""
+        x, y = self.splits["train"]
+        inputs = x.with_augment(augment) if isinstance(x, Inputs) else Inputs(x, augment=augment)
+        return InMemoryData(self.spec, {**self.splits, "train": (inputs, y)}, self.state)
+
+    def describe(self) -> str:
+        """One line on the training targets: how balanced the classes are, or the targets' spread."""
+        y = self.splits["train"][1]
+        if self.spec.num_classes is None:
+            return f"train targets: mean {y.float().mean():.4g}, std {y.float().std():.4g}"
+        counts = torch.bincount(y.flatten(), minlength=self.spec.num_classes).tolist()
+        names = self.spec.class_names or tuple(map(str, range(self.spec.num_classes)))
+        if len(counts) <= 10:
+            return "train class balance: " + ", ".join(f"{name} {count}" for name, count in zip(names, counts))
+        least, most = min(range(len(counts)), key=counts.__getitem__), max(range(len(counts)), key=counts.__getitem__)
+        return (f"train class balance: {len(counts)} classes, from {counts[least]} ({names[least]}) "
+                f"to {counts[most]} ({names[most]}) per class")
+
 
 def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of one epoch, derived from (seed, epoch) alone so any process can rebuild it."""
@@ -43,7 +71,7 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(size, generator=generator)
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
+def batches(x: torch.Tensor | Inputs, y: torch.Tensor, batch_size: int,
             order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches by index: the given order (training) or storage order (evaluation)."""
     if order is None:

@@ -13,7 +13,7 @@ TEST_FRACTION = 0.2  # of the whole set, fixed across runs so test scores compar
 TEST_SPLIT_SEED = 0  # the test split never moves with the run's seed
 
 
-def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, key: str = "data.val_split"):
     """Split off `fraction` of the samples: (x_keep, y_keep, x_held, y_held). Stratified by
     class when each target is one class id and every class can give a sample to both sides;
     plain random otherwise (regression, per-position targets, very small sets)."""
@@ -22,7 +22,7 @@ def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
         return x, y, x[:0], y[:0]
     if held >= len(y):
         raise UserError(f"data: holding out {fraction:g} of {len(y)} samples leaves none to train on; "
-                        "use more samples or a smaller data.val_split")
+                        f"use more samples or a smaller {key}")
     stratify = None
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         counts = np.unique(y, return_counts=True)[1]
@@ -33,12 +33,27 @@ def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return x_keep, y_keep, x_held, y_held
 
 
+Arrays = tuple[np.ndarray, np.ndarray]  # (inputs, targets)
+
+
+def split_arrays(train: Arrays, val_split: float, seed: int, test_split: float = TEST_FRACTION,
+                 val: Arrays | None = None, test: Arrays | None = None) -> dict[str, Arrays]:
+    """The source's own val and test splits where it has them; the missing ones held out of train:
+    test with a fixed seed (so test scores compare across runs), then val with the run's seed.
+    Empty splits are left out."""
+    x, y = train
+    if test is None:
+        x, y, *test = hold_out(x, y, test_split, TEST_SPLIT_SEED, "data.test_split")
+    if val is None:
+        x, y, *val = hold_out(x, y, val_split, seed)
+    return {name: (xs, ys) for name, (xs, ys) in (("train", (x, y)), ("val", val), ("test", test)) if len(ys)}
+
+
+def as_tensors(splits: dict[str, Arrays]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {name: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+            for name, (x, y) in splits.items()}
+
+
 def train_val_test(x: np.ndarray, y: np.ndarray, spec: DataSpec, val_split: float, seed: int) -> InMemoryData:
     """A fixed test split, then `val_split` of the rest held out with the run's seed."""
-    x_rest, y_rest, x_test, y_test = hold_out(x, y, TEST_FRACTION, TEST_SPLIT_SEED)
-    x_train, y_train, x_val, y_val = hold_out(x_rest, y_rest, val_split, seed)
-    splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
-    if len(y_val):
-        splits["val"] = (x_val, y_val)
-    return InMemoryData(spec, {name: (torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(ys))
-                               for name, (xs, ys) in splits.items()})
+    return InMemoryData(spec, as_tensors(split_arrays((x, y), val_split, seed)))

@@ -1,0 +1,85 @@
+"""A NumPy .npz file of ready arrays: x_train, y_train and optionally x_val, y_val, x_test, y_test.
+
+x holds the samples (N, ...) as numbers; y holds integer class ids 0..C-1 (classification; C is
+one more than the largest id in y_train) or float targets (regression, with a linear head).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .dataset import DataSpec, InMemoryData
+from .splits import as_tensors, split_arrays
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _open(file: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise UserError(f"data.path {file}: no such file; give a .npz file with arrays x_train and y_train "
+                        "(a relative path is read from the config file's directory)") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise UserError(f"data.path {file}: cannot read it as a NumPy .npz archive: {error}") from None
+
+
+def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x float32, y) of one split, checked; None when the file has neither of its arrays."""
+    x_name, y_name = f"x_{split}", f"y_{split}"
+    if x_name not in arrays and y_name not in arrays and split != "train":
+        return None
+    for name in (x_name, y_name):
+        if name not in arrays:
+            raise UserError(f"data.path {file}: no array '{name}' (arrays present: {', '.join(arrays) or 'none'}); "
+                            f"an npz dataset needs x_train and y_train, and x_val/y_val, x_test/y_test in pairs")
+    x, y = arrays[x_name], arrays[y_name]
+    if len(x) != len(y):
+        raise UserError(f"data.path {file}: {x_name} has {len(x)} samples but {y_name} has {len(y)}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"data.path {file}: {x_name} holds {x.dtype} values; samples must be numbers")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise UserError(f"data.path {file}: {x_name} has a NaN or inf at index {tuple(map(int, np.argwhere(bad)[0]))}; "
+                        "samples must be finite")
+    if task == "regression":
+        if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y.astype(np.float64)).all():
+            raise UserError(f"data.path {file}: {y_name} must hold finite numbers for regression")
+        return x, y.astype(np.float32)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"data.path {file}: {y_name} holds {y.dtype} values; classification needs integer class "
+                        "ids 0..C-1 (or use model.head: linear for float targets)")
+    if len(y) and y.min() < 0:
+        raise UserError(f"data.path {file}: {y_name} has a negative class id ({int(y.min())} at index "
+                        f"{int(np.argmin(y))}); class ids must be 0..C-1")
+    return x, y.astype(np.int64)
+
+
+def npz(val_split: float, seed: int, path: str, task: str, test_split: float) -> InMemoryData:
+    file = Path(path)
+    arrays = _open(file)
+    train, val, test = (_pair(file, arrays, split, task) for split in SPLIT_NAMES)
+    if not len(train[1]):
+        raise UserError(f"data.path {file}: x_train and y_train are empty; give at least a few samples")
+    for name, pair in (("x_val", val), ("x_test", test)):
+        if pair is not None and pair[0].shape[1:] != train[0].shape[1:]:
+            raise UserError(f"data.path {file}: {name} samples are {pair[0].shape[1:]}, x_train's "
+                            f"{train[0].shape[1:]}; every split needs the same sample shape")
+    num_classes = None
+    if task == "classification":
+        num_classes = int(train[1].max()) + 1
+        for split, pair in zip(SPLIT_NAMES, (train, val, test)):
+            if pair is not None and len(pair[1]) and pair[1].max() >= num_classes:
+                raise UserError(f"data.path {file}: y_{split} has class id {int(pair[1].max())}, out of range: "
+                                f"y_train's ids go up to {num_classes - 1}, so the classes are 0..{num_classes - 1}")
+        if num_classes < 2:
+            raise UserError(f"data.path {file}: y_train has a single class (0); classification needs at least 2")
+    splits = as_tensors(split_arrays(train, val_split, seed, test_split, val, test))
+    spec = DataSpec(tuple(train[0].shape[1:]), num_classes, tuple(map(str, range(num_classes or 0))))
+    return InMemoryData(spec, splits)

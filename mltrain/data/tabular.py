@@ -1,0 +1,150 @@
+"""A CSV table: one column is the target, the others (or data.features) the inputs.
+
+A column is numeric when every non-empty value parses as a number; it is then standardised with
+the train split's mean and std. Any other column is categorical: one-hot over the categories seen
+in train (unseen ones encode as all zeros). The encoding and the class names are the data state, so
+eval encodes exactly as training did.
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..registry import did_you_mean
+from .dataset import DataSpec, InMemoryData
+from .splits import split_arrays
+
+
+def _read_table(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows (as strings) and each row's line number in the file."""
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            reader = csv_module.reader(handle)
+            header = next(reader, None)
+            rows, lines = [], []
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise UserError(f"{file}:{reader.line_num}: {len(row)} values, but the header has "
+                                    f"{len(header)} columns")
+                rows.append([value.strip() for value in row])
+                lines.append(reader.line_num)
+    except FileNotFoundError:
+        raise UserError(f"data.path {file}: no such file; give a CSV file with a header row "
+                        "(a relative path is read from the config file's directory)") from None
+    except (OSError, UnicodeDecodeError, csv_module.Error) as error:
+        raise UserError(f"data.path {file}: cannot read it as UTF-8 CSV: {error}") from None
+    if header is None or not rows:
+        raise UserError(f"data.path {file}: no data rows; give a header row and at least one row of values")
+    return [name.strip() for name in header], rows, lines
+
+
+def _column(file: Path, header: list[str], name: str, key: str) -> int:
+    if name not in header:
+        raise UserError(f"{key} '{name}': {file} has no such column; {did_you_mean(name, header)}"
+                        f"columns: {', '.join(header)}")
+    return header.index(name)
+
+
+def _as_number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _is_numeric(values: list[str]) -> bool:
+    return all(_as_number(value) is not None for value in values if value)
+
+
+def _numbers(file: Path, name: str, values: list[str], lines: list[int], what: str) -> np.ndarray:
+    """The column as float64, each value finite and present, or a UserError naming the row."""
+    for value, line in zip(values, lines):
+        number = _as_number(value)
+        if number is None or not math.isfinite(number):
+            shown = repr(value) if value else "empty"
+            raise UserError(f"{file}:{line}: column '{name}' is {shown}; {what} must be finite numbers: "
+                            "fill in or drop that row")
+    return np.array([float(value) for value in values], dtype=np.float64)
+
+
+def _targets(file: Path, name: str, values: list[str], lines: list[int], task: str,
+             class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    """Regression: float32 targets. Classification: int64 class ids and the class names
+    (numeric names in numeric order, others sorted), or the stored names when rebuilding."""
+    if task == "regression":
+        return _numbers(file, name, values, lines, "regression targets").astype(np.float32), None
+    if class_names is None:
+        distinct = set(values)
+        class_names = sorted(distinct, key=float) if _is_numeric(list(distinct)) else sorted(distinct)
+    index = {class_name: i for i, class_name in enumerate(class_names)}
+    for value, line in zip(values, lines):
+        if value not in index:
+            raise UserError(f"{file}:{line}: target '{value}' in column '{name}' is not one of the classes the "
+                            f"model was trained on: {', '.join(class_names)}")
+    return np.array([index[value] for value in values], dtype=np.int64), class_names
+
+
+def _encoding(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
+              features: list[str]) -> list[dict]:
+    """How each feature column is encoded, from the training rows: mean and std, or categories."""
+    columns = []
+    for name in features:
+        values = [row[header.index(name)] for row in rows]
+        if _is_numeric(values):
+            numbers = _numbers(file, name, values, lines, "numeric features")
+            columns.append({"name": name, "mean": float(numbers.mean()), "std": float(numbers.std()) or 1.0})
+        else:
+            columns.append({"name": name, "categories": sorted(set(values))})
+    return columns
+
+
+def _encode(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
+            columns: list[dict]) -> np.ndarray:
+    """(N, F) float32: standardised numbers and one-hot categories, in column order."""
+    parts = []
+    for column in columns:
+        values = [row[_column(file, header, column["name"], "data.features")] for row in rows]
+        if "categories" in column:
+            index = {category: i for i, category in enumerate(column["categories"])}
+            one_hot = np.zeros((len(rows), len(index)), dtype=np.float32)
+            for row, value in enumerate(values):
+                if value in index:
+                    one_hot[row, index[value]] = 1.0
+            parts.append(one_hot)
+        else:
+            numbers = _numbers(file, column["name"], values, lines, "numeric features")
+            parts.append(((numbers - column["mean"]) / column["std"]).astype(np.float32)[:, None])
+    return np.concatenate(parts, axis=1)
+
+
+def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
+        test_split: float, columns: list[dict] | None = None,
+        class_names: list[str] | None = None) -> InMemoryData:
+    """`columns` and `class_names` are the stored encoding when rebuilding for a checkpoint."""
+    file = Path(path)
+    header, rows, lines = _read_table(file)
+    target_index = _column(file, header, target, "data.target")
+    chosen = list(features) if features is not None else [name for name in header if name != target]
+    for name in chosen:
+        _column(file, header, name, "data.features")
+    if target in chosen or not chosen:
+        raise UserError(f"data.features: give at least one column other than the target '{target}'")
+    y, class_names = _targets(file, target, [row[target_index] for row in rows], lines, task, class_names)
+    held = split_arrays((np.arange(len(rows)), y), val_split, seed, test_split)  # row indices per split
+    if columns is None:
+        train_rows = held["train"][0]
+        columns = _encoding(file, header, [rows[i] for i in train_rows], [lines[i] for i in train_rows], chosen)
+    splits = {name: (torch.from_numpy(_encode(file, header, [rows[i] for i in index], [lines[i] for i in index],
+                                              columns)), torch.from_numpy(ys))
+              for name, (index, ys) in held.items()}
+    width = splits["train"][0].shape[1]
+    spec = DataSpec((width,), len(class_names) if class_names else None, tuple(class_names or ()))
+    return InMemoryData(spec, splits, {"columns": columns, "class_names": class_names})

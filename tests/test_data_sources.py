@@ -1,0 +1,281 @@
+"""Real data sources read from tiny files in their real formats: torchvision's sets, image folders,
+CSV and npz; each bad-data case exits 2 naming the file and the problem."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import only_run
+from formats import source_config as write_config
+from formats import write_cifar10, write_cifar100, write_mnist, write_svhn
+from mltrain.config import DataConfig
+from mltrain.data import build_data
+from mltrain.data.inputs import Inputs
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29
+CPU = torch.device("cpu")
+FEW_STEPS = {"epochs": 1, "max_steps": 3}
+
+
+@pytest.fixture
+def ignore_md5(monkeypatch):
+    """Generated CIFAR/SVHN files cannot match the md5s of the published ones; torchvision's own
+    check_integrity, minus the md5 comparison, still requires every file to be there."""
+    from torchvision.datasets import cifar, svhn, utils
+
+    exists_only = lambda fpath, md5=None: utils.check_integrity(fpath)  # noqa: E731
+    monkeypatch.setattr(cifar, "check_integrity", exists_only)
+    monkeypatch.setattr(svhn, "check_integrity", exists_only)
+
+
+def fit_ok(cli, path):
+    result = cli("fit", path, "--quiet")
+    assert result.exit_code == 0, result.output
+    return only_run(path.parent)
+
+
+def fails_with(cli, path, *needles):
+    result = cli("fit", path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    return result.stderr
+
+
+# --- torchvision sets --------------------------------------------------------------------
+
+def test_mnist_from_gzipped_idx_files_trains_and_evaluates(cli, tmp_path):
+    write_mnist(tmp_path / "data", gzipped=True)
+    config = write_config(tmp_path, {"dataset": "mnist", "root": "data", "batch_size": 16},
+                          train=FEW_STEPS)
+    run = fit_ok(cli, config)
+    checkpoint = torch.load(run / "checkpoints/best.pt", weights_only=True)
+    assert set(checkpoint["data_state"]) == {"mean", "std"} and len(checkpoint["data_state"]["mean"]) == 1
+    result = cli("eval", run, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 40
+
+
+def test_mnist_is_stored_as_uint8_and_normalised_per_batch(tmp_path):
+    write_mnist(tmp_path, "FashionMNIST")
+    data = build_data(DataConfig(dataset="fashion_mnist", root=str(tmp_path), val_split=0.25), 0, CPU)
+    x, y = data.splits["train"]
+    assert isinstance(x, Inputs) and x.stored.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
+    assert data.size("train") == 90 and data.size("val") == 30 and data.size("test") == 40
+    assert torch.bincount(data.splits["val"][1]).tolist() == [3] * 10  # stratified
+    batch = x[torch.arange(len(y))]
+    assert batch.dtype == torch.float32
+    assert abs(float(batch.mean())) < 1e-4 and abs(float(batch.std()) - 1) < 1e-2  # train statistics
+    assert data.spec.class_names[0] == "T-shirt/top"
+    assert data.describe() == "train class balance: " + ", ".join(f"{name} 9" for name in data.spec.class_names)
+
+
+def test_cifar10_and_cifar100_pickled_batches(tmp_path, ignore_md5):
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    ten = build_data(DataConfig(dataset="cifar10", root=str(tmp_path), val_split=0.1), 0, CPU)
+    assert ten.spec.sample_shape == (3, 32, 32) and ten.spec.class_names[-1] == "truck"
+    assert ten.size("train") + ten.size("val") == 100 and ten.size("test") == 20
+    assert len(ten.state["mean"]) == 3
+    hundred = build_data(DataConfig(dataset="cifar100", root=str(tmp_path), val_split=0.0), 0, CPU)
+    assert hundred.spec.num_classes == 100 and set(hundred.splits) == {"train", "test"}
+    assert "100 classes, from 2 (class0) to 2 (class0) per class" in hundred.describe()
+
+
+def test_cifar10_trains_with_augmentation(cli, tmp_path, ignore_md5):
+    write_cifar10(tmp_path / "data")
+    config = write_config(tmp_path, {"dataset": "cifar10", "root": "data", "batch_size": 16,
+                                          "augment": [{"name": "crop", "padding": 4}, {"name": "flip"}]},
+                          model={"arch": "cnn", "channels": [8]}, train=FEW_STEPS)
+    fit_ok(cli, config)
+
+
+def test_svhn_mat_files(tmp_path, ignore_md5):
+    pytest.importorskip("scipy")
+    write_svhn(tmp_path)
+    data = build_data(DataConfig(dataset="svhn", root=str(tmp_path), val_split=0.0), 0, CPU)
+    assert data.spec.sample_shape == (3, 32, 32) and data.size("train") == 60
+    assert sorted(set(data.splits["train"][1].tolist())) == list(range(10))  # label 10 read as digit 0
+
+
+def test_missing_files_name_the_directory_and_how_to_get_them(cli, tmp_path):
+    config = write_config(tmp_path, {"dataset": "kmnist", "root": "nowhere"})
+    fails_with(cli, config, str(tmp_path / "nowhere" / "KMNIST" / "raw"), "train-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte", "data.download: true", "copy the files")
+
+
+def test_files_failing_the_md5_check_are_reported(cli, tmp_path):
+    write_cifar10(tmp_path / "data")  # all present, but not the published bytes
+    config = write_config(tmp_path, {"dataset": "cifar10", "root": "data"})
+    fails_with(cli, config, "cifar-10-batches-py", "corrupt", "data.download: true")
+
+
+def test_torchvision_is_not_imported_for_other_datasets(tmp_path):
+    config = write_config(tmp_path, {"dataset": "digits"}, train=FEW_STEPS)
+    code = ("import sys; from mltrain.config import load_config; from mltrain.train import fit; "
+            f"cfg = load_config({str(config)!r}); fit(cfg, quiet=True); "
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- image folders ----------------------------------------------------------------------
+
+def write_images(folder, count, channels=3, size=12, suffix=".png", shade=0):
+    from torchvision.io import encode_jpeg, write_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = torch.full((channels, size + i % 3, size), shade, dtype=torch.uint8)  # sizes differ: all resized
+        image[:, :, : i + 1] = 255
+        if suffix == ".png":
+            write_png(image, str(folder / f"{i}.png"))
+        else:
+            (folder / f"{i}{suffix}").write_bytes(encode_jpeg(image).numpy().tobytes())
+
+
+def test_image_folder_of_pngs_and_jpegs_trains(cli, tmp_path):
+    write_images(tmp_path / "pets" / "cat", 10, suffix=".png", shade=20)
+    write_images(tmp_path / "pets" / "dog", 10, suffix=".jpg", shade=200)
+    config = write_config(tmp_path, {"dataset": "image_folder", "root": "pets", "image_size": 8,
+                                          "batch_size": 4, "test_split": 0.2, "val_split": 0.25,
+                                          "augment": [{"name": "translate", "pixels": 1}]},
+                          model={"arch": "cnn", "channels": [4]}, train=FEW_STEPS)
+    run = fit_ok(cli, config)
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)["data_state"]
+    assert state["classes"] == ["cat", "dog"]
+    data = build_data(DataConfig(dataset="image_folder", root=str(tmp_path / "pets"), image_size=8), 0, CPU)
+    assert data.spec.sample_shape == (3, 8, 8) and data.size("test") == 4
+
+
+def test_image_folder_with_split_folders(tmp_path):
+    for split, count in (("train", 8), ("val", 2), ("test", 3)):
+        for shade, name in ((0, "a"), (255, "b")):
+            write_images(tmp_path / split / name, count, channels=1, shade=shade)
+    data = build_data(DataConfig(dataset="image_folder", root=str(tmp_path), image_size=6), 0, CPU)
+    assert {name: data.size(name) for name in data.splits} == {"train": 16, "val": 4, "test": 6}
+    assert data.spec.sample_shape == (1, 6, 6) and data.spec.class_names == ("a", "b")
+
+
+@pytest.mark.parametrize("problem", ["mixed channels", "empty class", "unreadable", "too big", "one class"])
+def test_bad_image_folders(cli, tmp_path, problem):
+    root = tmp_path / "images"
+    write_images(root / "cat", 3)
+    if problem != "one class":
+        write_images(root / "dog", 3, channels=1 if problem == "mixed channels" else 3)
+    if problem == "empty class":
+        (root / "bird").mkdir()
+        (root / "bird" / "notes.txt").write_text("no images here")
+    if problem == "unreadable":
+        (root / "dog" / "broken.png").write_bytes(b"not a png at all")
+    data = {"dataset": "image_folder", "root": "images", "image_size": 8}
+    if problem == "too big":
+        data.update(image_size=1024, max_memory_mb=1)
+    expected = {
+        "mixed channels": ["different channel counts", str(root / "cat" / "0.png"), str(root / "dog" / "0.png")],
+        "empty class": [str(root / "bird"), "has no images"],
+        "unreadable": [str(root / "dog" / "broken.png"), "cannot decode"],
+        "too big": ["data.max_memory_mb 1", "MiB"],
+        "one class": ["found 1 class folder"],
+    }[problem]
+    fails_with(cli, write_config(tmp_path, data), *expected)
+
+
+# --- csv ----------------------------------------------------------------------------------
+
+def write_table(path, rows=60, bad_row=None):
+    rng = np.random.default_rng(0)
+    lines = ["size,colour,weight,kind"]
+    for i in range(rows):
+        size = rng.normal(10, 3)
+        colour = ["red", "green", "blue"][i % 3]
+        kind = "big" if size > 10 else "small"
+        weight = "nan" if i == bad_row else f"{size * 2 + rng.normal():.3f}"
+        lines.append(f"{size:.3f},{colour},{weight},{kind}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_classification_with_categorical_columns(cli, tmp_path):
+    write_table(tmp_path / "table.csv")
+    config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "kind",
+                                          "batch_size": 8}, train=FEW_STEPS)
+    run = fit_ok(cli, config)
+    state = torch.load(run / "checkpoints/best.pt", weights_only=True)["data_state"]
+    assert state["class_names"] == ["big", "small"]
+    assert [column["name"] for column in state["columns"]] == ["size", "colour", "weight"]
+    assert state["columns"][1]["categories"] == ["blue", "green", "red"]
+    assert cli("eval", run, "--split", "val").exit_code == 0
+    data = build_data(DataConfig(dataset="csv", path=str(tmp_path / "table.csv"), target="kind",
+                                 task="classification", limit=10), 0, CPU)
+    assert data.spec.sample_shape == (5,) and data.size("train") == 10  # 2 numbers + 3 one-hot colours
+    x = data.splits["train"][0]
+    assert x[:, 1:4].sum(dim=1).eq(1).all()
+
+
+def test_csv_regression_with_a_linear_head(cli, tmp_path):
+    write_table(tmp_path / "table.csv")
+    config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "weight",
+                                          "features": ["size"]}, model={"head": "linear"}, train=FEW_STEPS)
+    fit_ok(cli, config)
+    resolved = cli("config", config).stdout
+    assert "task: regression" in resolved
+
+
+def test_csv_unknown_target_suggests_the_closest_column(cli, tmp_path):
+    write_table(tmp_path / "table.csv")
+    config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "knd"})
+    fails_with(cli, config, "data.target 'knd'", str(tmp_path / "table.csv"), "did you mean 'kind'")
+
+
+def test_csv_nan_feature_names_file_column_and_row(cli, tmp_path):
+    write_table(tmp_path / "table.csv", bad_row=7)
+    config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "kind"})
+    fails_with(cli, config, f"{tmp_path / 'table.csv'}:9", "column 'weight'", "'nan'")
+
+
+# --- npz ----------------------------------------------------------------------------------
+
+def write_npz(path, **arrays):
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 4
+    defaults = {"x_train": (rng.normal(size=(80, 6)) + y[:, None]).astype(np.float32), "y_train": y}
+    np.savez(path, **{**defaults, **arrays})
+    return path
+
+
+def test_npz_with_its_own_test_split_trains(cli, tmp_path):
+    write_npz(tmp_path / "arrays.npz", x_test=np.zeros((8, 6), np.float32), y_test=np.arange(8) % 4)
+    config = write_config(tmp_path, {"dataset": "npz", "path": "arrays.npz", "val_split": 0.25},
+                          train=FEW_STEPS)
+    fit_ok(cli, config)
+    data = build_data(DataConfig(dataset="npz", path=str(tmp_path / "arrays.npz"), task="classification",
+                                 val_split=0.25), 0, CPU)
+    assert {name: data.size(name) for name in data.splits} == {"train": 60, "val": 20, "test": 8}
+    assert data.spec.num_classes == 4
+
+
+@pytest.mark.parametrize("arrays, needles", [
+    ({"y_train": None}, ["no array 'y_train'", "arrays present: x_train"]),
+    ({"x_val": np.zeros((4, 6))}, ["no array 'y_val'"]),
+    ({"x_test": np.zeros((2, 6)), "y_test": np.array([0, 4])}, ["y_test has class id 4, out of range"]),
+    ({"y_train": np.r_[-1, np.arange(79) % 4]}, ["y_train has a negative class id"]),
+    ({"y_train": np.linspace(0, 1, 80)}, ["y_train holds float64", "model.head: linear"]),
+    ({"x_train": np.full((80, 6), np.inf)}, ["x_train has a NaN or inf at index (0, 0)"]),
+])
+def test_bad_npz_files(cli, tmp_path, arrays, needles):
+    path = tmp_path / "arrays.npz"
+    rng = np.random.default_rng(0)
+    written = {"x_train": rng.normal(size=(80, 6)), "y_train": np.arange(80) % 4, **arrays}
+    np.savez(path, **{name: array for name, array in written.items() if array is not None})
+    fails_with(cli, write_config(tmp_path, {"dataset": "npz", "path": "arrays.npz"}), str(path), *needles)
+
+
+def test_missing_csv_and_npz_files(cli, tmp_path):
+    for dataset, extra in (("csv", {"target": "y"}), ("npz", {})):
+        config = write_config(tmp_path, {"dataset": dataset, "path": "absent.file", **extra})
+        fails_with(cli, config, str(tmp_path / "absent.file"), "no such file")
