@@ -55,7 +55,9 @@ class DataConfig:
     #                     directory when written there, else to the working directory
     download: bool = False  # torchvision sets: download the files into root when they are missing
     image_size: int = 32  # image_folder: side of the square every image is resized to, in pixels
-    max_memory_mb: int = 4096  # image_folder: largest decoded set (uint8, all splits) kept in memory, in MiB
+    max_memory_mb: int = 4096  # image_folder: largest decoded set (uint8, all splits) kept in memory, in MiB;
+    #                            larger sets stream from disk (0: always stream)
+    workers: int = 2  # image_folder streamed from disk: DataLoader worker processes decoding images
     augment: tuple[AugmentConfig, ...] = ()  # image sets: training-batch augmentations in order,
     #                                          e.g. [{name: crop, padding: 4}, {name: flip}]; never in eval
     target: str | None = None  # csv: the column to predict
@@ -375,7 +377,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.test_split": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
     "data.limit": (lambda v: v is None or v >= 1, "must be at least 1, or null for all"),
     "data.image_size": (lambda v: v >= 1, "must be at least 1"),
-    "data.max_memory_mb": (lambda v: v >= 1, "must be at least 1"),
+    "data.max_memory_mb": (lambda v: v >= 0, "must be 0 or more"),
+    "data.workers": (lambda v: v >= 0, "must be 0 or more"),
     "model.hidden": (lambda v: all(width >= 1 for width in v), "every width must be at least 1"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "must be at least 0 and below 1"),
     "model.d_model": (lambda v: v >= 1, "must be at least 1"),

@@ -88,9 +88,10 @@ DATASETS = Registry("dataset", [
           ("svhn", "SVHN", "99,289 32x32 colour house-number digits (3, 32, 32), 10 classes; needs scipy"),
       )),
     Entry("image_folder", "your images: data.root/<class>/*.png|jpg|jpeg|bmp|webp (or data.root/train|val|test/"
-          "<class>/...), resized to data.image_size, kept in memory",
+          "<class>/...), resized to data.image_size, kept in memory up to data.max_memory_mb, else streamed",
           "mltrain.data.image_folder:image_folder",
-          ("root", "image_size", "test_split", "max_memory_mb", "augment"), frozenset({IMAGE, CLASSIFICATION})),
+          ("root", "image_size", "test_split", "max_memory_mb", "workers", "augment"),
+          frozenset({IMAGE, CLASSIFICATION})),
     Entry("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
           "text columns one-hot, numbers standardised",
           "mltrain.data.tabular:csv", ("path", "target", "features", "task", "test_split"),

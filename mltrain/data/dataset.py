@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import torch
 
 from .inputs import Inputs
+from .streamed import StreamedImages
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class InMemoryData:
     `Inputs` (stored uint8 images, say) that give a model-ready batch for each index."""
 
     spec: DataSpec
-    splits: dict[str, tuple[torch.Tensor | Inputs, torch.Tensor]]
+    splits: dict[str, tuple[torch.Tensor | Inputs | StreamedImages, torch.Tensor]]
     state: dict = field(default_factory=dict)  # what eval needs to rebuild the same inputs
 
     def to(self, device: torch.device) -> InMemoryData:
@@ -71,9 +72,15 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(size, generator=generator)
 
 
-def batches(x: torch.Tensor | Inputs, y: torch.Tensor, batch_size: int,
+def batches(x: torch.Tensor | Inputs | StreamedImages, y: torch.Tensor, batch_size: int,
             order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches by index: the given order (training) or storage order (evaluation)."""
+    """Batches by index: the given order (training) or storage order (evaluation). Images
+    streamed from disk come through their DataLoader, in the same order."""
+    if isinstance(x, StreamedImages):
+        order = order if order is not None else torch.arange(len(y))
+        for images, index in zip(x.batches(batch_size, order), order.split(batch_size)):
+            yield images, y[index.to(y.device)]
+        return
     if order is None:
         for start in range(0, len(y), batch_size):
             yield x[start:start + batch_size], y[start:start + batch_size]

@@ -1,8 +1,9 @@
 """Your own images, one folder per class: root/<class>/*.png|jpg|jpeg|bmp|webp.
 
 With root/train/<class>/... (and optionally root/val/..., root/test/...) those folders are the
-splits; otherwise val and test are held out of the one pool. Every image is decoded by torchvision,
-resized to image_size x image_size and kept in memory as uint8, like the torchvision sets.
+splits; otherwise val and test are held out of the one pool. Every image is decoded by torchvision
+and resized to image_size x image_size. Sets up to max_memory_mb are kept in memory as uint8, like
+the torchvision sets; larger ones stream from disk through DataLoader workers (data/streamed.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from ..errors import UserError
 from .dataset import DataSpec, InMemoryData
 from .inputs import Inputs, Normalise, channel_stats
 from .splits import as_tensors, split_arrays
+from .streamed import ImageFiles, StreamedImages, decode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")
+STATS_SAMPLE = 2048  # training images read to estimate the channel statistics of a streamed set
 
 
 def _class_folders(directory: Path) -> list[Path]:
@@ -40,34 +43,14 @@ def _listing(directory: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return files
 
 
-def _decode(files: list[tuple[Path, int]], image_size: int, max_memory_mb: int) -> torch.Tensor:
-    """uint8 images (N, C, image_size, image_size); every file must have the same channel count."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
-
-    images, first = [], None
-    for path, _ in files:
-        try:
-            image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
-        except (RuntimeError, OSError) as error:
-            raise UserError(f"data.root: cannot decode image {path}: {str(error).splitlines()[0]}; "
-                            "replace or remove the file") from None
-        if first is None:
-            first = (path, image.shape[0])
-            needed_mb = len(files) * image.shape[0] * image_size ** 2 / 2 ** 20
-            if needed_mb > max_memory_mb:
-                raise UserError(f"data.root: {len(files)} images of {image.shape[0]}x{image_size}x{image_size} "
-                                f"need {needed_mb:,.0f} MiB in memory, above data.max_memory_mb {max_memory_mb}; "
-                                "raise data.max_memory_mb if the machine has the memory, or lower data.image_size")
-        elif image.shape[0] != first[1]:
-            raise UserError(f"data.root: images with different channel counts: {first[0]} has {first[1]}, "
-                            f"{path} has {image.shape[0]}; convert them all to one mode (e.g. RGB) first")
-        images.append(resize(image, [image_size, image_size], antialias=True))
-    return torch.stack(images)
+def _decode_all(files: list[tuple[Path, int]], image_size: int, channels: int) -> torch.Tensor:
+    """uint8 images (N, C, image_size, image_size); every file must have `channels` channels."""
+    decoder = ImageFiles([path for path, _ in files], image_size, channels, files[0][0])
+    return torch.stack([decoder[i] for i in range(len(decoder))])
 
 
 def image_folder(val_split: float, seed: int, root: str, image_size: int, test_split: float, max_memory_mb: int,
-                 mean: list[float] | None = None, std: list[float] | None = None,
+                 workers: int, mean: list[float] | None = None, std: list[float] | None = None,
                  classes: list[str] | None = None) -> InMemoryData:
     """`mean`, `std` and `classes` come from the data state when rebuilding for a checkpoint."""
     directory = Path(root)
@@ -86,15 +69,33 @@ def image_folder(val_split: float, seed: int, root: str, image_size: int, test_s
                         "was trained on")
     listings = {name: _listing(folder, found) for name, folder in (split_dirs or {"train": pool}).items()}
     every_file = [item for listing in listings.values() for item in listing]
-    images = _decode(every_file, image_size, max_memory_mb).numpy()
+    channels = decode(every_file[0][0], image_size).shape[0]
+    needed_mb = len(every_file) * channels * image_size ** 2 / 2 ** 20
+    streamed = needed_mb > max_memory_mb
+    # Streamed sets are split as indices into the file list, in-memory ones as the images themselves.
+    inputs = np.arange(len(every_file)) if streamed else _decode_all(every_file, image_size, channels).numpy()
     labels = np.array([label for _, label in every_file], dtype=np.int64)
     arrays, start = {}, 0
     for name, listing in listings.items():
-        arrays[name] = (images[start:start + len(listing)], labels[start:start + len(listing)])
+        arrays[name] = (inputs[start:start + len(listing)], labels[start:start + len(listing)])
         start += len(listing)
     splits = as_tensors(split_arrays(arrays["train"], val_split, seed, test_split, arrays.get("val"),
                                      arrays.get("test")))
-    normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
-    spec = DataSpec(tuple(images.shape[1:]), len(found), tuple(found))
-    return InMemoryData(spec, {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()},
-                        {**normalise.state(), "classes": found})
+    spec = DataSpec((channels, image_size, image_size), len(found), tuple(found))
+    if not streamed:
+        normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
+        return InMemoryData(spec, {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()},
+                            {**normalise.state(), "classes": found})
+    files = {split: ImageFiles([every_file[i][0] for i in x.tolist()], image_size, channels, every_file[0][0])
+             for split, (x, _) in splits.items()}
+    normalise = Normalise.from_state(mean, std) if mean is not None else _sampled_stats(files["train"], seed)
+    return InMemoryData(spec, {split: (StreamedImages(files[split], normalise, workers), y)
+                               for split, (_, y) in splits.items()}, {**normalise.state(), "classes": found})
+
+
+def _sampled_stats(files: ImageFiles, seed: int) -> Normalise:
+    """Channel statistics of up to STATS_SAMPLE training images drawn with the seed: a streamed set
+    is too large to read twice."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(files), generator=generator)[:STATS_SAMPLE].tolist()
+    return channel_stats(torch.stack([files[i] for i in chosen]))

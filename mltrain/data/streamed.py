@@ -1,0 +1,113 @@
+"""Images too many to keep in memory: decoded from disk by DataLoader workers, batch by batch.
+
+Workers only decode and resize (uint8, pinned on CUDA); normalisation and augmentation then run
+on the whole batch on the training device, exactly as for in-memory images, so both paths train
+alike and the batch order is still the seeded (seed, epoch) permutation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from ..errors import UserError
+from .inputs import Normalise
+
+
+def decode(path: Path, image_size: int) -> torch.Tensor:
+    """One image file as uint8 (C, image_size, image_size)."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import resize
+
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
+    except (RuntimeError, OSError) as error:
+        raise UserError(f"data.root: cannot decode image {path}: {str(error).splitlines()[0]}; "
+                        "replace or remove the file") from None
+    return resize(image, [image_size, image_size], antialias=True)
+
+
+class ImageFiles(Dataset):
+    """Files decoded on demand; every one must have the channel count of `reference`."""
+
+    def __init__(self, files: list[Path], image_size: int, channels: int, reference: Path):
+        self.files, self.image_size, self.channels, self.reference = files, image_size, channels, reference
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = decode(self.files[index], self.image_size)
+        if image.shape[0] != self.channels:
+            raise UserError(f"data.root: images with different channel counts: {self.reference} has {self.channels}, "
+                            f"{self.files[index]} has {image.shape[0]}; convert them all to one mode (e.g. RGB) first")
+        return image
+
+
+class _Order:
+    """A sampler whose order the loop sets before each pass (the loader and its workers persist)."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class StreamedImages:
+    """A split's images on disk. `batches(...)` streams model-ready batches through a DataLoader;
+    indexing (`images[index]`) decodes those samples at once, for small subsets."""
+
+    def __init__(self, files: ImageFiles, normalise: Normalise, workers: int,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 device: torch.device = torch.device("cpu")):
+        self.files, self.normalise, self.workers, self.augment = files, normalise, workers, augment
+        self.device = device
+        self._loaders: dict[int, tuple[DataLoader, _Order]] = {}  # by batch size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), self.files.channels, self.files.image_size, self.files.image_size))
+
+    def _ready(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(images.to(self.device, non_blocking=True))
+        return self.augment(x) if self.augment is not None else x
+
+    def __getitem__(self, index) -> torch.Tensor:
+        positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
+        return self._ready(torch.stack([self.files[i] for i in positions]))
+
+    def batches(self, batch_size: int, order: torch.Tensor) -> Iterator[torch.Tensor]:
+        if batch_size not in self._loaders:
+            sampler = _Order()
+            # Its own generator: starting workers must not draw from the run's RNG (dropout, augmentation).
+            loader = DataLoader(self.files, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                                num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                persistent_workers=self.workers > 0, generator=torch.Generator().manual_seed(0))
+            self._loaders[batch_size] = (loader, sampler)
+        loader, sampler = self._loaders[batch_size]
+        sampler.order = order.tolist()
+        for images in loader:
+            yield self._ready(images)
+
+    def narrow(self, dim: int, start: int, length: int) -> StreamedImages:
+        """The same split cut to samples [start, start + length) (dim 0 only)."""
+        assert dim == 0
+        files = ImageFiles(self.files.files[start:start + length], self.files.image_size, self.files.channels,
+                           self.files.reference)
+        return StreamedImages(files, self.normalise, self.workers, self.augment, self.device)
+
+    def with_augment(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> StreamedImages:
+        return StreamedImages(self.files, self.normalise, self.workers, augment, self.device)
+
+    def to(self, device: torch.device) -> StreamedImages:
+        return StreamedImages(self.files, self.normalise.to(device), self.workers, self.augment, torch.device(device))
