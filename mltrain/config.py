@@ -531,7 +531,8 @@ def _from_raw(raw: Any, overrides: list[str], locations: _Locations, default_nam
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(locations.source, "", f"a config is a mapping of sections (data, model, ...), got {type(raw).__name__}")
+        raise ConfigError(locations.source, "",
+                          f"a config is a mapping of sections (data, model, ...), got {type(raw).__name__}")
     _apply_overrides(raw, list(overrides), locations)
     cfg = _build(Config, raw, "", locations)
     if not cfg.name:

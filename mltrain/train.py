@@ -212,7 +212,7 @@ class Training:
                         if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0 \
                                 and self.epoch_step < self.steps_in_epoch:
                             self._ensure_finite(self.totals.compute("train")["train/loss"])
-                            save_checkpoint(self._checkpoint(self.summary["final"]), self.run_dir.checkpoints / "last.pt")
+                            self._save_last()
                         if self.step >= self.total_steps or self.monitor.stop_reason():
                             break
                     self._end_epoch()
@@ -223,7 +223,7 @@ class Training:
         except StopRequested:
             view.end_epoch()
             self._ensure_finite(self.totals.compute("train")["train/loss"])
-            save_checkpoint(self._checkpoint(self.summary["final"]), self.run_dir.checkpoints / "last.pt")
+            self._save_last()
             self._finish("interrupted")
             view.info(f"interrupted at step {self.step}; to continue: mltrain fit --resume {self.run_dir.path}",
                       always=True)
@@ -318,6 +318,10 @@ class Training:
                          "stopped_early": self.summary.get("stopped_early")},
             "rng": capture_rng(), "versions": versions(),
         }
+
+    def _save_last(self) -> None:
+        """last.pt in the middle of an epoch: its metrics are those of the last finished epoch."""
+        save_checkpoint(self._checkpoint(self.summary["final"]), self.run_dir.checkpoints / "last.pt")
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started

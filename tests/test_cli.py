@@ -9,6 +9,7 @@ from conftest import MLTRAIN, REPO
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom mltrain.cli import app\n"
             "for args in ([], ['--help'], ['fit', '--help'], ['eval', '--help'], ['overfit-tiny', '--help'],"
+            " ['lr-find', '--help'], ['runs', '--help'], ['sample', '--help'],"
             " ['config', '--help'], ['list', '--help']):\n"
             "    result = CliRunner().invoke(app, args)\n"
             "    assert result.exit_code in (0, 2), result.output\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, sample_cmd
+from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd
 
 app = typer.Typer(
     name="mltrain",
@@ -18,6 +18,8 @@ app.command("fit")(fit_cmd.fit)
 app.command("eval")(eval_cmd.eval_)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)
 app.command("sample")(sample_cmd.sample)
+app.command("lr-find")(lr_find_cmd.lr_find)
+app.command("runs")(runs_cmd.runs)
 app.command("config")(config_cmd.config)
 app.command("list")(list_cmd.list_)
 

@@ -23,7 +23,8 @@ def fit(
 ) -> None:
     """Train a model as CONFIG says and write a run directory (or continue one with --resume).
 
-    Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01; mltrain fit --resume runs/quickstart-20260101-120000
+    Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01
+    (continue one: mltrain fit --resume runs/quickstart-20260101-120000)
     """
     with exit_codes():
         from ..errors import UserError

@@ -1,0 +1,102 @@
+"""Learning-rate range test (Smith 2015, as in fastai): train briefly while the lr grows
+exponentially, watch the smoothed loss, and suggest the lr where it falls fastest.
+
+Runs through the same Learner steps as `fit`, on the training data in the run's seeded order.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..data import build_data
+from ..data.dataset import batches, epoch_order
+from ..devices import pick_device, set_threads
+from ..learner import Learner
+from ..train import seed_everything
+
+SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
+DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value
+CHECK_EVERY = 10  # steps between looks at the loss (each one a host sync)
+
+
+def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
+    """The (lr, smoothed loss) curve and the suggested lr (None if the loss never fell)."""
+    set_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.seed)
+    data = build_data(cfg.data, cfg.seed, device)
+    learner = Learner.build(cfg, data.spec, device)
+    x, y = data.splits["train"]
+    rates = [start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1)) for i in range(steps)]
+    losses = torch.zeros(steps, device=device)  # raw loss of each step, read in chunks
+    taken, epoch, stream = 0, 0, iter(())
+    while taken < steps:
+        try:
+            xb, yb = next(stream)
+        except StopIteration:
+            epoch += 1
+            stream = batches(x, y, cfg.data.batch_size, epoch_order(len(y), cfg.seed, epoch))
+            continue
+        for group in learner.optimizer.param_groups:
+            group["lr"] = rates[taken]
+        losses[taken] = learner.step(xb, yb)[0]
+        taken += 1
+        if taken % CHECK_EVERY == 0 and _diverged(smoothed(losses[:taken].tolist())):
+            break
+    curve = smoothed(losses[:taken].tolist())
+    return {"lrs": rates[:taken], "losses": curve, "suggested_lr": suggest(rates[:taken], curve),
+            "steps": taken, "batch_size": cfg.data.batch_size, "optimizer": cfg.optimizer.name}
+
+
+def smoothed(raw: list[float]) -> list[float]:
+    """Bias-corrected exponential moving average; non-finite losses stay non-finite."""
+    average, out = 0.0, []
+    for i, loss in enumerate(raw, start=1):
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        out.append(average / (1 - SMOOTHING ** i))
+    return out
+
+
+def _diverged(curve: list[float]) -> bool:
+    finite = [loss for loss in curve if math.isfinite(loss)]
+    return len(finite) < len(curve) or (bool(finite) and finite[-1] > DIVERGED * min(finite))
+
+
+def suggest(lrs: list[float], curve: list[float]) -> float | None:
+    """The lr where the smoothed loss falls fastest against log(lr), before its minimum."""
+    finite = [i for i, loss in enumerate(curve) if math.isfinite(loss)]
+    if len(finite) < 3:
+        return None
+    lowest = min(finite, key=curve.__getitem__)
+    slopes = [(curve[i + 1] - curve[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(lowest)]
+    if not slopes or min(slopes) >= 0:
+        return None
+    return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
+
+
+def plot_curve(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot(report["lrs"], report["losses"])
+    if report["suggested_lr"]:
+        axes.axvline(report["suggested_lr"], color="tab:red", linestyle="--",
+                     label=f"suggested lr {report['suggested_lr']:.2e}")
+        axes.legend()
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss (smoothed)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
