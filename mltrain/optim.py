@@ -6,6 +6,7 @@ Schedules advance once per optimizer step (plateau: once per validation).
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 from torch import nn
@@ -70,10 +71,6 @@ def plateau(optimizer: Optimizer, total_steps: int, mode: str, gamma: float, pat
     return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=gamma, patience=patience)
 
 
-# Scheduler attributes that record where a run is, as opposed to what the config asked for.
-_POSITION_KEYS = {"last_epoch", "_step_count", "_last_lr", "best", "num_bad_epochs", "cooldown_counter"}
-
-
 class LRSchedule:
     """Linear warmup for `warmup_steps`, then the named torch scheduler.
 
@@ -93,6 +90,7 @@ class LRSchedule:
         # Built after the main scheduler so that its lr (base / warmup_steps) is the one in force.
         self.warmup = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / cfg.warmup_steps, end_factor=1.0,
                                             total_iters=cfg.warmup_steps) if cfg.warmup_steps else None
+        self._first_lrs = [group["lr"] for group in optimizer.param_groups]  # where a replay starts
 
     def after_step(self) -> None:
         self.steps += 1
@@ -114,11 +112,16 @@ class LRSchedule:
                 "warmup": self.warmup.state_dict() if self.warmup else None}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the position (steps taken, plateau counters); the shape of the schedule
-        (its length, milestones, ...) stays as this config built it, so a resumed run that was
-        extended with more epochs anneals over its new length."""
-        self.steps = state["steps"]
-        for scheduler, saved in ((self.main, state["main"]), (self.warmup, state["warmup"])):
-            if scheduler is not None:
-                scheduler.load_state_dict({**scheduler.state_dict(),
-                                           **{k: v for k, v in saved.items() if k in _POSITION_KEYS}})
+        """Replay the steps taken, over the schedule this config builds: the same arithmetic as
+        the run itself (so an exact resume gets the same lr to the bit), and a run extended with
+        more epochs anneals over its new length. Plateau's counters and lr come from the state."""
+        for group, lr in zip(self.optimizer.param_groups, self._first_lrs):
+            group["lr"] = lr  # the schedulers' formulas continue from the group's current lr
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            for _ in range(state["steps"]):
+                self.after_step()
+        if self.on_plateau:
+            self.main.load_state_dict(state["main"])
+            for group, lr in zip(self.optimizer.param_groups, state["main"]["_last_lr"]):
+                group["lr"] = lr

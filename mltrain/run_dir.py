@@ -89,12 +89,11 @@ class RunDir:
         run.plots.mkdir(exist_ok=True)
         return run
 
-    @classmethod
-    def reopen(cls, path: Path, step: int) -> RunDir:
-        """An existing run, its metrics cut back to what happened up to `step` (the checkpoint
-        being resumed): later records and a half-written last line are dropped, so the files
-        read as if the run had never stopped."""
-        run = cls(path)
+    def cut_back(self, step: int) -> None:
+        """Metrics cut back to what happened up to `step` (the checkpoint being resumed): later
+        records and a half-written last line are dropped, so the files read as if the run had
+        never stopped."""
+        run, path = self, self.path
         jsonl = path / "metrics.jsonl"
         kept = []
         if jsonl.exists():
@@ -114,7 +113,6 @@ class RunDir:
             run._write_csv()
         run.checkpoints.mkdir(exist_ok=True)
         run.plots.mkdir(exist_ok=True)
-        return run
 
     def write_config(self, text: str) -> None:
         write_atomically(self.path / "config.yaml", text)

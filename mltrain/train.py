@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import platform
 import random
 import time
@@ -76,10 +77,10 @@ def grouped(items: Iterable, size: int) -> Iterator[list]:
         yield group
 
 
-def _non_finite_message(step: int, lr: float, loss: float, grad_norm: float | None) -> str:
+def _non_finite_message(step: int, lr: float, peak_lr: float, loss: float, grad_norm: float | None) -> str:
     norm = f", last gradient norm {grad_norm:.4g}" if grad_norm is not None else ""
     return (f"training stopped: the loss became non-finite at step {step} (lr {lr:.3g}, recent loss {loss:.4g}"
-            f"{norm}). A learning rate too high is the usual cause; try --set optimizer.lr={lr / 10:.3g}. "
+            f"{norm}). A learning rate too high is the usual cause; try --set optimizer.lr={peak_lr / 10:.3g}. "
             f"No checkpoint was written from these weights.")
 
 
@@ -88,11 +89,17 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
     """Train as the config says; write a new run directory; return it with its summary."""
     torch_device = pick_device(device or cfg.train.device)
     run = RunDir.create(cfg.output.dir, cfg.name, run_dir)
-    return Training(cfg, run, torch_device, quiet).run()
+    try:
+        training = Training(cfg, run, torch_device, quiet)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)  # bad data or model: leave no empty run behind
+        raise
+    return training.run()
 
 
-# What --set may not change on resume: it would make the checkpoint describe another run.
-_FIXED_ON_RESUME = ("seed", "data", "model", "optimizer.name", "train.accumulate")
+# What --set may not change on resume: it would make the checkpoint describe another run, or
+# not fit its optimizer state (a weight-decay change regroups the parameters).
+_FIXED_ON_RESUME = ("seed", "data", "model", "optimizer", "scheduler.name", "train.accumulate")
 
 
 def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
@@ -102,7 +109,7 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
     target = Path(target)
     if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
         cfg = load_config(target / "config.yaml", overrides)
-        return Training(cfg, RunDir.reopen(target, 0), pick_device(device or cfg.train.device), quiet).run()
+        return Training(cfg, RunDir(target), pick_device(device or cfg.train.device), quiet, resuming=True).run()
     checkpoint, path = load_checkpoint(target, prefer=("last.pt",))
     run_path = run_directory_of(path)
     if run_path is None:
@@ -115,25 +122,24 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
             raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
                             f"{get_key(original, key)!r}); start a new run with `mltrain fit` instead")
     torch_device = pick_device(device or cfg.train.device)
-    run = RunDir.reopen(run_path, checkpoint["step"])
-    return Training(cfg, run, torch_device, quiet, checkpoint).run()
+    return Training(cfg, RunDir(run_path), torch_device, quiet, checkpoint, resuming=True).run()
 
 
 class Training:
     """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
 
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, quiet: bool,
-                 checkpoint: dict | None = None):
+                 checkpoint: dict | None = None, resuming: bool = False):
+        """Builds and restores everything; writes nothing until `run()`, so a refused resume
+        leaves the run directory as it was."""
         self.started = time.perf_counter()
-        self.cfg, self.run_dir, self.device = cfg, run, device
+        self.cfg, self.run_dir, self.device, self.resuming = cfg, run, device, resuming
         self.threads = set_threads(cfg.train.threads)
         configure_determinism(cfg.train.deterministic, device)
         seed_everything(cfg.seed)
         self.view = ProgressView(quiet)
-        self.view.attach_log(run.log)
-        run.write_config(dump_config(cfg))
 
-        self.data = build_data(cfg.data, cfg.seed, device)
+        self.data = build_data(cfg.data, cfg.seed, device, checkpoint.get("data_state") if checkpoint else None)
         self.learner = Learner.build(cfg, self.data.spec, device)
         micro_batches = steps_per_epoch(self.data.size("train"), cfg.data.batch_size)
         self.steps_in_epoch = steps_per_epoch(micro_batches, cfg.train.accumulate)
@@ -158,7 +164,11 @@ class Training:
             self._restore(checkpoint)
 
     def _restore(self, checkpoint: dict) -> None:
-        self.learner.load_state_dict(checkpoint)
+        try:
+            self.learner.load_state_dict(checkpoint)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise UserError(f"{self.run_dir.path}: the checkpoint does not fit the model and optimizer its "
+                            f"config builds: {str(error).splitlines()[0]}") from None
         self.schedule.load_state_dict(checkpoint["scheduler"])
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.totals.load_state_dict(checkpoint["epoch_totals"])
@@ -172,12 +182,18 @@ class Training:
         restore_rng(checkpoint["rng"])
         if progress["stopped_early"] or self.step >= self.total_steps:
             why = progress["stopped_early"] or f"it finished its {self.total_steps} steps"
+            longer = f"train.max_steps={self.total_steps * 2}" if self.cfg.train.max_steps \
+                else f"train.epochs={self.epochs + 10}"
             raise UserError(f"{self.run_dir.path}: nothing to resume: {why}. To train longer, extend it, "
-                            f"e.g. --set train.epochs={self.epochs + 10}" + (" and a larger early_stopping.patience"
-                                                                            if progress["stopped_early"] else ""))
+                            f"e.g. --set {longer}" + (" and a larger early_stopping.patience"
+                                                      if progress["stopped_early"] else ""))
 
     def run(self) -> FitResult:
         cfg, learner, view = self.cfg, self.learner, self.view
+        if self.resuming:
+            self.run_dir.cut_back(self.step)
+        view.attach_log(self.run_dir.log)
+        self.run_dir.write_config(dump_config(cfg))
         self.run_dir.write_json("summary.json", self.summary)
         self._announce()
         x_train, y_train = self.data.splits["train"]
@@ -222,11 +238,22 @@ class Training:
             raise
         except StopRequested:
             view.end_epoch()
-            self._ensure_finite(self.totals.compute("train")["train/loss"])
+            try:
+                self._ensure_finite(self.totals.compute("train")["train/loss"])
+            except TrainingFailed as failure:
+                self._finish("failed", error=str(failure))
+                raise
             self._save_last()
             self._finish("interrupted")
             view.info(f"interrupted at step {self.step}; to continue: mltrain fit --resume {self.run_dir.path}",
                       always=True)
+            raise
+        except BaseException as error:  # a second Ctrl-C, a data error mid-run, out of memory...
+            view.end_epoch()
+            interrupted = isinstance(error, KeyboardInterrupt)
+            self._finish("interrupted" if interrupted else "failed",
+                         **({} if interrupted else {"error": str(error).splitlines()[0] if str(error) else
+                                                    type(error).__name__}))
             raise
 
         test = _score_best_on_test(learner, self.data, self.run_dir)
@@ -262,7 +289,7 @@ class Training:
 
     def _validate_mid_epoch(self) -> None:
         self._ensure_finite(self.totals.compute("train")["train/loss"])
-        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, **self.totals.compute("train")}
         best = self._validate(record)
         self.run_dir.append_step_record(record)
         self.view.info(f"step {self.step}  {format_metrics(record)}" + ("  * best" if best else ""))
@@ -304,8 +331,8 @@ class Training:
         """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
         bad_step = self.learner.first_non_finite_step()
         if bad_step is not None or not math.isfinite(running_loss):
-            raise TrainingFailed(_non_finite_message(bad_step or self.step, self.schedule.lr, running_loss,
-                                                     grad_norm))
+            raise TrainingFailed(_non_finite_message(bad_step or self.step, self.schedule.lr, self.cfg.optimizer.lr,
+                                                     running_loss, grad_norm))
 
     def _checkpoint(self, record: dict[str, Any]) -> dict[str, Any]:
         return {

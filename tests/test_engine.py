@@ -124,7 +124,9 @@ def test_max_steps_and_mid_epoch_validation(tmp_path):
     result = mltrain.fit(write_config(tmp_path, train={"epochs": 100, "max_steps": 10, "val_every_steps": 3}))
     assert result.summary["steps"] == 10
     records = read_jsonl(result.run_dir / "metrics.jsonl")
-    assert [r["step"] for r in records if "val/loss" in r and "train/accuracy" not in r] == [3, 6, 9]
+    epoch_ends = [int(line.split(",")[1]) for line in (result.run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert epoch_ends == [7, 10]  # 7 steps an epoch; the step budget ends the second
+    assert [r["step"] for r in records if "val/loss" in r] == [3, 6, 7, 9, 10]
 
 
 def test_ema_weights_differ_and_are_the_ones_evaluated(tmp_path):

@@ -102,12 +102,18 @@ def test_a_finished_run_can_be_extended(reference, tmp_path):
     run = tmp_path / "run"
     subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(run), "--set", "train.epochs=1"], check=True,
                    capture_output=True)
+    before = {name: (run / name).read_text() for name in ("config.yaml", "metrics.jsonl", "metrics.csv")}
     again = resume(run)
     assert again.returncode == 2 and "train.epochs=" in again.stderr
+    assert resume(run, "optimizer.lr=5").returncode == 2
+    assert {name: (run / name).read_text() for name in before} == before  # a refused resume writes nothing
     extended = resume(run, "train.epochs=2")
     assert extended.returncode == 0, extended.stderr
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "train/accuracy" in r]
     assert [r["epoch"] for r in records] == [1, 2]
+    # The cosine schedule now spans both epochs: the second trains at a real lr, not at its floor.
+    second_epoch_lrs = [r["lr"] for r in read_jsonl(run / "metrics.jsonl") if r["epoch"] == 2 and "grad_norm" in r]
+    assert second_epoch_lrs[0] > 0.4 * 0.01  # about half the peak lr, halfway through the new cosine
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 2
     assert "epochs: 2" in (run / "config.yaml").read_text()
 

@@ -79,6 +79,20 @@ def test_run_dir_flag_is_used_exactly_and_refuses_another_run(cli, tmp_path, tin
     assert result.exit_code == 2 and "not empty" in result.stderr
 
 
+def test_bad_data_leaves_no_run_directory_behind(cli, tmp_path):
+    config = tmp_path / "text.yaml"
+    config.write_text(f"data: {{dataset: text, path: missing.txt}}\nmodel: {{arch: gpt}}\n"
+                      f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    result = cli("fit", config)
+    assert result.exit_code == 2 and "missing.txt" in result.stderr
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_train_monitor_with_mid_epoch_validation(tmp_path):
+    config = write_config(tmp_path, train={"monitor": "train/loss", "val_every_steps": 2, "epochs": 1})
+    assert mltrain.fit(config).summary["best"]["metric"] == "train/loss"
+
+
 def test_unwritable_output_is_reported_before_training(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
