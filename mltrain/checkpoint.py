@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import TrainingFailed, UserError
+from .run_dir import temporary_file
 
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 1
@@ -39,7 +39,7 @@ def save_checkpoint(payload: dict, path: Path) -> None:
     directory: a crash at any instant leaves either the old file or the new one, never half."""
     tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = temporary_file(path)
         with os.fdopen(fd, "wb") as file:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, file)
             file.flush()
@@ -99,6 +99,19 @@ def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "l
         raise UserError(f"{path}: checkpoint format version {version!r} is newer than this mltrain "
                         f"reads ({FORMAT_VERSION}); upgrade mltrain")
     return checkpoint, path
+
+
+def weights_for_eval(checkpoint: dict) -> dict:
+    """The weights a checkpoint is scored with: its EMA when it has one."""
+    return checkpoint["ema"]["weights"] if checkpoint.get("ema") else checkpoint["model"]
+
+
+def load_weights(model: torch.nn.Module, weights: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError) as error:
+        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
+                        f"{str(error).splitlines()[0]}") from None
 
 
 def capture_rng() -> dict[str, Any]:

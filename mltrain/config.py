@@ -448,6 +448,9 @@ _GELU_ARCHS = ("transformer", "gpt")  # the activation their papers use; `auto` 
 
 
 def _validate(cfg: Config, locations: _Locations) -> Config:
+    if "/" in cfg.name or "\\" in cfg.name or cfg.name in (".", ".."):
+        raise ConfigError(locations.of("name"), "name", f"{cfg.name!r} must be a plain name (no / or \\), "
+                          "it names the run directory; use output.dir to choose where runs go")
     if cfg.model.activation == "auto":
         chosen = "gelu" if cfg.model.arch in _GELU_ARCHS else "relu"
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, activation=chosen))

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, run_directory_of
+from .checkpoint import load_checkpoint, load_weights, run_directory_of, weights_for_eval
 from .config import config_from_dict
 from .data import build_data
 from .devices import pick_device, set_threads
 from .errors import UserError
 from .learner import Learner
 from .metrics import confusion_matrix, per_class_scores
-from .run_dir import write_atomically
-from .train import weights_for_eval
+from .run_dir import to_json, write_atomically
 
 SPLITS = ("test", "val", "train")
 MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
@@ -36,7 +34,9 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
     checkpoint, path = load_checkpoint(target)
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
     set_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    device = pick_device("auto")  # wherever it was trained: score it on what this machine has
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="fp32"))
     data = build_data(dataclasses.replace(cfg.data, augment=()), cfg.seed, device, checkpoint.get("data_state"))
     if split is None:  # the first the data has: test, else val (a text has no test split)
         split = next(name for name in SPLITS if name in data.splits)
@@ -44,11 +44,7 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
         raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")
     learner = Learner.build(cfg, data.spec, device)
-    try:
-        learner.eval_model.load_state_dict(weights_for_eval(checkpoint))
-    except (RuntimeError, KeyError) as error:
-        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
-                        f"{str(error).splitlines()[0]}") from None
+    load_weights(learner.eval_model, weights_for_eval(checkpoint), path)
     x, y = data.splits[split]
     metrics, predicted = learner.evaluate(x, y, split)
     report: dict[str, Any] = {
@@ -64,5 +60,5 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
     if run is None:
         return report, None
     written = run / f"eval-{split}.json"
-    write_atomically(written, json.dumps(report, indent=2) + "\n")
+    write_atomically(written, to_json(report, indent=2) + "\n")
     return report, written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from datetime import datetime
@@ -14,9 +15,34 @@ from typing import Any
 from .errors import UserError
 
 
+def json_safe(data: Any) -> Any:
+    """NaN and inf (a diverged loss, a best value not yet seen) become null: valid JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
+
+
+def to_json(data: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(data), indent=indent, allow_nan=False)
+
+
+def temporary_file(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path`, with the permissions a plain open() would give it
+    (mkstemp makes it private)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp_name
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never a half-written one."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = temporary_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
@@ -124,7 +150,7 @@ class RunDir:
     def append_step_record(self, record: dict[str, Any]) -> None:
         """A record taken within an epoch (log interval or extra validation): metrics.jsonl only."""
         with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write(to_json(record) + "\n")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One epoch's record: a line of metrics.jsonl and a row of metrics.csv."""
@@ -143,4 +169,4 @@ class RunDir:
         write_atomically(self.path / "metrics.csv", buffer.getvalue())
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        write_atomically(self.path / name, json.dumps(data, indent=2) + "\n")
+        write_atomically(self.path / name, to_json(data, indent=2) + "\n")

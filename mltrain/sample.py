@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights, weights_for_eval
 from .config import config_from_dict
 from .data.text import decode, encode, text_spec
 from .devices import set_threads
@@ -30,11 +30,7 @@ def _language_model(target: str | Path) -> tuple[torch.nn.Module, str]:
     set_threads(cfg.train.threads)
     spec = text_spec(vocabulary, cfg.data.block_size)
     model = build_model(cfg.model, spec, build_head(cfg.model.head, spec).num_outputs)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as error:
-        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
-                        f"{str(error).splitlines()[0]}") from None
+    load_weights(model, weights_for_eval(checkpoint), path)
     return model.to(DEVICE).eval(), vocabulary
 
 

@@ -16,7 +16,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, run_directory_of, save_checkpoint
+from .checkpoint import (
+    capture_rng, load_checkpoint, restore_rng, run_directory_of, save_checkpoint, weights_for_eval,
+)
 from .config import Config, config_from_dict, config_to_dict, dump_config, get_key, load_config
 from .data import InMemoryData, build_data
 from .data.dataset import batches, epoch_order, steps_per_epoch
@@ -58,11 +60,6 @@ def versions() -> dict[str, str]:
     from . import __version__
 
     return {"mltrain": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
-
-
-def weights_for_eval(checkpoint: dict) -> dict:
-    """The weights a checkpoint is scored with: its EMA when it has one."""
-    return checkpoint["ema"]["weights"] if checkpoint.get("ema") else checkpoint["model"]
 
 
 def grouped(items: Iterable, size: int) -> Iterator[list]:

@@ -81,3 +81,12 @@ def test_every_shipped_config_validates(cli):
     for path in sorted((REPO / "configs").glob("*.yaml")):
         result = cli("config", path)
         assert result.exit_code == 0, (path, result.output)
+
+
+def test_list_takes_singular_kinds(cli):
+    assert "mse" in cli("list", "loss").stdout and "gelu" in cli("list", "activation").stdout
+
+
+def test_a_run_name_is_one_path_component(cli, tiny_config):
+    result = cli("config", tiny_config, "--set", "name=../elsewhere")
+    assert result.exit_code == 2 and "plain name" in result.stderr

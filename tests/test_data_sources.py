@@ -296,3 +296,31 @@ def test_missing_csv_and_npz_files(cli, tmp_path):
     for dataset, extra in (("csv", {"target": "y"}), ("npz", {})):
         config = write_config(tmp_path, {"dataset": dataset, "path": "absent.file", **extra})
         fails_with(cli, config, str(tmp_path / "absent.file"), "no such file")
+
+
+def test_a_broken_image_met_while_streaming_is_one_clear_error(cli, tmp_path):
+    for shade, name in ((40, "cat"), (200, "dog")):
+        write_images(tmp_path / "images" / name, 6, shade=shade)
+    (tmp_path / "images" / "dog" / "9.png").write_bytes(b"not a png")
+    config = write_config(tmp_path, {"dataset": "image_folder", "root": "images", "image_size": 8,
+                                     "max_memory_mb": 0, "workers": 1, "val_split": 0.0, "test_split": 0.0},
+                          train={"epochs": 1})
+    result = cli("fit", config)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: data.root: cannot decode image") and "9.png" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_npz_target_and_sample_shapes(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    cases = {"column": ({"x_train": x, "y_train": (x[:, :1] > 0).astype(np.int64)}, None),  # (N, 1) ids
+             "pairs": ({"x_train": x, "y_train": x[:, :2] * 2}, {"arch": "mlp", "head": "linear"})}  # 2 targets
+    for name, (arrays, model) in cases.items():
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "data.npz", **arrays)
+        run = fit_ok(cli, write_config(tmp_path / name, {"dataset": "npz", "path": "data.npz"}, model, train=FEW_STEPS))
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+        assert json.loads((run / "summary.json").read_text())["final"].get("val/accuracy", 0) <= 1.0
+    np.savez(tmp_path / "flat.npz", x_train=x[:, 0], y_train=np.zeros(60, dtype=np.int64))
+    fails_with(cli, write_config(tmp_path, {"dataset": "npz", "path": "flat.npz"}), "flat.npz", "x_train is shaped (60,)")

@@ -173,3 +173,11 @@ def test_a_full_disk_during_fit_keeps_the_last_checkpoint_and_says_so(cli, tmp_p
     run = only_run(tmp_path)
     assert load_checkpoint(run / "checkpoints/last.pt")[0]["epoch"] == 1
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_overfit_tiny_on_a_diverging_lr_gives_valid_json_and_suggests_a_smaller_lr(cli, tmp_path):
+    config = write_config(tmp_path, optimizer={"name": "sgd", "lr": 1e12})
+    result = cli("overfit-tiny", config, "--steps", "30", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)  # NaN would not be valid JSON: it is null
+    assert report["final_loss"] is None and "smaller optimizer.lr" in report["hint"]

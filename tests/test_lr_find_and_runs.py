@@ -40,7 +40,7 @@ def test_runs_lists_each_run_with_its_status(cli, tmp_path):
     assert cli("fit", write_config(tmp_path)).exit_code == 0
     (tmp_path / "runs" / "not-a-run").mkdir()
     result = cli("runs", tmp_path / "runs", "--json")
-    (row,) = json.loads(result.stdout)
+    (row,) = json.loads(result.stdout)["runs"]
     assert row["status"] == "completed" and row["epochs"] == 3 and "test/accuracy" in row["test"]
     assert "completed" in cli("runs", tmp_path / "runs").stdout
 

@@ -93,13 +93,16 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
         "passed": passed, "samples": len(y), "steps": steps_run, "initial_loss": initial_loss,
         "expected_initial_loss": expected, "final_loss": final_loss,
         "final_accuracy": final.get("tiny/accuracy"), "lr": cfg.optimizer.lr, "checks": checks,
-        "hint": None if passed else _hint(checks, cfg),
+        "hint": None if passed else _hint(checks, cfg, initial_loss, final_loss),
     }
 
 
-def _hint(checks: list[dict[str, str]], cfg: Config) -> str:
+def _hint(checks: list[dict[str, str]], cfg: Config, initial_loss: float, final_loss: float) -> str:
     failed = {check["name"] for check in checks if check["status"] == "fail"}
     if "gradients reach every weight" in failed:
         return "some weights get no gradient: look for layers that are built but never used in forward()"
+    if not math.isfinite(final_loss) or final_loss > initial_loss:
+        return (f"the loss rose or diverged: try a smaller optimizer.lr (now {cfg.optimizer.lr:g}), "
+                f"e.g. --set optimizer.lr={cfg.optimizer.lr / 10:g}")
     return (f"the {cfg.model.arch} could not memorise the subset: try a larger optimizer.lr "
             f"(now {cfg.optimizer.lr:g}), more --steps, or a bigger model")

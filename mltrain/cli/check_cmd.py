@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from ..run_dir import to_json
 from .errors import exit_codes
 from .options import JSON, SET
 
@@ -28,7 +28,7 @@ def overfit_tiny(
 
         report = run_check(load_config(config, set_), samples=samples, steps=steps)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(to_json(report))
     else:
         _print(report)
     if not report["passed"]:

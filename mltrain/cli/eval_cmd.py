@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..run_dir import to_json
 from .errors import exit_codes
 from .options import JSON, SET
 
@@ -29,7 +29,7 @@ def eval_(
 
         report, written = evaluate_checkpoint(target, split, set_)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(to_json(report))
         return
     _print(report, written)
 

@@ -24,9 +24,9 @@ def list_(
 
         kinds = list(REGISTRIES)
         if kind is not None:
-            plural = kind if kind.endswith("s") else f"{kind}s"
-            if plural not in REGISTRIES:
-                raise UserError(f"unknown kind '{kind}', {did_you_mean(plural, kinds)}"
+            plural = next((name for name in (kind, f"{kind}s", f"{kind}es") if name in REGISTRIES), None)
+            if plural is None:
+                raise UserError(f"unknown kind '{kind}', {did_you_mean(kind, kinds)}"
                                 f"choose from: {', '.join(kinds)}")
             kinds = [plural]
         console = Console(soft_wrap=True)

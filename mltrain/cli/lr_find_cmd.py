@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from ..run_dir import to_json
 from .errors import exit_codes
 from .options import JSON, SET
 
@@ -38,7 +38,7 @@ def lr_find(
         except OSError as error:
             raise UserError(f"cannot write the plot into output.dir {cfg.output.dir}: {error.strerror}") from None
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(to_json(report))
         return
     _print(report)
 

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
+from ..run_dir import to_json
 from .errors import exit_codes
 from .options import JSON
 
@@ -23,7 +23,7 @@ def runs(
 
         rows = collect_runs(directory)
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(to_json({"directory": str(directory), "runs": rows}))
         return
     from rich.console import Console
     from rich.table import Table

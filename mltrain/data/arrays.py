@@ -43,6 +43,9 @@ def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> t
         raise UserError(f"data.path {file}: {x_name} has {len(x)} samples but {y_name} has {len(y)}")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise UserError(f"data.path {file}: {x_name} holds {x.dtype} values; samples must be numbers")
+    if not 2 <= x.ndim <= 4:
+        raise UserError(f"data.path {file}: {x_name} is shaped {x.shape}; give (N, features), (N, steps, features) "
+                        "or (N, channels, height, width)")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -52,6 +55,11 @@ def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> t
         if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y.astype(np.float64)).all():
             raise UserError(f"data.path {file}: {y_name} must hold finite numbers for regression")
         return x, y.astype(np.float32)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of class ids
+    if y.ndim != 1:
+        raise UserError(f"data.path {file}: {y_name} is shaped {y.shape}; classification needs one class id per "
+                        "sample, shaped (N,)")
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"data.path {file}: {y_name} holds {y.dtype} values; classification needs integer class "
                         "ids 0..C-1 (or use model.head: linear for float targets)")
@@ -81,5 +89,6 @@ def npz(val_split: float, seed: int, path: str, task: str, test_split: float) ->
         if num_classes < 2:
             raise UserError(f"data.path {file}: y_train has a single class (0); classification needs at least 2")
     splits = as_tensors(split_arrays(train, val_split, seed, test_split, val, test))
-    spec = DataSpec(tuple(train[0].shape[1:]), num_classes, tuple(map(str, range(num_classes or 0))))
+    spec = DataSpec(tuple(train[0].shape[1:]), num_classes, tuple(map(str, range(num_classes or 0))),
+                    target_shape=tuple(train[1].shape[1:]) if task == "regression" else ())
     return InMemoryData(spec, splits)

@@ -96,8 +96,12 @@ class StreamedImages:
             self._loaders[batch_size] = (loader, sampler)
         loader, sampler = self._loaders[batch_size]
         sampler.order = order.tolist()
-        for images in loader:
-            yield self._ready(images)
+        try:
+            for images in loader:
+                yield self._ready(images)
+        except UserError as error:  # raised in a worker: keep its message, not the worker's traceback
+            last_line = str(error).strip().splitlines()[-1]
+            raise UserError(last_line.removeprefix(f"{UserError.__module__}.{UserError.__name__}: ")) from None
 
     def narrow(self, dim: int, start: int, length: int) -> StreamedImages:
         """The same split cut to samples [start, start + length) (dim 0 only)."""
