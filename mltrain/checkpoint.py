@@ -1,7 +1,10 @@
 """The checkpoint: a self-describing dict, written atomically, loaded without running code.
 
-Schema (format_version 1): format, format_version, model, optimizer, scheduler, scaler,
-epoch, step, config (resolved, plain data), data_state, metrics, monitor, rng, versions.
+Schema (format_version 1): format, format_version, model, optimizer, scaler, ema (weights and
+n_averaged, or None), scheduler (steps taken and plateau state), epoch, step, config (resolved,
+plain data), data_state, metrics (the last epoch's record), monitor (best and early-stopping
+state), epoch_totals (running sums of the epoch in progress), progress (position in the epoch,
+counters, elapsed time), rng (torch, cuda, numpy, python), versions.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    patience: int = 5  # epochs without improvement of train.monitor before stopping
+    patience: int = 5  # validations (one per epoch unless train.val_every_steps) without improvement
     min_delta: float = 0.0  # smallest change of the monitored metric that counts as improvement
 
 

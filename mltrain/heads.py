@@ -85,7 +85,7 @@ class LinearHead:
     classifies = False
 
     def __init__(self, spec: DataSpec):
-        self.num_outputs = math.prod(spec.target_shape) if spec.target_shape else 1
+        self.num_outputs = math.prod(spec.target_shape)  # 1 for a scalar target
         self.target_shape = spec.target_shape
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

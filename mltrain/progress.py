@@ -4,7 +4,6 @@ written to the run's train.log."""
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 from rich.console import Console
@@ -61,9 +60,3 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-    def error(self, text: str) -> None:
-        self.end_epoch()
-        print(text, file=sys.stderr)
-        if self._log:
-            self._log(text)

@@ -357,6 +357,8 @@ class Training:
             train_samples_per_s=round(self.samples_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
             **extra)
         with contextlib.suppress(OSError) if status == "failed" else contextlib.nullcontext():
+            if status == "failed":
+                self.run_dir.log(f"failed: {self.summary['error']}")  # train.log keeps what stderr showed
             self.run_dir.write_json("summary.json", self.summary)
 
 

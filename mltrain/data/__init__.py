@@ -1,4 +1,5 @@
-"""Datasets by name. A builder returns in-memory tensors plus a spec of what they hold."""
+"""Datasets by name. A builder returns the splits (in memory, or streamed from disk for large
+image folders) plus a spec of what they hold."""
 
 from __future__ import annotations
 

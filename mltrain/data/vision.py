@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import UserError
 from .dataset import DataSpec, InMemoryData
