@@ -59,6 +59,11 @@ class Accumulator:
         return metrics
 
 
+def samples_per_s(samples: int, seconds: float) -> float:
+    """Training throughput; 0 before any time has passed."""
+    return samples / seconds if seconds > 0 else 0.0
+
+
 def confusion_matrix(predictions: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(true class, predicted class) counts, over every position for per-position targets."""
     flat = (y.long() * num_classes + predictions.long()).flatten()

@@ -6,13 +6,18 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_metrics(records: list[dict[str, Any]], directory: Path) -> list[Path]:
-    """One figure per metric (loss, accuracy, ...), every split on it, by epoch; plus the lr."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_metrics(records: list[dict[str, Any]], directory: Path) -> list[Path]:
+    """One figure per metric (loss, accuracy, ...), every split on it, by epoch; plus the lr."""
+    plt = _pyplot()
     if not records:
         return []
     epochs = [record["epoch"] for record in records]
@@ -35,3 +40,23 @@ def plot_metrics(records: list[dict[str, Any]], directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_lr_curve(report: dict[str, Any], path: Path) -> Path:
+    """lr-find's smoothed loss against the lr (log scale), the suggestion marked."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot(report["lrs"], report["losses"])
+    if report["suggested_lr"]:
+        axes.axvline(report["suggested_lr"], color="tab:red", linestyle="--",
+                     label=f"suggested lr {report['suggested_lr']:.2e}")
+        axes.legend()
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss (smoothed)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

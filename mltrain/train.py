@@ -25,7 +25,7 @@ from .data.dataset import batches, epoch_order, steps_per_epoch
 from .devices import pick_device, set_threads
 from .errors import TrainingFailed, UserError
 from .learner import Learner
-from .metrics import Accumulator
+from .metrics import Accumulator, samples_per_s
 from .models import count_parameters
 from .monitor import Monitor
 from .optim import LRSchedule
@@ -282,7 +282,7 @@ class Training:
         self._ensure_finite(running, grad_norm)
         self.run_dir.append_step_record({"epoch": self.epoch, "step": self.step, "train/loss": running,
                                          "lr": self.schedule.lr, "grad_norm": grad_norm})
-        self.view.show(running, self.schedule.lr, self.totals.count / max(self.epoch_seconds, 1e-9))
+        self.view.show(running, self.schedule.lr, samples_per_s(self.totals.count, self.epoch_seconds))
 
     def _validate_mid_epoch(self) -> None:
         self._ensure_finite(self.totals.compute("train")["train/loss"])
@@ -308,7 +308,7 @@ class Training:
         self.view.end_epoch()
         shown = {key: value for key, value in record.items() if "/" in key}
         self.view.info(f"epoch {self.epoch}/{self.epochs}  {format_metrics(shown)}  lr {record['lr']:.3g}  "
-                       f"{self.totals.count / max(self.epoch_seconds, 1e-9):,.0f} samples/s  "
+                       f"{samples_per_s(self.totals.count, self.epoch_seconds):,.0f} samples/s  "
                        f"{self.epoch_seconds:.2f}s" + ("  * best" if is_best else ""))
         if reason:
             self.view.info(reason)
@@ -354,7 +354,7 @@ class Training:
         """Write the final summary.json (best effort when the run failed: the disk may be full)."""
         self.summary.update(
             status=status, steps=self.step, best=self.monitor.best(), duration_s=round(self._elapsed(), 3),
-            train_samples_per_s=round(self.samples_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
+            train_samples_per_s=round(samples_per_s(self.samples_seen, self.train_seconds), 1),
             **extra)
         with contextlib.suppress(OSError) if status == "failed" else contextlib.nullcontext():
             if status == "failed":

@@ -7,7 +7,6 @@ Runs through the same Learner steps as `fit`, on the training data in the run's 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,26 +76,3 @@ def suggest(lrs: list[float], curve: list[float]) -> float | None:
     if not slopes or min(slopes) >= 0:
         return None
     return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
-
-
-def plot_curve(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    axes.plot(report["lrs"], report["losses"])
-    if report["suggested_lr"]:
-        axes.axvline(report["suggested_lr"], color="tab:red", linestyle="--",
-                     label=f"suggested lr {report['suggested_lr']:.2e}")
-        axes.legend()
-    axes.set_xscale("log")
-    axes.set_xlabel("learning rate")
-    axes.set_ylabel("training loss (smoothed)")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path

@@ -25,7 +25,7 @@ def lr_find(
     """
     with exit_codes():
         from ..checks.lr_find import lr_find as run_test
-        from ..checks.lr_find import plot_curve
+        from ..plots import plot_lr_curve
         from ..config import load_config
         from ..errors import UserError
 
@@ -34,7 +34,7 @@ def lr_find(
         cfg = load_config(config, set_)
         report = run_test(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps)
         try:
-            report["plot"] = str(plot_curve(report, Path(cfg.output.dir) / f"{cfg.name}-lr-find.png"))
+            report["plot"] = str(plot_lr_curve(report, Path(cfg.output.dir) / f"{cfg.name}-lr-find.png"))
         except OSError as error:
             raise UserError(f"cannot write the plot into output.dir {cfg.output.dir}: {error.strerror}") from None
     if as_json:

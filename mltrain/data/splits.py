@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from ..config import DataConfig
 from ..errors import UserError
 from .dataset import DataSpec, InMemoryData
 
-TEST_FRACTION = 0.2  # of the whole set, fixed across runs so test scores compare
+TEST_FRACTION = DataConfig.test_split  # built-in sets hold out this much, fixed so test scores compare
 TEST_SPLIT_SEED = 0  # the test split never moves with the run's seed
 
 
