@@ -8,12 +8,11 @@ from typing import Any
 
 from .checkpoint import load_checkpoint, load_weights, run_directory_of, weights_for_eval
 from .config import config_from_dict
-from .data import build_data
-from .devices import pick_device, set_threads
+from .devices import pick_device
 from .errors import UserError
-from .learner import Learner
 from .metrics import confusion_matrix, per_class_scores
 from .run_dir import to_json, write_atomically
+from .setup import prepare
 
 SPLITS = ("test", "val", "train")
 MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
@@ -33,17 +32,17 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
                             "fixed by the checkpoint)")
     checkpoint, path = load_checkpoint(target)
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
-    set_threads(cfg.train.threads)
     device = pick_device("auto")  # wherever it was trained: score it on what this machine has
     if cfg.train.precision == "fp16" and device.type != "cuda":
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="fp32"))
-    data = build_data(dataclasses.replace(cfg.data, augment=()), cfg.seed, device, checkpoint.get("data_state"))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=()))
+    prepared = prepare(cfg, device, checkpoint.get("data_state"))
+    data, learner = prepared.data, prepared.learner
     if split is None:  # the first the data has: test, else val (a text has no test split)
         split = next(name for name in SPLITS if name in data.splits)
     if split not in data.splits:
         raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")
-    learner = Learner.build(cfg, data.spec, device)
     load_weights(learner.eval_model, weights_for_eval(checkpoint), path)
     x, y = data.splits[split]
     metrics, predicted = learner.evaluate(x, y, split)

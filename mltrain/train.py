@@ -5,24 +5,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import platform
-import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import numpy as np
 import torch
 
 from .checkpoint import (
     capture_rng, load_checkpoint, restore_rng, run_directory_of, save_checkpoint, weights_for_eval,
 )
 from .config import Config, config_from_dict, config_to_dict, dump_config, get_key, load_config
-from .data import InMemoryData, build_data
+from .data import InMemoryData
 from .data.dataset import batches, epoch_order, steps_per_epoch
-from .devices import pick_device, set_threads
+from .devices import pick_device
 from .errors import TrainingFailed, UserError
 from .learner import Learner
 from .metrics import Accumulator, samples_per_s
@@ -31,6 +29,7 @@ from .monitor import Monitor
 from .optim import LRSchedule
 from .progress import ProgressView, format_metrics
 from .run_dir import RunDir
+from .setup import prepare
 from .signals import StopRequested, stop_on_signals
 
 
@@ -38,12 +37,6 @@ from .signals import StopRequested, stop_on_signals
 class FitResult:
     run_dir: Path
     summary: dict[str, Any]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
@@ -131,13 +124,10 @@ class Training:
         leaves the run directory as it was."""
         self.started = time.perf_counter()
         self.cfg, self.run_dir, self.device, self.resuming = cfg, run, device, resuming
-        self.threads = set_threads(cfg.train.threads)
         configure_determinism(cfg.train.deterministic, device)
-        seed_everything(cfg.seed)
         self.view = ProgressView(quiet)
-
-        self.data = build_data(cfg.data, cfg.seed, device, checkpoint.get("data_state") if checkpoint else None)
-        self.learner = Learner.build(cfg, self.data.spec, device)
+        prepared = prepare(cfg, device, checkpoint.get("data_state") if checkpoint else None)
+        self.data, self.learner, self.threads = prepared.data, prepared.learner, prepared.threads
         micro_batches = steps_per_epoch(self.data.size("train"), cfg.data.batch_size)
         self.steps_in_epoch = steps_per_epoch(micro_batches, cfg.train.accumulate)
         self.total_steps = cfg.train.max_steps or self.steps_in_epoch * cfg.train.epochs

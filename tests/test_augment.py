@@ -7,7 +7,7 @@ import torch
 from formats import source_config, write_mnist
 from mltrain.config import AugmentConfig, DataConfig, load_config
 from mltrain.data import build_data
-from mltrain.data.augment import build_augment, crop, cutout, flip, noise, rotate, translate
+from mltrain.data.augment import crop, cutout, flip, noise, rotate, translate
 from mltrain.data.dataset import batches
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29

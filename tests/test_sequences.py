@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import mltrain
 from mltrain.config import DataConfig
 from mltrain.data import build_data
 from mltrain.errors import UserError

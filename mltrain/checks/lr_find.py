@@ -12,11 +12,9 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data import build_data
 from ..data.dataset import batches, epoch_order
-from ..devices import pick_device, set_threads
-from ..learner import Learner
-from ..train import seed_everything
+from ..devices import pick_device
+from ..setup import prepare
 
 SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value
@@ -25,14 +23,11 @@ CHECK_EVERY = 10  # steps between looks at the loss (each one a host sync)
 
 def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
     """The (lr, smoothed loss) curve and the suggested lr (None if the loss never fell)."""
-    set_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    seed_everything(cfg.seed)
-    data = build_data(cfg.data, cfg.seed, device)
-    learner = Learner.build(cfg, data.spec, device)
-    x, y = data.splits["train"]
+    prepared = prepare(cfg, pick_device(cfg.train.device))
+    learner = prepared.learner
+    x, y = prepared.data.splits["train"]
     rates = [start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1)) for i in range(steps)]
-    losses = torch.zeros(steps, device=device)  # raw loss of each step, read in chunks
+    losses = torch.zeros(steps, device=learner.device)  # raw loss of each step, read in chunks
     taken, epoch, stream = 0, 0, iter(())
     while taken < steps:
         try:

@@ -13,11 +13,9 @@ from typing import Any
 
 
 from ..config import Config
-from ..data import build_data
-from ..devices import pick_device, set_threads
-from ..learner import Learner
+from ..devices import pick_device
 from ..registry import ARCHITECTURES
-from ..train import seed_everything
+from ..setup import prepare
 
 LOSS_DROP = 0.01  # pass when the loss falls below this fraction of its initial value
 INIT_TOLERANCE = 0.25  # the initial loss may differ from the expected one by this fraction
@@ -40,13 +38,9 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
     """Train on the first `samples` training samples, full batch, for up to `steps` steps
     with the config's optimizer at a constant lr. Returns a report with a list of checks."""
     cfg = _without_regularisation(cfg)
-    set_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    seed_everything(cfg.seed)
-    data = build_data(cfg.data, cfg.seed, device)
-    tiny = data.subset("train", samples)
-    x, y = tiny.splits["train"]
-    learner = Learner.build(cfg, data.spec, device)
+    prepared = prepare(cfg, pick_device(cfg.train.device))
+    x, y = prepared.data.subset("train", samples).splits["train"]
+    learner = prepared.learner
     classifies = learner.head.classifies
 
     initial = learner.evaluate(x, y, "tiny")[0]
