@@ -45,7 +45,7 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
                         f"(it has: {', '.join(data.splits)})")
     load_weights(learner.eval_model, weights_for_eval(checkpoint), path)
     x, y = data.splits[split]
-    metrics, predicted = learner.evaluate(x, y, split)
+    metrics, predicted = learner.evaluate_with_predictions(x, y, split)
     report: dict[str, Any] = {
         "checkpoint": str(path), "split": split, "samples": len(y), "epoch": checkpoint.get("epoch"),
         "step": checkpoint.get("step"), "metrics": metrics,

@@ -136,11 +136,18 @@ class Learner:
             self.ema.n_averaged.fill_(int(state["ema"]["n_averaged"]))
         self.steps = state["step"]
 
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, split: str) -> dict[str, float]:
+        """Mean loss (and accuracy for classifiers) over a split, in eval mode."""
+        return self._score(x, y, split, keep_predictions=False)[0]
+
+    def evaluate_with_predictions(self, x: torch.Tensor, y: torch.Tensor,
+                                  split: str) -> tuple[dict[str, float], torch.Tensor | None]:
+        """The metrics and the predicted classes of every sample (None for regression)."""
+        return self._score(x, y, split, keep_predictions=self.head.classifies)
+
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 split: str) -> tuple[dict[str, float], torch.Tensor | None]:
-        """Mean loss (and accuracy for classifiers) over a split in eval mode, and the
-        predicted classes (None for regression)."""
+    def _score(self, x: torch.Tensor, y: torch.Tensor, split: str,
+               keep_predictions: bool) -> tuple[dict[str, float], torch.Tensor | None]:
         model = self.eval_model
         model.eval()
         totals = Accumulator(self.device, self.head.classifies)
@@ -149,5 +156,6 @@ class Learner:
             loss, logits = self._forward(model, xb, yb)
             predictions = self.predictions(logits)
             totals.update(loss, predictions, yb)
-            predicted.append(predictions)
-        return totals.compute(split), torch.cat(predicted) if self.head.classifies else None
+            if keep_predictions:
+                predicted.append(predictions)
+        return totals.compute(split), torch.cat(predicted) if keep_predictions else None

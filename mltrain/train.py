@@ -306,7 +306,7 @@ class Training:
     def _validate(self, record: dict[str, Any]) -> bool:
         """Score the val split into `record`, update best.pt and the plateau schedule; True if best."""
         if "val" in self.data.splits:
-            record.update(self.learner.evaluate(*self.data.splits["val"], "val")[0])
+            record.update(self.learner.evaluate(*self.data.splits["val"], "val"))
         record["lr"] = self.schedule.lr
         is_best = self.monitor.update(record, self.epoch, self.step)
         self.schedule.after_validation(record[self.monitor.metric])
@@ -358,7 +358,7 @@ def _score_best_on_test(learner: Learner, data: InMemoryData, run: RunDir) -> di
         return {}
     best, _ = load_checkpoint(run.checkpoints / "best.pt")
     learner.eval_model.load_state_dict(weights_for_eval(best))
-    return learner.evaluate(*data.splits["test"], "test")[0]
+    return learner.evaluate(*data.splits["test"], "test")
 
 
 def _plot(run: RunDir) -> None:

@@ -147,7 +147,7 @@ def _val_loss(run_dir, weights) -> float:
     data = build_data(cfg.data, cfg.seed, torch.device("cpu"))
     learner = Learner.build(cfg, data.spec, torch.device("cpu"))
     learner.model.load_state_dict(weights)
-    return learner.evaluate(*data.splits["val"], "val")[0]["val/loss"]
+    return learner.evaluate(*data.splits["val"], "val")["val/loss"]
 
 
 def test_compile_gives_checkpoints_with_plain_keys(tmp_path):

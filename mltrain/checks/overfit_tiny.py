@@ -43,7 +43,7 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
     learner = prepared.learner
     classifies = learner.head.classifies
 
-    initial = learner.evaluate(x, y, "tiny")[0]
+    initial = learner.evaluate(x, y, "tiny")
     initial_loss = initial["tiny/loss"]
     expected = learner.head.initial_loss(y)
     checks = []
@@ -67,13 +67,13 @@ def overfit_tiny(cfg: Config, samples: int = 32, steps: int = 500) -> dict[str, 
     for steps_run in range(2, steps + 1):
         learner.step(x, y)
         if steps_run % CHECK_EVERY == 0 or steps_run == steps:
-            final = learner.evaluate(x, y, "tiny")[0]
+            final = learner.evaluate(x, y, "tiny")
             if not math.isfinite(final["tiny/loss"]):
                 break
             if final["tiny/loss"] < target and (not classifies or final["tiny/accuracy"] == 1.0):
                 break
     if steps == 1:
-        final = learner.evaluate(x, y, "tiny")[0]
+        final = learner.evaluate(x, y, "tiny")
     final_loss = final["tiny/loss"]
     checks.append(_check("loss falls below 1% of its initial value",
                          "pass" if final_loss < target else "fail",
