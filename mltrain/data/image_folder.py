@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError
 from .dataset import DataSpec, InMemoryData
-from .inputs import Inputs, Normalise, channel_stats
+from .inputs import Normalise, channel_stats, normalised_splits
 from .splits import as_tensors, split_arrays
 from .streamed import ImageFiles, StreamedImages, decode
 
@@ -83,9 +83,8 @@ def image_folder(val_split: float, seed: int, root: str, image_size: int, test_s
                                      arrays.get("test")))
     spec = DataSpec((channels, image_size, image_size), len(found), tuple(found))
     if not streamed:
-        normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
-        return InMemoryData(spec, {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()},
-                            {**normalise.state(), "classes": found})
+        inputs, normalise = normalised_splits(splits, mean, std)
+        return InMemoryData(spec, inputs, {**normalise.state(), "classes": found})
     files = {split: ImageFiles([every_file[i][0] for i in x.tolist()], image_size, channels, every_file[0][0])
              for split, (x, _) in splits.items()}
     normalise = Normalise.from_state(mean, std) if mean is not None else _sampled_stats(files["train"], seed)

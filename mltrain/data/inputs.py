@@ -85,3 +85,11 @@ class Inputs:
     def to(self, device: torch.device) -> Inputs:
         normalise = self.normalise.to(device) if self.normalise is not None else None
         return Inputs(self.stored.to(device), normalise, self.augment)
+
+
+def normalised_splits(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: list[float] | None,
+                      std: list[float] | None) -> tuple[dict[str, tuple[Inputs, torch.Tensor]], Normalise]:
+    """Every split's stored images wrapped in `Inputs`, normalised with the stored statistics when
+    rebuilding for a checkpoint, else with the training split's."""
+    normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
+    return {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()}, normalise

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from .dataset import DataSpec, InMemoryData
-from .inputs import Inputs, Normalise, channel_stats
+from .inputs import normalised_splits
 from .splits import as_tensors, split_arrays
 
 
@@ -75,10 +75,8 @@ def _load(class_name: str, name: str, val_split: float, seed: int, root: str, do
                         "incomplete or corrupt: delete them and set data.download: true, or copy the "
                         "original files again") from None
     splits = as_tensors(split_arrays((x_train, y_train), val_split, seed, test=(x_test, y_test)))
-    normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
-    spec = DataSpec(tuple(x_train.shape[1:]), len(classes), classes)
-    return InMemoryData(spec, {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()},
-                        normalise.state())
+    inputs, normalise = normalised_splits(splits, mean, std)
+    return InMemoryData(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
 
 
 mnist = partial(_load, "MNIST", "mnist")

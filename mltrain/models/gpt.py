@@ -6,14 +6,10 @@ LayerNorm -> output layer sharing its weight with the token embedding.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .layers import Block
-
-INIT_STD = 0.02  # std of every Linear and Embedding weight at initialisation
+from .layers import INIT_STD, Block
 
 
 class GPT(nn.Module):
@@ -42,18 +38,10 @@ class GPT(nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocabulary, bias=False)
         self.output.weight = self.token_embedding.weight
-        self.apply(self._init_weights)
-        residual_std = INIT_STD / math.sqrt(2 * layers)
+        for embedding in (self.token_embedding, self.position_embedding):  # the token one is the output too
+            nn.init.normal_(embedding.weight, std=INIT_STD)
         for block in self.blocks:
-            nn.init.normal_(block.attention.proj.weight, std=residual_std)
-            nn.init.normal_(block.mlp[2].weight, std=residual_std)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=INIT_STD)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+            block.initialise(layers)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(tokens.shape[1], device=tokens.device)

@@ -74,6 +74,9 @@ class SelfAttention(nn.Module):
         return self.proj_dropout(self.proj(attended.transpose(1, 2).reshape(batch, steps, width)))
 
 
+INIT_STD = 0.02  # GPT-2's std for the normal initialisation of transformer weights
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
 
@@ -88,6 +91,16 @@ class Block(nn.Module):
             nn.Linear(d_model, mlp_width), activation(activation_name),
             nn.Linear(mlp_width, d_model), nn.Dropout(dropout),
         )
+
+    def initialise(self, layers: int) -> None:
+        """GPT-2 style: every Linear N(0, INIT_STD) with zero bias; the two projections that write
+        into the residual stream scaled down by 1/sqrt(2 layers), so its variance stays about
+        constant with depth."""
+        for linear in (self.attention.qkv, self.attention.proj, self.mlp[0], self.mlp[2]):
+            nn.init.normal_(linear.weight, std=INIT_STD)
+            nn.init.zeros_(linear.bias)
+        for projection in (self.attention.proj, self.mlp[2]):
+            nn.init.normal_(projection.weight, std=INIT_STD / math.sqrt(2 * layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x))

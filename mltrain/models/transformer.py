@@ -8,9 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .layers import Block, as_steps, steps_and_features
-
-INIT_STD = 0.02  # std of the normal init of block Linears, positions, class token and output
+from .layers import INIT_STD, Block, as_steps, steps_and_features
 
 
 class PatchEmbedding(nn.Module):
@@ -90,11 +88,7 @@ class Transformer(nn.Module):
 
     def _initialise(self, layers: int) -> None:
         for block in self.blocks:
-            for linear in (block.attention.qkv, block.attention.proj, block.mlp[0], block.mlp[2]):
-                nn.init.normal_(linear.weight, std=INIT_STD)
-                nn.init.zeros_(linear.bias)
-            for projection in (block.attention.proj, block.mlp[2]):
-                nn.init.normal_(projection.weight, std=INIT_STD / math.sqrt(2 * layers))
+            block.initialise(layers)
         nn.init.normal_(self.output.weight, std=INIT_STD)
         nn.init.zeros_(self.output.bias)
         for parameter in (self.class_token, self.positions):
