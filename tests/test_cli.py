@@ -1,7 +1,6 @@
 import os
 import subprocess
 import sys
-import time
 
 from conftest import MLTRAIN, REPO
 
@@ -17,12 +16,11 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_console_script_help_is_fast():
-    started = time.perf_counter()
+def test_console_script_lists_every_command():
     result = subprocess.run([MLTRAIN, "--help"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    assert result.returncode == 0 and "fit" in result.stdout
-    assert elapsed < 5  # generous for a loaded CI machine; the target (about 0.15 s) is in the README
+    assert result.returncode == 0
+    for command in ("fit", "eval", "overfit-tiny", "sample", "lr-find", "runs", "list", "config"):
+        assert command in result.stdout
 
 
 def test_python_dash_m_works():
