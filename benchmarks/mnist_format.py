@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mltrain.config import DataConfig
+from mltrain.config import section_config
 from mltrain.data import build_data
 
 MLTRAIN = str(Path(sys.executable).with_name("mltrain"))
@@ -59,7 +59,7 @@ def main() -> None:
         import torchvision.datasets  # noqa: F401  (timed apart: a fixed cost, whatever the set's size)
 
         imported = time.perf_counter()
-        data = build_data(DataConfig(dataset="mnist", root=str(root / "data")), 0, torch.device("cpu"))
+        data = build_data(section_config("data", dataset="mnist", root=str(root / "data")), 0, torch.device("cpu"))
         loaded = time.perf_counter()
         print(f"import torchvision: {imported - started:.2f} s; load (read the IDX files, val split, statistics): "
               f"{loaded - imported:.2f} s for {sum(data.size(split) for split in data.splits):,} images")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, load_weights, run_directory_of, weights_for_eval
-from .config import config_from_dict
+from .config import config_from_dict, updated
 from .devices import pick_device
 from .errors import UserError
 from .metrics import confusion_matrix, per_class_scores
@@ -34,8 +33,8 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
     cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
     device = pick_device("auto")  # wherever it was trained: score it on what this machine has
     if cfg.train.precision == "fp16" and device.type != "cuda":
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="fp32"))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=()))
+        cfg = updated(cfg, {"train.precision": "fp32"})
+    cfg = updated(cfg, {"data.augment": ()})
     prepared = prepare(cfg, device, checkpoint.get("data_state"))
     data, learner = prepared.data, prepared.learner
     if split is None:  # the first the data has: test, else val (a text has no test split)

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 from .data import DataSpec
 from .errors import UserError
-from .registry import HEADS
+from .registry import CLASSIFICATION, HEADS, LOSSES, REGRESSION, Component
+from .schema import NoKeys
 
 
+@HEADS.register("softmax", "multi-class: one logit per class, cross-entropy on logits", NoKeys, tags={CLASSIFICATION})
 class SoftmaxHead:
     """One logit per class (at each target position); cross-entropy over every target."""
 
@@ -43,6 +45,7 @@ class SoftmaxHead:
         return math.log(self.classes)
 
 
+@HEADS.register("sigmoid", "binary or one-vs-rest: BCE-with-logits", NoKeys, tags={CLASSIFICATION})
 class SigmoidHead:
     """Binary (one logit) or one-vs-rest (one logit per class); BCE-with-logits. With a target per
     position only binary: one logit per position."""
@@ -79,6 +82,7 @@ class SigmoidHead:
         return math.log(2.0)
 
 
+@HEADS.register("linear", "regression: raw outputs, mean squared error", NoKeys, tags={REGRESSION})
 class LinearHead:
     """Raw outputs for regression; mean squared error."""
 
@@ -105,4 +109,10 @@ Head = SoftmaxHead | SigmoidHead | LinearHead
 def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0) -> Head:
     """Label smoothing is a softmax-head option; config validation keeps it off the others."""
     options = {"label_smoothing": label_smoothing} if label_smoothing else {}
-    return HEADS[name].load()(spec, **options)
+    return HEADS[name].factory(spec, **options)
+
+
+for _name, _help, _loss in (("cross_entropy", "paired with head: softmax", F.cross_entropy),
+                            ("bce_with_logits", "paired with head: sigmoid", F.binary_cross_entropy_with_logits),
+                            ("mse", "paired with head: linear", F.mse_loss)):
+    LOSSES.add(Component(_name, _help, _loss, NoKeys))

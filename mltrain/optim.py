@@ -6,15 +6,72 @@ Schedules advance once per optimizer step (plateau: once per validation).
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
+from typing import Annotated, Callable
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 from torch.optim import Optimizer, lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
-from .config import OptimizerConfig, SchedulerConfig
-from .registry import OPTIMIZERS, SCHEDULERS
+from .registry import OPTIMIZERS, SCHEDULERS, Component, schema_from_signature
+from .schema import (
+    Fraction, NonNegativeFloat, NonNegativeInt, OptimizerSection, PositiveFloat, PositiveInt, SchedulerSection,
+)
+
+Decay = Annotated[float, Field(gt=0.0, lt=1.0)]  # a multiplier above 0 and below 1
+
+
+class SGDConfig(OptimizerSection):
+    momentum: Fraction = 0.9
+    """fraction of the previous update added to this one"""
+    nesterov: bool = False
+    """Nesterov momentum"""
+
+
+class AdamConfig(OptimizerSection):
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    """decay rates of the first and second moment estimates"""
+    eps: PositiveFloat = 1e-8
+    """added to the denominator for stability"""
+
+
+class RMSpropConfig(OptimizerSection):
+    momentum: Fraction = 0.9
+    """fraction of the previous update added to this one"""
+    eps: PositiveFloat = 1e-8
+    """added to the denominator for stability"""
+
+
+for _name, _help, _class, _schema in (
+    ("sgd", "stochastic gradient descent with momentum", torch.optim.SGD, SGDConfig),
+    ("adam", "Adam", torch.optim.Adam, AdamConfig),
+    ("adamw", "Adam with decoupled weight decay", torch.optim.AdamW, AdamConfig),
+    ("rmsprop", "RMSprop", torch.optim.RMSprop, RMSpropConfig),
+):
+    OPTIMIZERS.add(Component(_name, _help, _class, _schema))
+
+
+def _adopt_optimizer(name: str, factory: Callable, origin: str) -> Component:
+    """Any torch-style optimizer class: `factory(param_groups, lr=..., **keys)`."""
+    return Component(name, f"your optimizer ({origin})", factory,
+                     schema_from_signature(factory, OptimizerSection, ("params",), name), origin=origin)
+
+
+def _adopt_scheduler(name: str, factory: Callable, origin: str) -> Component:
+    """Any torch-style scheduler class: `factory(optimizer, **keys)`, stepped once per optimizer step
+    (ReduceLROnPlateau: once per validation, with train.monitor)."""
+    def build(optimizer: Optimizer, total_steps: int, mode: str, **keys) -> LRScheduler:
+        return factory(optimizer, **keys)
+    return Component(name, f"your scheduler ({origin})", build,
+                     schema_from_signature(factory, SchedulerSection, ("optimizer", "last_epoch", "verbose"), name),
+                     origin=origin)
+
+
+OPTIMIZERS.accept_user_components(_adopt_optimizer)
+SCHEDULERS.accept_user_components(_adopt_scheduler)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -27,39 +84,91 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The named torch optimizer; its fused kernel where torch offers one for the model's device
-    (adam, adamw, sgd on CPU and CUDA: about 25 % less time per step for a small MLP on the CPU)."""
-    entry = OPTIMIZERS[cfg.name]
-    options = {name: getattr(cfg, name) for name in entry.params}
-    optimizer_class = entry.load()
+def build_optimizer(cfg: OptimizerSection, model: nn.Module) -> torch.optim.Optimizer:
+    """The named torch optimizer; a built-in one gets its fused kernel where torch offers one for
+    the model's device (adam, adamw, sgd on CPU and CUDA: about 25 % less time per step for a
+    small MLP on the CPU)."""
+    component = OPTIMIZERS[cfg.name]
+    options = cfg.own_values()
     device = next(model.parameters()).device
-    if "fused" in inspect.signature(optimizer_class).parameters and device.type in ("cpu", "cuda"):
+    if component.origin == "built-in" and "fused" in inspect.signature(component.factory).parameters \
+            and device.type in ("cpu", "cuda"):
         options["fused"] = True
-    return optimizer_class(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, **options)
+    return component.factory(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, **options)
 
 
+class StepConfig(SchedulerSection):
+    step_size: PositiveInt = 1000
+    """optimizer steps between drops"""
+    gamma: Decay = 0.1
+    """lr multiplier at each drop"""
+
+
+class MultiStepConfig(SchedulerSection):
+    milestones: tuple[PositiveInt, ...] = (1000,)
+    """optimizer steps (after warmup) at which the lr drops, increasing"""
+    gamma: Decay = 0.1
+    """lr multiplier at each drop"""
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: tuple[int, ...]) -> tuple[int, ...]:
+        if list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"{list(milestones)} must be increasing step numbers of at least 1")
+        return milestones
+
+
+class ExponentialConfig(SchedulerSection):
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.999
+    """lr multiplier per optimizer step"""
+
+
+class CosineConfig(SchedulerSection):
+    min_lr: NonNegativeFloat = 0.0
+    """the lr reached at the last step"""
+
+
+class OneCycleConfig(SchedulerSection):
+    pct_start: Decay = 0.3
+    """fraction of the steps spent rising to lr"""
+
+
+class PlateauConfig(SchedulerSection):
+    gamma: Decay = 0.1
+    """lr multiplier at each drop"""
+    patience: NonNegativeInt = 2
+    """validations without improvement of train.monitor before a drop"""
+
+
+@SCHEDULERS.register("constant", "the optimizer's lr throughout (after warmup)", SchedulerSection)
 def constant(optimizer: Optimizer, total_steps: int, mode: str) -> LRScheduler:
     return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+@SCHEDULERS.register("step", "multiply the lr by gamma every step_size steps", StepConfig)
 def step(optimizer: Optimizer, total_steps: int, mode: str, step_size: int, gamma: float) -> LRScheduler:
     return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
+@SCHEDULERS.register("multistep", "multiply the lr by gamma at each of the milestones (steps)",
+                    MultiStepConfig)
 def multistep(optimizer: Optimizer, total_steps: int, mode: str, milestones: tuple[int, ...],
               gamma: float) -> LRScheduler:
     return lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
 
 
+@SCHEDULERS.register("exponential", "multiply the lr by decay after every step", ExponentialConfig)
 def exponential(optimizer: Optimizer, total_steps: int, mode: str, decay: float) -> LRScheduler:
     return lr_scheduler.ExponentialLR(optimizer, gamma=decay)
 
 
+@SCHEDULERS.register("cosine", "cosine decay from lr to min_lr over the run", CosineConfig)
 def cosine(optimizer: Optimizer, total_steps: int, mode: str, min_lr: float) -> LRScheduler:
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=min_lr)
 
 
+@SCHEDULERS.register("onecycle", "rise from lr/25 to lr over pct_start of the run, then anneal (cosine) "
+                    "to lr/2.5e5", OneCycleConfig)
 def onecycle(optimizer: Optimizer, total_steps: int, mode: str, pct_start: float) -> LRScheduler:
     max_lr = [group["lr"] for group in optimizer.param_groups]
     # One more step than the run takes: torch raises if stepped past total_steps.
@@ -67,6 +176,8 @@ def onecycle(optimizer: Optimizer, total_steps: int, mode: str, pct_start: float
                                    anneal_strategy="cos", cycle_momentum=False)
 
 
+@SCHEDULERS.register("plateau", "multiply the lr by gamma when train.monitor stops improving for "
+                    "patience validations", PlateauConfig)
 def plateau(optimizer: Optimizer, total_steps: int, mode: str, gamma: float, patience: int) -> LRScheduler:
     return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=gamma, patience=patience)
 
@@ -78,14 +189,12 @@ class LRSchedule:
     to a plateau scheduler, the one kind that steps on validations instead of steps.
     """
 
-    def __init__(self, cfg: SchedulerConfig, optimizer: Optimizer, total_steps: int, monitor_mode: str):
+    def __init__(self, cfg: SchedulerSection, optimizer: Optimizer, total_steps: int, monitor_mode: str):
         self.optimizer = optimizer
         self.warmup_steps = cfg.warmup_steps
         self.steps = 0
-        entry = SCHEDULERS[cfg.name]
-        options = {name: getattr(cfg, name) for name in entry.params}
-        self.main = entry.load()(optimizer, total_steps=max(1, total_steps - cfg.warmup_steps),
-                                 mode=monitor_mode, **options)
+        self.main = SCHEDULERS[cfg.name].factory(optimizer, total_steps=max(1, total_steps - cfg.warmup_steps),
+                                                 mode=monitor_mode, **cfg.own_values())
         self.on_plateau = isinstance(self.main, lr_scheduler.ReduceLROnPlateau)
         # Built after the main scheduler so that its lr (base / warmup_steps) is the one in force.
         self.warmup = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / cfg.warmup_steps, end_factor=1.0,
@@ -118,7 +227,7 @@ class LRSchedule:
         for group, lr in zip(self.optimizer.param_groups, self._first_lrs):
             group["lr"] = lr  # the schedulers' formulas continue from the group's current lr
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             for _ in range(state["steps"]):
                 self.after_step()
         if self.on_plateau:

@@ -1,52 +1,216 @@
-"""Name -> component tables. Each entry names the config keys it takes and where its factory
-lives, so validation, `mltrain list` and building share one source without importing torch."""
+"""Name -> component tables. A component is registered where it is defined, with its name, help,
+tags and the typed schema of its config keys; validation, `mltrain list` and building all read
+from that one entry.
+
+A config may also name a component the user brings: an import path `package.module:callable`,
+or the name of an installed plugin's entry point (`mltrain.architectures`, `mltrain.datasets`).
+Its keyword arguments become its config keys (see `schema_from_signature`). Nothing is imported
+that the config, or `mltrain list`, did not ask for.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
+import typing
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Callable
+
+from .errors import UserError
+
+
+# Names other tools use for our keys, so that `learning_rate` suggests `lr`.
+SYNONYMS = {
+    "learning_rate": "lr", "lr_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs",
+    "bs": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "hidden_sizes": "hidden",
+    "hidden_dims": "hidden", "hidden_layers": "hidden", "optim": "optimizer", "lr_scheduler": "scheduler",
+    "schedule": "scheduler", "architecture": "arch", "model_type": "arch", "act": "activation",
+    "activation_fn": "activation", "gradient_clip_val": "grad_clip", "clip_grad_norm": "grad_clip",
+    "max_grad_norm": "grad_clip", "accumulate_grad_batches": "accumulate",
+    "gradient_accumulation_steps": "accumulate", "mixed_precision": "precision", "num_workers": "workers",
+    "warmup": "warmup_steps", "dropout_rate": "dropout", "num_heads": "heads", "n_head": "heads",
+    "n_layer": "layers", "num_layers": "layers", "n_embd": "d_model", "hidden_dim": "hidden_size",
+}
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
+    synonym = SYNONYMS.get(word.lower())
+    if synonym in choices:
+        return f"did you mean '{synonym}'? "
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'? " if close else ""
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    help: str
-    factory: str = ""  # "module:attribute", imported only when built
-    params: tuple[str, ...] = ()  # config keys of its section that it takes
-    tags: frozenset[str] = field(default_factory=frozenset)  # e.g. data kinds an arch accepts
+def is_import_path(name: str) -> bool:
+    return ":" in name
 
-    def load(self) -> Callable[..., Any]:
-        module, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module), attr)
+
+@dataclass(frozen=True)
+class Component:
+    name: str  # what a config writes: a short name, or the import path itself
+    help: str
+    factory: Callable[..., Any]
+    schema: type  # the pydantic section class of its keys (the section's shared keys included)
+    tags: frozenset[str] = field(default_factory=frozenset)  # e.g. the sample kinds an arch reads
+    origin: str = "built-in"  # built-in | entry point of <distribution> | import path
+
+    @property
+    def keys(self) -> list[str]:
+        """Its own keys, without the ones every component of its section shares."""
+        return self.schema.own_keys() if self.schema is not None else []
 
 
 class Registry:
-    def __init__(self, kind: str, entries: list[Entry]):
+    """One kind of component. Built-ins register themselves when their modules are imported;
+    the registry imports those modules on first use."""
+
+    def __init__(self, kind: str, modules: tuple[str, ...], section: str | None = None,
+                 entry_point_group: str | None = None):
         self.kind = kind
-        self._entries = {entry.name: entry for entry in entries}
+        self.section = section  # the dotted config section its components' keys live in
+        self.entry_point_group = entry_point_group
+        self._modules = modules
+        self._builtins: dict[str, Component] = {}
+        self._adopted: dict[str, Component] = {}  # import paths and entry points, once resolved
+        self._bring_your_own: Callable[[str, Callable, str], Component] | None = None
+        self._loaded = False
+
+    def accept_user_components(self, adopt: Callable[[str, Callable, str], Component]) -> None:
+        """Let configs name import paths and plugins of this kind; `adopt(name, callable, origin)`
+        turns a user's callable into a component (its schema and factory)."""
+        self._bring_your_own = adopt
+
+    def register(self, name: str, help: str, schema: type | None = None,
+                 tags: frozenset[str] | set[str] = frozenset()) -> Callable[[Callable], Callable]:
+        """Decorator: `@ARCHITECTURES.register("mlp", "...", MLPConfig, tags={IMAGE})`."""
+        def add(factory: Callable) -> Callable:
+            self.add(Component(name, help, factory, schema, frozenset(tags)))
+            return factory
+        return add
+
+    def add(self, component: Component) -> None:
+        self._builtins[component.name] = component
+
+    def _load_builtins(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._modules:
+                importlib.import_module(module)
 
     def names(self) -> list[str]:
-        return list(self._entries)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        self._load_builtins()
+        return list(self._builtins)
 
     def __iter__(self):
-        return iter(self._entries.values())
+        self._load_builtins()
+        return iter(list(self._builtins.values()))
+
+    def __contains__(self, name: str) -> bool:
+        self._load_builtins()
+        return name in self._builtins
+
+    def __getitem__(self, name: str) -> Component:
+        return self.get(name)
 
     def unknown_message(self, name: object) -> str:
-        return (f"unknown {self.kind} '{name}', {did_you_mean(str(name), self.names())}"
-                f"choose from: {', '.join(self.names())}")
+        names = self.names() + self.plugin_names()
+        return (f"unknown {self.kind} '{name}', {did_you_mean(str(name), names)}choose from: {', '.join(names)}"
+                + (", or an import path package.module:callable" if self._bring_your_own else ""))
 
-    def __getitem__(self, name: str) -> Entry:
-        return self._entries[name]
+    def get(self, name: str) -> Component:
+        """A built-in, an installed plugin's entry point, or an import path. UserError naming what
+        to do when none of them resolves."""
+        self._load_builtins()
+        if name in self._builtins:
+            return self._builtins[name]
+        if name in self._adopted:
+            return self._adopted[name]
+        if self._bring_your_own is not None:
+            if is_import_path(name):
+                component = self._bring_your_own(name, import_callable(name, self.kind), "import path")
+                self._adopted[name] = component
+                return component
+            plugin = self._entry_point(name)
+            if plugin is not None:
+                try:
+                    target = plugin.load()
+                except Exception as error:  # a broken plugin must not look like a typo
+                    raise UserError(f"{self.kind} '{name}': its plugin ({plugin.value}) failed to import: "
+                                    f"{type(error).__name__}: {error}; reinstall or fix that package") from None
+                origin = f"entry point of {plugin.dist.name}" if plugin.dist else "entry point"
+                component = self._bring_your_own(name, target, origin)
+                self._adopted[name] = component
+                return component
+        raise UserError(self.unknown_message(name))
+
+    def _entry_point(self, name: str):
+        if self.entry_point_group is None:
+            return None
+        matches = entry_points(group=self.entry_point_group, name=name)
+        return next(iter(matches), None)
+
+    def plugin_names(self) -> list[str]:
+        """Installed plugins' names, read from package metadata (nothing is imported)."""
+        if self.entry_point_group is None:
+            return []
+        return sorted({point.name for point in entry_points(group=self.entry_point_group)} - set(self._builtins))
+
+    def plugins(self) -> list[Component]:
+        """Every installed plugin, imported (for `mltrain list`)."""
+        return [self.get(name) for name in self.plugin_names()]
+
+
+def import_callable(path: str, kind: str) -> Callable:
+    """`package.module:attribute` -> the attribute, or a UserError saying what is wrong with it."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise UserError(f"{kind} '{path}': an import path is package.module:callable, e.g. my_pkg.nets:TinyNet")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(f"{kind} '{path}': cannot import module '{module_name}' ({error}); check the spelling, "
+                        "and that its package is installed or its directory is on PYTHONPATH") from None
+    except Exception as error:
+        raise UserError(f"{kind} '{path}': importing module '{module_name}' failed: "
+                        f"{type(error).__name__}: {error}") from None
+    target = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            public = [name for name in dir(module) if not name.startswith("_")]
+            raise UserError(f"{kind} '{path}': module '{module_name}' has no '{attribute}'; "
+                            f"{did_you_mean(attribute, public)}check the name after the colon")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UserError(f"{kind} '{path}': '{attribute}' is not callable; name a class or a function")
+    return target
+
+
+def schema_from_signature(target: Callable, base: type, skip: tuple[str, ...], name: str) -> type:
+    """A section schema whose keys are the keyword arguments of `target`: typed by their hints
+    (or by their default's type), required when they have no default. The arguments mltrain
+    passes itself (`skip`) and the section's shared keys are left out."""
+    from pydantic import ConfigDict, create_model
+
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: take the defaults' types instead
+        hints = {}
+    fields: dict[str, Any] = {}
+    for parameter in inspect.signature(target).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or parameter.name in skip \
+                or parameter.name in base.model_fields or parameter.name == "self":
+            continue
+        default = parameter.default
+        hint = hints.get(parameter.name)
+        if hint is None:
+            hint = type(default) if default not in (inspect.Parameter.empty, None) else Any
+        fields[parameter.name] = (hint, ... if default is inspect.Parameter.empty else default)
+    # Hints may name classes pydantic has no schema for (torch.Tensor in torch's optimizers).
+    lenient = type(f"{base.__name__}Lenient", (base,), {"model_config": ConfigDict(arbitrary_types_allowed=True)})
+    return create_model(name, __base__=lenient, **fields)
 
 
 # Tags. Datasets carry the kind of sample they yield and the tasks their targets allow;
@@ -58,140 +222,20 @@ TOKENS = "tokens"  # (L,) integer token ids, e.g. characters of a text
 CLASSIFICATION, REGRESSION = "classification", "regression"
 TASKS = frozenset({CLASSIFICATION, REGRESSION})
 
-_VISION_PARAMS = ("root", "download", "augment")
-
-DATASETS = Registry("dataset", [
-    Entry("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
-          "mltrain.data.builtin:digits", (), frozenset({IMAGE, CLASSIFICATION})),
-    Entry("spirals", "2-D points on N interleaved spiral arms, generated with the seed",
-          "mltrain.data.builtin:spirals", ("classes", "points", "noise"), frozenset({VECTOR, CLASSIFICATION})),
-    Entry("parity", "bit strings (L,), label: odd number of ones; generated with the seed",
-          "mltrain.data.sequences:parity", ("length", "samples"), frozenset({SEQUENCE, CLASSIFICATION})),
-    Entry("adding", "the adding problem: steps (L, 2) of (value, marker), target: sum of the 2 marked "
-          "values (regression); generated with the seed",
-          "mltrain.data.sequences:adding", ("length", "samples"), frozenset({SEQUENCE, REGRESSION})),
-    Entry("sorting", "L one-hot digits (L, vocab_size), targets (L,): the digits sorted, a class per "
-          "position; generated with the seed",
-          "mltrain.data.sequences:sorting", ("length", "samples", "vocab_size"),
-          frozenset({SEQUENCE, CLASSIFICATION})),
-    Entry("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
-          "the next character at each position",
-          "mltrain.data.text:text", ("path", "block_size", "windows"), frozenset({TOKENS, CLASSIFICATION})),
-    *(Entry(name, f"torchvision's {title}: {what}, a train and a test split; files under data.root",
-            f"mltrain.data.vision:{name}", _VISION_PARAMS, frozenset({IMAGE, CLASSIFICATION}))
-      for name, title, what in (
-          ("mnist", "MNIST", "70,000 28x28 grey handwritten digits (1, 28, 28), 10 classes"),
-          ("fashion_mnist", "FashionMNIST", "70,000 28x28 grey clothing images (1, 28, 28), 10 classes"),
-          ("kmnist", "KMNIST", "70,000 28x28 grey cursive Japanese characters (1, 28, 28), 10 classes"),
-          ("cifar10", "CIFAR-10", "60,000 32x32 colour images (3, 32, 32), 10 classes"),
-          ("cifar100", "CIFAR-100", "60,000 32x32 colour images (3, 32, 32), 100 classes"),
-          ("svhn", "SVHN", "99,289 32x32 colour house-number digits (3, 32, 32), 10 classes; needs scipy"),
-      )),
-    Entry("image_folder", "your images: data.root/<class>/*.png|jpg|jpeg|bmp|webp (or data.root/train|val|test/"
-          "<class>/...), resized to data.image_size, kept in memory up to data.max_memory_mb, else streamed",
-          "mltrain.data.image_folder:image_folder",
-          ("root", "image_size", "test_split", "max_memory_mb", "workers", "augment"),
-          frozenset({IMAGE, CLASSIFICATION})),
-    Entry("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
-          "text columns one-hot, numbers standardised",
-          "mltrain.data.tabular:csv", ("path", "target", "features", "task", "test_split"),
-          frozenset({VECTOR, CLASSIFICATION, REGRESSION})),
-    Entry("npz", "a NumPy .npz file (data.path) with x_train, y_train and optionally x_val, y_val, x_test, y_test",
-          "mltrain.data.arrays:npz", ("path", "task", "test_split"),
-          frozenset({IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})),
-])
-
-AUGMENTATIONS = Registry("augmentation", [
-    Entry("crop", "pad by `padding` pixels, then crop back to size at a random place",
-          "mltrain.data.augment:crop", ("padding",)),
-    Entry("flip", "mirror left-right, half of the images", "mltrain.data.augment:flip"),
-    Entry("translate", "shift by up to `pixels` whole pixels along each axis",
-          "mltrain.data.augment:translate", ("pixels",)),
-    Entry("rotate", "rotate by up to `degrees` degrees either way", "mltrain.data.augment:rotate", ("degrees",)),
-    Entry("cutout", "zero a `size` x `size` square at a random place", "mltrain.data.augment:cutout", ("size",)),
-    Entry("noise", "add Gaussian noise of std `std` to the (normalised) input", "mltrain.data.augment:noise",
-          ("std",)),
-])
-
-_RECURRENT_PARAMS = ("hidden_size", "layers", "bidirectional", "dropout", "readout")
-
-ARCHITECTURES = Registry("architecture", [
-    Entry("mlp", "multi-layer perceptron; flattens any sample",
-          "mltrain.models.mlp:MLP", ("hidden", "activation", "norm", "dropout"),
-          frozenset({IMAGE, VECTOR, SEQUENCE})),
-    Entry("cnn", "convolutional network: Conv1d on (L,) or (C, L) signals, Conv2d on (C, H, W) images; "
-          "global average pool, so any size fits",
-          "mltrain.models.cnn:CNN",
-          ("channels", "kernel_size", "stride", "padding", "pool", "norm", "activation", "dropout"),
-          frozenset({IMAGE, SEQUENCE})),
-    Entry("resnet18", "torchvision's ResNet-18, untrained; small_input: CIFAR-style stem for small images",
-          "mltrain.models.resnet:resnet18", ("small_input", "activation"), frozenset({IMAGE})),
-    Entry("resnet34", "torchvision's ResNet-34, untrained; small_input: CIFAR-style stem for small images",
-          "mltrain.models.resnet:resnet34", ("small_input", "activation"), frozenset({IMAGE})),
-    Entry("rnn", "Elman RNN (tanh) over sequence steps or image rows",
-          "mltrain.models.recurrent:RNN", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
-    Entry("lstm", "LSTM over sequence steps or image rows",
-          "mltrain.models.recurrent:LSTM", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
-    Entry("gru", "GRU over sequence steps or image rows",
-          "mltrain.models.recurrent:GRU", _RECURRENT_PARAMS, frozenset({SEQUENCE, IMAGE})),
-    Entry("transformer", "pre-norm transformer encoder classifier over sequence steps, image rows "
-          "or image patches",
-          "mltrain.models.transformer:Transformer",
-          ("d_model", "heads", "layers", "mlp_ratio", "patch_size", "positions", "pooling", "activation",
-           "dropout"),
-          frozenset({SEQUENCE, IMAGE})),
-    Entry("gpt", "decoder-only causal transformer language model over tokens (nanoGPT-style)",
-          "mltrain.models.gpt:GPT", ("d_model", "heads", "layers", "mlp_ratio", "dropout", "activation"),
-          frozenset({TOKENS})),
-])
-
-ACTIVATIONS = Registry("activation", [
-    Entry("relu", "max(0, x)", "torch.nn:ReLU"),
-    Entry("gelu", "Gaussian error linear unit", "torch.nn:GELU"),
-    Entry("tanh", "hyperbolic tangent", "torch.nn:Tanh"),
-    Entry("sigmoid", "logistic function", "torch.nn:Sigmoid"),
-    Entry("silu", "x * sigmoid(x), a.k.a. swish", "torch.nn:SiLU"),
-    Entry("leaky_relu", "max(0.01 x, x)", "torch.nn:LeakyReLU"),
-    Entry("elu", "exponential linear unit", "torch.nn:ELU"),
-])
-
-HEADS = Registry("head", [
-    Entry("softmax", "multi-class: one logit per class, cross-entropy on logits",
-          "mltrain.heads:SoftmaxHead", tags=frozenset({CLASSIFICATION})),
-    Entry("sigmoid", "binary or one-vs-rest: BCE-with-logits",
-          "mltrain.heads:SigmoidHead", tags=frozenset({CLASSIFICATION})),
-    Entry("linear", "regression: raw outputs, mean squared error",
-          "mltrain.heads:LinearHead", tags=frozenset({REGRESSION})),
-])
-
-OPTIMIZERS = Registry("optimizer", [
-    Entry("sgd", "stochastic gradient descent with momentum", "torch.optim:SGD",
-          ("momentum", "nesterov")),
-    Entry("adam", "Adam", "torch.optim:Adam", ("betas", "eps")),
-    Entry("adamw", "Adam with decoupled weight decay", "torch.optim:AdamW", ("betas", "eps")),
-    Entry("rmsprop", "RMSprop", "torch.optim:RMSprop", ("momentum", "eps")),
-])
-
-SCHEDULERS = Registry("scheduler", [
-    Entry("constant", "the optimizer's lr throughout (after warmup)", "mltrain.optim:constant"),
-    Entry("step", "multiply the lr by gamma every step_size steps", "mltrain.optim:step", ("step_size", "gamma")),
-    Entry("multistep", "multiply the lr by gamma at each of the milestones (steps)", "mltrain.optim:multistep",
-          ("milestones", "gamma")),
-    Entry("exponential", "multiply the lr by decay after every step", "mltrain.optim:exponential", ("decay",)),
-    Entry("cosine", "cosine decay from lr to min_lr over the run", "mltrain.optim:cosine",
-          ("min_lr",)),
-    Entry("onecycle", "rise from lr/25 to lr over pct_start of the run, then anneal (cosine) to lr/2.5e5",
-          "mltrain.optim:onecycle", ("pct_start",)),
-    Entry("plateau", "multiply the lr by gamma when train.monitor stops improving for patience validations",
-          "mltrain.optim:plateau", ("gamma", "patience")),
-])
-
-LOSSES = Registry("loss", [
-    Entry("cross_entropy", "paired with head: softmax", "torch.nn.functional:cross_entropy"),
-    Entry("bce_with_logits", "paired with head: sigmoid",
-          "torch.nn.functional:binary_cross_entropy_with_logits"),
-    Entry("mse", "paired with head: linear", "torch.nn.functional:mse_loss"),
-])
+DATASETS = Registry("dataset", ("mltrain.data.builtin", "mltrain.data.sequences", "mltrain.data.text",
+                                "mltrain.data.vision", "mltrain.data.image_folder", "mltrain.data.tabular",
+                                "mltrain.data.arrays", "mltrain.data.user"),
+                    section="data", entry_point_group="mltrain.datasets")
+AUGMENTATIONS = Registry("augmentation", ("mltrain.data.augment",), section="data.augment")
+ARCHITECTURES = Registry("architecture", ("mltrain.models.mlp", "mltrain.models.cnn", "mltrain.models.resnet",
+                                          "mltrain.models.recurrent", "mltrain.models.transformer",
+                                          "mltrain.models.gpt"),
+                         section="model", entry_point_group="mltrain.architectures")
+ACTIVATIONS = Registry("activation", ("mltrain.models.layers",))
+HEADS = Registry("head", ("mltrain.heads",))
+OPTIMIZERS = Registry("optimizer", ("mltrain.optim",), section="optimizer")
+SCHEDULERS = Registry("scheduler", ("mltrain.optim",), section="scheduler")
+LOSSES = Registry("loss", ("mltrain.heads",))
 
 REGISTRIES = {
     "architectures": ARCHITECTURES,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from formats import source_config, write_mnist
-from mltrain.config import AugmentConfig, DataConfig, load_config
+from mltrain.config import load_config, section_config
 from mltrain.data import build_data
 from mltrain.data.augment import crop, cutout, flip, noise, rotate, translate
 from mltrain.data.dataset import batches
@@ -58,9 +58,9 @@ def test_cutout_zeroes_at_most_a_square_and_noise_has_its_std():
 
 def test_training_batches_are_augmented_and_evaluation_batches_are_not(tmp_path):
     write_mnist(tmp_path)
-    plain = DataConfig(dataset="mnist", root=str(tmp_path))
-    augmented = DataConfig(dataset="mnist", root=str(tmp_path), augment=(AugmentConfig("crop", padding=3),
-                                                                         AugmentConfig("flip")))
+    plain = section_config("data", dataset="mnist", root=str(tmp_path))
+    augmented = section_config("data", dataset="mnist", root=str(tmp_path), augment=[{"name": "crop", "padding": 3},
+                                                                                   {"name": "flip"}])
     a, b = build_data(plain, 0, CPU), build_data(augmented, 0, CPU)
     (xa, ya), (xb, yb) = a.splits["train"], b.splits["train"]
     order = torch.arange(len(ya))
@@ -96,11 +96,11 @@ def test_augment_is_validated_with_the_config(tmp_path):
     message = config_error(tmp_path, {"dataset": "mnist", "augment": "[{name: flip, padding: 2}]"})
     assert "augmentation 'flip' does not take this key" in message
     message = config_error(tmp_path, {"dataset": "mnist", "augment": "[{name: crop, padding: 0}]"})
-    assert "data.augment.padding" in message and "at least 1" in message
+    assert "data.augment[0].padding" in message and "at least 1" in message
     message = config_error(tmp_path, {"dataset": "spirals", "augment": "[{name: flip}]"})
     assert "dataset 'spirals' does not take this key" in message
     cfg = load_config(tmp_path / "c.yaml", ["data.dataset=cifar10", "data.augment=[{name: rotate}]"])
-    assert cfg.data.augment == (AugmentConfig("rotate"),)
+    assert [(item.name, item.degrees) for item in cfg.data.augment] == [("rotate", 10.0)]
 
 
 def test_augment_list_is_the_same_after_a_dump(tmp_path):

@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import precision_recall_fscore_support
 
-from mltrain.config import DataConfig
+from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.data.dataset import batches, epoch_order
 from mltrain.metrics import Accumulator, confusion_matrix, per_class_scores
@@ -13,8 +13,8 @@ CPU = torch.device("cpu")
 
 
 def test_digits_shapes_and_a_fixed_stratified_test_split():
-    first = build_data(DataConfig(dataset="digits"), seed=0, device=CPU)
-    other_seed = build_data(DataConfig(dataset="digits"), seed=5, device=CPU)
+    first = build_data(section_config("data", dataset="digits"), seed=0, device=CPU)
+    other_seed = build_data(section_config("data", dataset="digits"), seed=5, device=CPU)
     x, y = first.splits["train"]
     assert x.shape[1:] == (1, 8, 8) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert sum(first.size(split) for split in first.splits) == 1797
@@ -26,7 +26,7 @@ def test_digits_shapes_and_a_fixed_stratified_test_split():
 
 
 def test_spirals_are_seeded_and_sized():
-    cfg = DataConfig(dataset="spirals", classes=4, points=50, val_split=0.2)
+    cfg = section_config("data", dataset="spirals", classes=4, points=50, val_split=0.2)
     a, b = (build_data(cfg, seed=1, device=CPU) for _ in range(2))
     c = build_data(cfg, seed=2, device=CPU)
     assert torch.equal(a.splits["train"][0], b.splits["train"][0])
@@ -36,7 +36,7 @@ def test_spirals_are_seeded_and_sized():
 
 
 def test_no_val_split_when_val_split_is_zero():
-    data = build_data(DataConfig(dataset="spirals", val_split=0.0, points=20), seed=0, device=CPU)
+    data = build_data(section_config("data", dataset="spirals", val_split=0.0, points=20), seed=0, device=CPU)
     assert set(data.splits) == {"train", "test"}
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import only_run
 from formats import source_config as write_config
 from formats import write_cifar10, write_cifar100, write_mnist, write_svhn
-from mltrain.config import DataConfig
+from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.data.inputs import Inputs
 
@@ -63,7 +63,7 @@ def test_mnist_from_gzipped_idx_files_trains_and_evaluates(cli, tmp_path):
 
 def test_mnist_is_stored_as_uint8_and_normalised_per_batch(tmp_path):
     write_mnist(tmp_path, "FashionMNIST")
-    data = build_data(DataConfig(dataset="fashion_mnist", root=str(tmp_path), val_split=0.25), 0, CPU)
+    data = build_data(section_config("data", dataset="fashion_mnist", root=str(tmp_path), val_split=0.25), 0, CPU)
     x, y = data.splits["train"]
     assert isinstance(x, Inputs) and x.stored.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
     assert data.size("train") == 90 and data.size("val") == 30 and data.size("test") == 40
@@ -78,11 +78,11 @@ def test_mnist_is_stored_as_uint8_and_normalised_per_batch(tmp_path):
 def test_cifar10_and_cifar100_pickled_batches(tmp_path, ignore_md5):
     write_cifar10(tmp_path)
     write_cifar100(tmp_path)
-    ten = build_data(DataConfig(dataset="cifar10", root=str(tmp_path), val_split=0.1), 0, CPU)
+    ten = build_data(section_config("data", dataset="cifar10", root=str(tmp_path), val_split=0.1), 0, CPU)
     assert ten.spec.sample_shape == (3, 32, 32) and ten.spec.class_names[-1] == "truck"
     assert ten.size("train") + ten.size("val") == 100 and ten.size("test") == 20
     assert len(ten.state["mean"]) == 3
-    hundred = build_data(DataConfig(dataset="cifar100", root=str(tmp_path), val_split=0.0), 0, CPU)
+    hundred = build_data(section_config("data", dataset="cifar100", root=str(tmp_path), val_split=0.0), 0, CPU)
     assert hundred.spec.num_classes == 100 and set(hundred.splits) == {"train", "test"}
     assert "100 classes, from 2 (class0) to 2 (class0) per class" in hundred.describe()
 
@@ -98,7 +98,7 @@ def test_cifar10_trains_with_augmentation(cli, tmp_path, ignore_md5):
 def test_svhn_mat_files(tmp_path, ignore_md5):
     pytest.importorskip("scipy")
     write_svhn(tmp_path)
-    data = build_data(DataConfig(dataset="svhn", root=str(tmp_path), val_split=0.0), 0, CPU)
+    data = build_data(section_config("data", dataset="svhn", root=str(tmp_path), val_split=0.0), 0, CPU)
     assert data.spec.sample_shape == (3, 32, 32) and data.size("train") == 60
     assert sorted(set(data.splits["train"][1].tolist())) == list(range(10))  # label 10 read as digit 0
 
@@ -148,7 +148,7 @@ def test_image_folder_of_pngs_and_jpegs_trains(cli, tmp_path):
     run = fit_ok(cli, config)
     state = torch.load(run / "checkpoints/last.pt", weights_only=True)["data_state"]
     assert state["classes"] == ["cat", "dog"]
-    data = build_data(DataConfig(dataset="image_folder", root=str(tmp_path / "pets"), image_size=8), 0, CPU)
+    data = build_data(section_config("data", dataset="image_folder", root=str(tmp_path / "pets"), image_size=8), 0, CPU)
     assert data.spec.sample_shape == (3, 8, 8) and data.size("test") == 4
 
 
@@ -156,7 +156,7 @@ def test_image_folder_with_split_folders(tmp_path):
     for split, count in (("train", 8), ("val", 2), ("test", 3)):
         for shade, name in ((0, "a"), (255, "b")):
             write_images(tmp_path / split / name, count, channels=1, shade=shade)
-    data = build_data(DataConfig(dataset="image_folder", root=str(tmp_path), image_size=6), 0, CPU)
+    data = build_data(section_config("data", dataset="image_folder", root=str(tmp_path), image_size=6), 0, CPU)
     assert {name: data.size(name) for name in data.splits} == {"train": 16, "val": 4, "test": 6}
     assert data.spec.sample_shape == (1, 6, 6) and data.spec.class_names == ("a", "b")
 
@@ -169,7 +169,7 @@ def test_a_folder_above_max_memory_streams_from_disk_and_trains_alike(tmp_path):
         write_images(tmp_path / "images" / name, 12, shade=shade)
     common = {"dataset": "image_folder", "root": "images", "image_size": 8, "batch_size": 4,
               "augment": [{"name": "flip"}, {"name": "noise", "std": 0.1}]}
-    streamed = build_data(DataConfig(dataset="image_folder", root=str(tmp_path / "images"), image_size=8,
+    streamed = build_data(section_config("data", dataset="image_folder", root=str(tmp_path / "images"), image_size=8,
                                      max_memory_mb=0, workers=2), 0, CPU)
     assert isinstance(streamed.splits["train"][0], StreamedImages)
     results = [mltrain.fit(write_config(tmp_path, {**common, **extra}, name=name, train={"epochs": 2}))
@@ -227,7 +227,7 @@ def test_csv_classification_with_categorical_columns(cli, tmp_path):
     assert [column["name"] for column in state["columns"]] == ["size", "colour", "weight"]
     assert state["columns"][1]["categories"] == ["blue", "green", "red"]
     assert cli("eval", run, "--split", "val").exit_code == 0
-    data = build_data(DataConfig(dataset="csv", path=str(tmp_path / "table.csv"), target="kind",
+    data = build_data(section_config("data", dataset="csv", path=str(tmp_path / "table.csv"), target="kind",
                                  task="classification", limit=10), 0, CPU)
     assert data.spec.sample_shape == (5,) and data.size("train") == 10  # 2 numbers + 3 one-hot colours
     x = data.splits["train"][0]
@@ -270,7 +270,7 @@ def test_npz_with_its_own_test_split_trains(cli, tmp_path):
     config = write_config(tmp_path, {"dataset": "npz", "path": "arrays.npz", "val_split": 0.25},
                           train=FEW_STEPS)
     fit_ok(cli, config)
-    data = build_data(DataConfig(dataset="npz", path=str(tmp_path / "arrays.npz"), task="classification",
+    data = build_data(section_config("data", dataset="npz", path=str(tmp_path / "arrays.npz"), task="classification",
                                  val_split=0.25), 0, CPU)
     assert {name: data.size(name) for name in data.splits} == {"train": 60, "val": 20, "test": 8}
     assert data.spec.num_classes == 4

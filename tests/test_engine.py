@@ -7,7 +7,7 @@ import torch
 
 import mltrain
 from conftest import read_jsonl, write_config
-from mltrain.config import SchedulerConfig
+from mltrain.config import section_config
 from mltrain.heads import SoftmaxHead
 from mltrain.data import DataSpec
 from mltrain.learner import Learner
@@ -19,7 +19,7 @@ BASE_LR = 0.5
 def lr_curve(steps: int, total: int, validations=(), **scheduler) -> list[float]:
     """The lr after each of `steps` optimizer steps."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE_LR)
-    schedule = LRSchedule(SchedulerConfig(**scheduler), optimizer, total, monitor_mode="min")
+    schedule = LRSchedule(section_config("scheduler", **scheduler), optimizer, total, monitor_mode="min")
     curve = [schedule.lr]
     for step in range(1, steps + 1):
         optimizer.step()

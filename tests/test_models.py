@@ -11,7 +11,7 @@ import yaml
 from torch import nn
 
 import mltrain
-from mltrain.config import ModelConfig
+from mltrain.config import section_config
 from mltrain.data import DataSpec
 from mltrain.models import build_model
 from mltrain.models.layers import as_steps, steps_and_features
@@ -47,7 +47,8 @@ def one_thread():
 
 def make(arch: str, shape: tuple[int, ...], **params) -> nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, **{"activation": "relu", **SMALL.get(arch, {}), **params})
+    relu = {"activation": "relu"} if "activation" in ARCHITECTURES[arch].keys else {}
+    cfg = section_config("model", arch=arch, **{**relu, **SMALL.get(arch, {}), **params})
     return build_model(cfg, DataSpec(shape, CLASSES), CLASSES)
 
 
@@ -102,7 +103,7 @@ def test_a_short_fit_lowers_the_loss(arch, shape):
     assert losses[-1] < 0.7 * losses[0]
 
 
-ACTIVATION_ARCHS = [entry.name for entry in ARCHITECTURES if "activation" in entry.params and IMAGE in entry.tags]
+ACTIVATION_ARCHS = [entry.name for entry in ARCHITECTURES if "activation" in entry.keys and IMAGE in entry.tags]
 
 
 @pytest.mark.parametrize("arch", ACTIVATION_ARCHS)
@@ -110,7 +111,7 @@ def test_every_activation_is_used_and_trains(arch):
     for name in ACTIVATIONS.names():
         model = make(arch, (1, 8, 8), activation=name)
         kinds = {type(module) for module in model.modules()}
-        assert ACTIVATIONS[name].load() in kinds, name
+        assert ACTIVATIONS[name].factory in kinds, name
         assert name == "relu" or nn.ReLU not in kinds, name  # resnet's own ReLUs are all replaced
         x, y = batch((1, 8, 8), size=4)
         loss = nn.functional.cross_entropy(model(x), y)
@@ -165,12 +166,12 @@ def test_transformer_patches_and_pooling():
 
 
 def test_torchvision_is_imported_only_for_resnets():
-    code = ("import sys, torch; from mltrain.config import ModelConfig; from mltrain.data import DataSpec; "
+    code = ("import sys, torch; from mltrain.config import section_config; from mltrain.data import DataSpec; "
             "from mltrain.models import build_model; "
-            "[build_model(ModelConfig(arch=a, activation='relu'), DataSpec((1, 8, 8), 10), 10) for a in "
+            "[build_model(section_config('model', arch=a), DataSpec((1, 8, 8), 10), 10) for a in "
             "('mlp', 'cnn', 'rnn', 'lstm', 'gru', 'transformer')]; "
             "assert 'torchvision' not in sys.modules; "
-            "build_model(ModelConfig(arch='resnet18', activation='relu'), DataSpec((1, 8, 8), 10), 10); "
+            "build_model(section_config('model', arch='resnet18'), DataSpec((1, 8, 8), 10), 10); "
             "assert 'torchvision' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -192,7 +193,7 @@ def test_impossible_pairings_exit_2_saying_what_fits(cli, tmp_path, arch, datase
 def test_each_arch_configures_on_digits_with_only_its_keys(cli, tmp_path, arch):
     result = cli("config", write_model_config(tmp_path, "digits", arch=arch))
     assert result.exit_code == 0, result.output
-    assert set(yaml.safe_load(result.stdout)["model"]) == {"arch", "head", *ARCHITECTURES[arch].params}
+    assert set(yaml.safe_load(result.stdout)["model"]) == {"arch", "head", *ARCHITECTURES[arch].keys}
 
 
 def test_heads_must_divide_d_model(cli, tmp_path):

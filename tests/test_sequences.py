@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mltrain.config import DataConfig
+from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.errors import UserError
 from mltrain.evaluation import evaluate_checkpoint
@@ -17,7 +17,7 @@ TASKS = ("parity", "adding", "sorting")
 
 
 def generate(dataset: str, seed: int = 0, **keys):
-    return build_data(DataConfig(dataset=dataset, samples=200, length=12, **keys), seed, CPU)
+    return build_data(section_config("data", dataset=dataset, samples=200, length=12, **keys), seed, CPU)
 
 
 def gru_config(directory, **data):

@@ -8,7 +8,7 @@ import yaml
 
 import mltrain
 from conftest import write_config
-from mltrain.config import DataConfig
+from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.data.text import decode
 from mltrain.errors import UserError
@@ -49,7 +49,7 @@ def text_run(tmp_path_factory):
 
 
 def test_windows_are_next_character_pairs_over_a_split_by_position(tmp_path):
-    data = build_data(DataConfig(dataset="text", path=str(corpus_file(tmp_path)), block_size=16, windows=100),
+    data = build_data(section_config("data", dataset="text", path=str(corpus_file(tmp_path)), block_size=16, windows=100),
                       0, CPU)
     vocabulary = data.state["vocabulary"]
     assert vocabulary == "".join(sorted(set(CORPUS))) and data.spec.num_classes == len(vocabulary)
@@ -64,7 +64,7 @@ def test_windows_are_next_character_pairs_over_a_split_by_position(tmp_path):
 
 
 def test_a_stored_vocabulary_is_reused_and_enforced(tmp_path):
-    cfg = DataConfig(dataset="text", path=str(corpus_file(tmp_path)), block_size=16)
+    cfg = section_config("data", dataset="text", path=str(corpus_file(tmp_path)), block_size=16)
     stored = " .abcdefghijklmnopqrstuvwxyz"
     data = build_data(cfg, 0, CPU, {"vocabulary": stored})
     assert data.spec.num_classes == len(stored) and data.state["vocabulary"] == stored

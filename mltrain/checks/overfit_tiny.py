@@ -7,14 +7,11 @@ drive the loss on a handful of samples to almost nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
-
-from ..config import Config
+from ..config import Config, updated
 from ..devices import pick_device
-from ..registry import ARCHITECTURES
 from ..setup import prepare
 
 LOSS_DROP = 0.01  # pass when the loss falls below this fraction of its initial value
@@ -24,10 +21,7 @@ CHECK_EVERY = 25  # steps between looks at the loss (each one a host sync)
 
 def _without_regularisation(cfg: Config) -> Config:
     """Dropout, label smoothing, weight averaging and augmentation off: the subset must be memorised."""
-    if "dropout" in ARCHITECTURES[cfg.model.arch].params:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.0))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=()))
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, label_smoothing=0.0, ema=None))
+    return updated(cfg, {"model.dropout": 0.0, "data.augment": (), "train.label_smoothing": 0.0, "train.ema": None})
 
 
 def _check(name: str, status: str, detail: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ def list_(
     kind: Optional[str] = typer.Argument(None, help="architectures, activations, optimizers, "
                                          "schedulers, datasets, augmentations, heads or losses; all if omitted."),
 ) -> None:
-    """List the names a config may use.
+    """List the names a config may use, with their keys and defaults (installed plugins included).
 
     Example: mltrain list architectures
     """
@@ -21,6 +21,7 @@ def list_(
 
         from ..errors import UserError
         from ..registry import REGISTRIES, did_you_mean
+        from ..schema import describe_keys
 
         kinds = list(REGISTRIES)
         if kind is not None:
@@ -33,8 +34,10 @@ def list_(
         for name in kinds:
             table = Table(title=name, title_justify="left", show_edge=False)
             table.add_column("name", style="bold")
-            table.add_column("keys")
+            table.add_column("keys (default)")
             table.add_column("description")
-            for entry in REGISTRIES[name]:
-                table.add_row(entry.name, ", ".join(entry.params), entry.help)
+            registry = REGISTRIES[name]
+            for component in [*registry, *registry.plugins()]:
+                origin = "" if component.origin == "built-in" else f" [{component.origin}]"
+                table.add_row(component.name, describe_keys(component.schema), component.help + origin)
             console.print(table)

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR
 from .dataset import DataSpec, InMemoryData
+from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import as_tensors, split_arrays
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -69,6 +71,13 @@ def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> t
     return x, y.astype(np.int64)
 
 
+class NPZConfig(FileDataConfig, HeldOutTest):
+    task: Task = "auto"
+    """what y holds; auto: from model.head (linear: regression)"""
+
+
+@DATASETS.register("npz", "a NumPy .npz file (data.path) with x_train, y_train and optionally x_val, y_val, x_test, "
+                   "y_test", NPZConfig, tags={IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})
 def npz(val_split: float, seed: int, path: str, task: str, test_split: float) -> InMemoryData:
     file = Path(path)
     arrays = _open(file)

@@ -9,17 +9,56 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import Annotated, Callable, Literal, Union
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from ..registry import AUGMENTATIONS
-
-if TYPE_CHECKING:
-    from ..config import AugmentConfig
+from ..schema import AugmentSection, PositiveFloat, PositiveInt
 
 
+class CropConfig(AugmentSection):
+    name: Literal["crop"]
+    padding: PositiveInt = 4
+    """pixels of zero padding on each side before cropping back to size"""
+
+
+class FlipConfig(AugmentSection):
+    name: Literal["flip"]
+
+
+class TranslateConfig(AugmentSection):
+    name: Literal["translate"]
+    pixels: PositiveInt = 2
+    """largest shift along each axis, in pixels"""
+
+
+class RotateConfig(AugmentSection):
+    name: Literal["rotate"]
+    degrees: Annotated[float, Field(gt=0.0, le=180.0)] = 10.0
+    """largest rotation either way, in degrees"""
+
+
+class CutoutConfig(AugmentSection):
+    name: Literal["cutout"]
+    size: PositiveInt = 8
+    """side of the zeroed square, in pixels"""
+
+
+class NoiseConfig(AugmentSection):
+    name: Literal["noise"]
+    std: PositiveFloat = 0.05
+    """std of the Gaussian noise, in units of the normalised input"""
+
+
+# What `data.augment` holds: a list of these, each picked by its `name`.
+AugmentList = tuple[Annotated[Union[CropConfig, FlipConfig, TranslateConfig, RotateConfig, CutoutConfig, NoiseConfig],
+                              Field(discriminator="name")], ...]
+
+
+@AUGMENTATIONS.register("crop", "pad by `padding` pixels, then crop back to size at a random place", CropConfig)
 def crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Zero-pad each side by `padding`, then take an (H, W) window at a random offset per sample."""
     b, c, h, w = x.shape
@@ -33,6 +72,7 @@ def crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     return padded[batch, channel, rows, cols]
 
 
+@AUGMENTATIONS.register("flip", "mirror left-right, half of the images", FlipConfig)
 def flip(x: torch.Tensor) -> torch.Tensor:
     """Mirror left-right a random half of the samples."""
     flipped = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
@@ -53,18 +93,21 @@ def _affine(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+@AUGMENTATIONS.register("translate", "shift by up to `pixels` whole pixels along each axis", TranslateConfig)
 def translate(x: torch.Tensor, pixels: int) -> torch.Tensor:
     """Shift each sample by a whole number of pixels in [-pixels, pixels] along each axis."""
     shift = torch.randint(-pixels, pixels + 1, (len(x), 2), device=x.device).float()
     return _affine(x, torch.zeros(len(x), device=x.device), shift)
 
 
+@AUGMENTATIONS.register("rotate", "rotate by up to `degrees` degrees either way", RotateConfig)
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate each sample by an angle drawn uniformly from [-degrees, degrees]."""
     angle = (torch.rand(len(x), device=x.device) * 2 - 1) * math.radians(degrees)
     return _affine(x, angle, torch.zeros(len(x), 2, device=x.device))
 
 
+@AUGMENTATIONS.register("cutout", "zero a `size` x `size` square at a random place", CutoutConfig)
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero a size x size square (clipped at the borders) centred at a random pixel of each sample."""
     b, _, h, w = x.shape
@@ -76,6 +119,7 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.masked_fill(inside, 0.0)
 
 
+@AUGMENTATIONS.register("noise", "add Gaussian noise of std `std` to the (normalised) input", NoiseConfig)
 def noise(x: torch.Tensor, std: float) -> torch.Tensor:
     return x + std * torch.randn_like(x)
 
@@ -92,7 +136,5 @@ class Augment:
         return x
 
 
-def build_augment(configs: tuple[AugmentConfig, ...]) -> Augment:
-    return Augment(tuple(
-        partial(AUGMENTATIONS[cfg.name].load(), **{name: getattr(cfg, name) for name in AUGMENTATIONS[cfg.name].params})
-        for cfg in configs))
+def build_augment(configs: tuple[AugmentSection, ...]) -> Augment:
+    return Augment(tuple(partial(AUGMENTATIONS[cfg.name].factory, **cfg.own_values()) for cfg in configs))

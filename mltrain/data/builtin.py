@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated
 
+import numpy as np
+from pydantic import Field
+
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, VECTOR
+from ..schema import DataSection, NonNegativeFloat
 from .dataset import DataSpec, InMemoryData
+from .sections import ImageDataConfig
 from .splits import train_val_test
 
 
+class SpiralsConfig(DataSection):
+    classes: Annotated[int, Field(ge=2)] = 3
+    """number of arms, one class each"""
+    points: Annotated[int, Field(ge=2)] = 500
+    """points per arm"""
+    noise: NonNegativeFloat = 0.05
+    """std of the Gaussian noise on each coordinate (outer radius is 1)"""
+
+
+@DATASETS.register("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
+                   ImageDataConfig, tags={IMAGE, CLASSIFICATION})
 def digits(val_split: float, seed: int) -> InMemoryData:
     """1,797 8x8 grey images of handwritten digits, pixel values scaled from 0..16 to 0..1."""
     from sklearn.datasets import load_digits
@@ -19,6 +36,8 @@ def digits(val_split: float, seed: int) -> InMemoryData:
     return train_val_test(x, y, spec, val_split, seed)
 
 
+@DATASETS.register("spirals", "2-D points on N interleaved spiral arms, generated with the seed", SpiralsConfig,
+                   tags={VECTOR, CLASSIFICATION})
 def spirals(val_split: float, seed: int, classes: int, points: int, noise: float) -> InMemoryData:
     """`classes` spiral arms of `points` 2-D points each, wound once around the origin."""
     rng = np.random.default_rng(seed)

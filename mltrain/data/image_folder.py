@@ -14,7 +14,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..registry import CLASSIFICATION, DATASETS, IMAGE
+from ..schema import NonNegativeInt, PositiveInt
 from .dataset import DataSpec, InMemoryData
+from .sections import HeldOutTest, ImageDataConfig
 from .inputs import Normalise, channel_stats, normalised_splits
 from .splits import as_tensors, split_arrays
 from .streamed import ImageFiles, StreamedImages, decode
@@ -49,6 +52,20 @@ def _decode_all(files: list[tuple[Path, int]], image_size: int, channels: int) -
     return torch.stack([decoder[i] for i in range(len(decoder))])
 
 
+class ImageFolderConfig(ImageDataConfig, HeldOutTest):
+    root: str = "data"
+    """the folder of class folders; relative: to the config file's directory when written there, else to the working directory"""
+    image_size: PositiveInt = 32
+    """side of the square every image is resized to, in pixels"""
+    max_memory_mb: NonNegativeInt = 4096
+    """largest decoded set (uint8, all splits) kept in memory, in MiB; larger sets stream from disk (0: always stream)"""
+    workers: NonNegativeInt = 2
+    """streamed from disk: DataLoader worker processes decoding images"""
+
+
+@DATASETS.register("image_folder", "your images: data.root/<class>/*.png|jpg|jpeg|bmp|webp (or data.root/train|val|"
+                   "test/<class>/...), resized to data.image_size, kept in memory up to data.max_memory_mb, else "
+                   "streamed", ImageFolderConfig, tags={IMAGE, CLASSIFICATION})
 def image_folder(val_split: float, seed: int, root: str, image_size: int, test_split: float, max_memory_mb: int,
                  workers: int, mean: list[float] | None = None, std: list[float] | None = None,
                  classes: list[str] | None = None) -> InMemoryData:

@@ -6,12 +6,31 @@ marked values) and `sorting` digits (every output position depends on the whole 
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated
 
+import numpy as np
+from pydantic import Field
+
+from ..registry import CLASSIFICATION, DATASETS, REGRESSION, SEQUENCE
+from ..schema import DataSection
 from .dataset import DataSpec, InMemoryData
 from .splits import train_val_test
 
 
+class SequenceTaskConfig(DataSection):
+    length: Annotated[int, Field(ge=2)] = 16
+    """steps per sequence"""
+    samples: Annotated[int, Field(ge=10)] = 4000
+    """sequences generated in all (train + val + test)"""
+
+
+class SortingConfig(SequenceTaskConfig):
+    vocab_size: Annotated[int, Field(ge=2)] = 10
+    """distinct digits (one-hot features; classes per position)"""
+
+
+@DATASETS.register("parity", "bit strings (L,), label: odd number of ones; generated with the seed", SequenceTaskConfig,
+                   tags={SEQUENCE, CLASSIFICATION})
 def parity(val_split: float, seed: int, length: int, samples: int) -> InMemoryData:
     """Bit strings (L,) of 0.0/1.0; the label is 1 when the number of ones is odd."""
     bits = np.random.default_rng(seed).integers(0, 2, (samples, length))
@@ -19,6 +38,9 @@ def parity(val_split: float, seed: int, length: int, samples: int) -> InMemoryDa
     return train_val_test(bits.astype(np.float32), bits.sum(axis=1) % 2, spec, val_split, seed)
 
 
+@DATASETS.register("adding", "the adding problem: steps (L, 2) of (value, marker), target: sum of the 2 marked "
+                   "values (regression); generated with the seed", SequenceTaskConfig,
+                   tags={SEQUENCE, REGRESSION})
 def adding(val_split: float, seed: int, length: int, samples: int) -> InMemoryData:
     """Steps (L, 2) of (value in [0, 1), marker 0/1) with exactly two markers; the target is the
     sum of the two marked values (regression, in [0, 2))."""
@@ -32,6 +54,9 @@ def adding(val_split: float, seed: int, length: int, samples: int) -> InMemoryDa
     return train_val_test(x, y, DataSpec((length, 2), None), val_split, seed)
 
 
+@DATASETS.register("sorting", "L one-hot digits (L, vocab_size), targets (L,): the digits sorted, a class per "
+                   "position; generated with the seed", SortingConfig,
+                   tags={SEQUENCE, CLASSIFICATION})
 def sorting(val_split: float, seed: int, length: int, samples: int, vocab_size: int) -> InMemoryData:
     """L digits from 0..vocab_size-1, one-hot (L, vocab_size); the targets (L,) are the digits in
     ascending order: one class per position."""

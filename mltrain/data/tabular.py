@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..registry import did_you_mean
+from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, did_you_mean
 from .dataset import DataSpec, InMemoryData
+from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
 
 
@@ -125,6 +126,18 @@ def _encode(file: Path, header: list[str], rows: list[list[str]], lines: list[in
     return np.concatenate(parts, axis=1)
 
 
+class CSVConfig(FileDataConfig, HeldOutTest):
+    target: str
+    """the column to predict"""
+    features: tuple[str, ...] | None = None
+    """the input columns; null: every column but the target"""
+    task: Task = "auto"
+    """what the target is; auto: from model.head (linear: regression)"""
+
+
+@DATASETS.register("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
+                   "text columns one-hot, numbers standardised", CSVConfig,
+                   tags={VECTOR, CLASSIFICATION, REGRESSION})
 def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
         test_split: float, columns: list[dict] | None = None,
         class_names: list[str] | None = None) -> InMemoryData:

@@ -13,7 +13,17 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..registry import CLASSIFICATION, DATASETS, TOKENS
+from ..schema import PositiveInt
 from .dataset import DataSpec, InMemoryData
+from .sections import FileDataConfig
+
+
+class TextConfig(FileDataConfig):
+    block_size: PositiveInt = 64
+    """characters per sample, the language model's context length"""
+    windows: PositiveInt = 2000
+    """training windows per epoch, at evenly spaced offsets over the train text"""
 
 
 def text_spec(vocabulary: str, block_size: int) -> DataSpec:
@@ -57,6 +67,8 @@ def _windows(tokens: torch.Tensor, offsets: torch.Tensor, block_size: int) -> tu
     return tokens[index], tokens[index + 1]
 
 
+@DATASETS.register("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
+                   "the next character at each position", TextConfig, tags={TOKENS, CLASSIFICATION})
 def text(val_split: float, seed: int, path: str, block_size: int, windows: int,
          vocabulary: str | None = None) -> InMemoryData:
     """The first (1 - val_split) of the file trains, the rest validates (split by position).

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, Component
 from .dataset import DataSpec, InMemoryData
 from .inputs import normalised_splits
+from .sections import ImageDataConfig
 from .splits import as_tensors, split_arrays
 
 
@@ -79,9 +81,20 @@ def _load(class_name: str, name: str, val_split: float, seed: int, root: str, do
     return InMemoryData(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
 
 
-mnist = partial(_load, "MNIST", "mnist")
-fashion_mnist = partial(_load, "FashionMNIST", "fashion_mnist")
-kmnist = partial(_load, "KMNIST", "kmnist")
-cifar10 = partial(_load, "CIFAR10", "cifar10")
-cifar100 = partial(_load, "CIFAR100", "cifar100")
-svhn = partial(_load, "SVHN", "svhn")
+class TorchvisionSetConfig(ImageDataConfig):
+    root: str = "data"
+    """the data directory; relative: to the config file's directory when written there, else to the working directory"""
+    download: bool = False
+    """download the files into root when they are missing"""
+
+
+for _name, _class, _title, _what in (
+    ("mnist", "MNIST", "MNIST", "70,000 28x28 grey handwritten digits (1, 28, 28), 10 classes"),
+    ("fashion_mnist", "FashionMNIST", "FashionMNIST", "70,000 28x28 grey clothing images (1, 28, 28), 10 classes"),
+    ("kmnist", "KMNIST", "KMNIST", "70,000 28x28 grey cursive Japanese characters (1, 28, 28), 10 classes"),
+    ("cifar10", "CIFAR10", "CIFAR-10", "60,000 32x32 colour images (3, 32, 32), 10 classes"),
+    ("cifar100", "CIFAR100", "CIFAR-100", "60,000 32x32 colour images (3, 32, 32), 100 classes"),
+    ("svhn", "SVHN", "SVHN", "99,289 32x32 colour house-number digits (3, 32, 32), 10 classes; needs scipy"),
+):
+    DATASETS.add(Component(_name, f"torchvision's {_title}: {_what}, a train and a test split; files under data.root",
+                           partial(_load, _class, _name), TorchvisionSetConfig, frozenset({IMAGE, CLASSIFICATION})))

@@ -5,13 +5,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from typing import Literal
+
 from ..errors import UserError
+from ..registry import ARCHITECTURES, IMAGE, SEQUENCE
+from ..schema import Fraction, ModelSection, NonNegativeInt, PositiveInt
+from .layers import ActivationName, NormKind
 from .layers import activation as make_activation
 from .layers import norm as make_norm
 
 POOLS = {"max": (nn.MaxPool1d, nn.MaxPool2d), "avg": (nn.AvgPool1d, nn.AvgPool2d)}
 
 
+class CNNConfig(ModelSection):
+    channels: tuple[PositiveInt, ...] = (32, 64)
+    """output channels of each conv block"""
+    kernel_size: PositiveInt = 3
+    """side of each conv kernel, in steps or pixels"""
+    stride: PositiveInt = 1
+    """step of each conv, in steps or pixels"""
+    padding: NonNegativeInt | None = None
+    """zeros added on each side; null: kernel_size // 2 (size kept at stride 1)"""
+    pool: Literal["max", "avg", "none"] = "max"
+    """2x down-sampling after each conv block (sides of 1 kept)"""
+    norm: NormKind = "none"
+    """after each conv"""
+    activation: ActivationName = "relu"
+    """a name from `mltrain list activations`"""
+    dropout: Fraction = 0.0
+    """probability of zeroing an activation while training"""
+
+
+@ARCHITECTURES.register("cnn", "convolutional network: Conv1d on (L,) or (C, L) signals, Conv2d on (C, H, W) "
+                        "images; global average pool, so any size fits", CNNConfig, tags={IMAGE, SEQUENCE})
 class CNN(nn.Module):
     """[Conv -> norm -> activation -> pool -> dropout] per entry of `channels`, then a global
     average pool and a Linear, so any input size works.

@@ -9,9 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import INIT_STD, Block
+from ..registry import ARCHITECTURES, TOKENS
+from .layers import INIT_STD, AttentionConfig, Block
 
 
+@ARCHITECTURES.register("gpt", "decoder-only causal transformer language model over tokens (nanoGPT-style)",
+                        AttentionConfig, tags={TOKENS})
 class GPT(nn.Module):
     """Reads (B, T) token ids, T <= block_size; returns next-token logits (B, T, vocabulary).
 

@@ -3,18 +3,61 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationInfo, field_validator
 from torch import nn
 
-from ..registry import ACTIVATIONS
+from ..registry import ACTIVATIONS, Component
+from ..schema import Fraction, ModelSection, NoKeys, PositiveFloat, PositiveInt, name_in
 
 NORM_GROUPS = 8  # groups of a group norm; fewer (the gcd with the width) when the width is not a multiple
 
 
+ActivationName = Annotated[str, name_in("ACTIVATIONS")]
+NormKind = Literal["none", "batch", "layer", "group"]
+
+for _name, _help, _module in (
+    ("relu", "max(0, x)", nn.ReLU),
+    ("gelu", "Gaussian error linear unit", nn.GELU),
+    ("tanh", "hyperbolic tangent", nn.Tanh),
+    ("sigmoid", "logistic function", nn.Sigmoid),
+    ("silu", "x * sigmoid(x), a.k.a. swish", nn.SiLU),
+    ("leaky_relu", "max(0.01 x, x)", nn.LeakyReLU),
+    ("elu", "exponential linear unit", nn.ELU),
+):
+    ACTIVATIONS.add(Component(_name, _help, _module, NoKeys))
+
+
+class AttentionConfig(ModelSection):
+    """The keys of the attention models (transformer, gpt)."""
+    d_model: PositiveInt = 128
+    """width of the token vectors (a multiple of heads)"""
+    heads: PositiveInt = 4
+    """attention heads per block"""
+    layers: PositiveInt = 2
+    """stacked blocks"""
+    mlp_ratio: PositiveFloat = 4.0
+    """width of each block's MLP, as a multiple of d_model"""
+    dropout: Fraction = 0.0
+    """on embeddings, attention and residual branches, while training"""
+    activation: ActivationName = "gelu"
+    """in each block's MLP; a name from `mltrain list activations`"""
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_d_model(cls, heads: int, info: ValidationInfo) -> int:
+        d_model = info.data.get("d_model")
+        if d_model is not None and d_model % heads:
+            raise ValueError(f"{heads} heads do not divide model.d_model {d_model}; "
+                             "each head takes an equal share of d_model")
+        return heads
+
+
 def activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name].load()()
+    return ACTIVATIONS[name].factory()
 
 
 def norm(kind: str, width: int, spatial_dims: int = 0) -> nn.Module:

@@ -6,9 +6,26 @@ import math
 
 from torch import nn
 
+from ..registry import ARCHITECTURES, IMAGE, SEQUENCE, VECTOR
+from ..schema import Fraction, ModelSection, PositiveInt
+from .layers import ActivationName, NormKind
 from .layers import activation as make_activation
 from .layers import norm as make_norm
 
+
+class MLPConfig(ModelSection):
+    hidden: tuple[PositiveInt, ...] = (128,)
+    """width of each hidden layer"""
+    activation: ActivationName = "relu"
+    """a name from `mltrain list activations`"""
+    norm: NormKind = "none"
+    """after each hidden layer"""
+    dropout: Fraction = 0.0
+    """probability of zeroing a hidden unit while training"""
+
+
+@ARCHITECTURES.register("mlp", "multi-layer perceptron; flattens any sample", MLPConfig,
+                        tags={IMAGE, VECTOR, SEQUENCE})
 
 class MLP(nn.Sequential):
     """Flatten -> [Linear -> norm -> activation -> dropout] per hidden width -> Linear.

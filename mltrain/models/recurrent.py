@@ -5,7 +5,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from typing import Literal
+
+from ..registry import ARCHITECTURES, IMAGE, SEQUENCE
+from ..schema import Fraction, ModelSection, PositiveInt
 from .layers import as_steps, steps_and_features
+
+
+class RecurrentConfig(ModelSection):
+    hidden_size: PositiveInt = 128
+    """width of the recurrent state, per direction"""
+    layers: PositiveInt = 2
+    """stacked recurrent layers"""
+    bidirectional: bool = False
+    """also read each sequence backwards"""
+    dropout: Fraction = 0.0
+    """between stacked layers and on the readout, while training"""
+    readout: Literal["last", "mean"] = "last"
+    """final state, or mean of the outputs over steps"""
 
 
 class Recurrent(nn.Module):
@@ -47,18 +64,21 @@ class Recurrent(nn.Module):
         return self.output(self.dropout(features))
 
 
+@ARCHITECTURES.register("rnn", "Elman RNN (tanh) over sequence steps or image rows", RecurrentConfig, tags={SEQUENCE, IMAGE})
 class RNN(Recurrent):
     """Elman RNN with tanh; see Recurrent (initialisation included)."""
 
     cell = nn.RNN
 
 
+@ARCHITECTURES.register("lstm", "LSTM over sequence steps or image rows", RecurrentConfig, tags={SEQUENCE, IMAGE})
 class LSTM(Recurrent):
     """Long short-term memory; see Recurrent (initialisation included)."""
 
     cell = nn.LSTM
 
 
+@ARCHITECTURES.register("gru", "GRU over sequence steps or image rows", RecurrentConfig, tags={SEQUENCE, IMAGE})
 class GRU(Recurrent):
     """Gated recurrent unit; see Recurrent (initialisation included)."""
 

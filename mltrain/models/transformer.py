@@ -7,8 +7,21 @@ import math
 import torch
 from torch import nn
 
+from typing import Literal
+
 from ..errors import UserError
-from .layers import INIT_STD, Block, as_steps, steps_and_features
+from ..registry import ARCHITECTURES, IMAGE, SEQUENCE
+from ..schema import NonNegativeInt
+from .layers import INIT_STD, AttentionConfig, Block, as_steps, steps_and_features
+
+
+class TransformerConfig(AttentionConfig):
+    patch_size: NonNegativeInt = 0
+    """on images: side of the square patches, one step each; 0: rows as steps"""
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    """how step positions are encoded"""
+    pooling: Literal["cls", "mean"] = "cls"
+    """a class token's output, or the mean over steps"""
 
 
 class PatchEmbedding(nn.Module):
@@ -50,6 +63,8 @@ def sinusoidal_positions(steps: int, d_model: int) -> torch.Tensor:
     return table
 
 
+@ARCHITECTURES.register("transformer", "pre-norm transformer encoder classifier over sequence steps, image rows "
+                        "or image patches", TransformerConfig, tags={SEQUENCE, IMAGE})
 class Transformer(nn.Module):
     """Embedding + positions -> dropout -> `layers` pre-norm blocks -> LayerNorm -> pooling -> Linear.
 
