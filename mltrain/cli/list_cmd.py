@@ -38,6 +38,6 @@ def list_(
             table.add_column("description")
             registry = REGISTRIES[name]
             for component in [*registry, *registry.plugins()]:
-                origin = "" if component.origin == "built-in" else f" [{component.origin}]"
+                origin = "" if component.origin == "built-in" else f" ({component.origin})"
                 table.add_row(component.name, describe_keys(component.schema), component.help + origin)
             console.print(table)

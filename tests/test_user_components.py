@@ -1,0 +1,166 @@
+"""Users bring their own model and dataset: by import path, and as an installed entry-point plugin.
+Each goes through fit, eval (a fresh process) and resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+from conftest import MLTRAIN
+from test_resume import wait_for_step
+
+NETS = '''
+from torch import nn
+
+
+class TinyNet(nn.Sequential):
+    """Two linear layers around a configurable width."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, width: int = 16, scale: float = 1.0):
+        features = 1
+        for side in input_shape:
+            features *= side
+        super().__init__(nn.Flatten(), nn.Linear(features, width), nn.Tanh(), nn.Linear(width, num_outputs))
+
+
+def not_a_module(input_shape, num_outputs):
+    return "a string"
+'''
+
+DATA = '''
+import numpy as np
+
+
+def blobs(points: int = 200, spread: float = 0.3, seed: int = 0):
+    """Three Gaussian blobs in 2-D, a class each."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])
+    y = rng.integers(0, 3, points)
+    x = centres[y] + spread * rng.standard_normal((points, 2))
+    test = rng.integers(0, 3, 60)
+    return {"train": (x.astype("float32"), y), "test": (centres[test] + spread * rng.standard_normal((60, 2)), test),
+            "classes": ["north", "east", "west"]}
+'''
+
+
+@pytest.fixture
+def user_package(tmp_path):
+    """A package `tinypkg` on PYTHONPATH, and a plugin distribution declaring entry points for it."""
+    package = tmp_path / "site" / "tinypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(NETS)
+    (package / "data.py").write_text(DATA)
+    dist_info = tmp_path / "site" / "tinyplugin-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplugin\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [mltrain.architectures]
+        tiny = tinypkg.nets:TinyNet
+
+        [mltrain.datasets]
+        blobs = tinypkg.data:blobs
+        """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    return tmp_path, env
+
+
+def config(directory, arch, dataset, **train):
+    path = directory / f"{arch.replace(':', '_')}.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"dataset": dataset, "points": 400, "batch_size": 16},
+        "model": {"arch": arch, "width": 12},
+        "optimizer": {"name": "adam", "lr": 0.02},
+        "train": {"epochs": 3, "log_every_steps": 1, **train},
+        "output": {"dir": str(directory / "runs")},
+    }))
+    return path
+
+
+def run(env, *args):
+    return subprocess.run([MLTRAIN, *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("arch, dataset", [("tinypkg.nets:TinyNet", "tinypkg.data:blobs"), ("tiny", "blobs")],
+                         ids=["import-path", "entry-point"])
+def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arch, dataset):
+    directory, env = user_package
+    path = config(directory, arch, dataset, checkpoint_every_steps=5)
+    whole = run(env, "fit", path, "--run-dir", directory / "whole")
+    assert whole.returncode == 0, whole.stderr
+    saved = yaml.safe_load((directory / "whole/config.yaml").read_text())
+    assert saved["model"] == {"arch": arch, "head": "softmax", "width": 12, "scale": 1.0}
+    assert saved["data"]["dataset"] == dataset and saved["data"]["spread"] == 0.3
+    summary = json.loads((directory / "whole/summary.json").read_text())
+    assert summary["test"]["test/accuracy"] > 0.9  # three well-separated blobs
+
+    report = run(env, "eval", directory / "whole", "--json")
+    assert report.returncode == 0, report.stderr
+    scored = json.loads(report.stdout)
+    assert scored["class_names"] == ["north", "east", "west"]
+    assert scored["metrics"]["test/accuracy"] == pytest.approx(summary["test"]["test/accuracy"])
+
+    killed = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "killed")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_for_step(directory / "killed", 30, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = run(env, "fit", "--resume", directory / "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("whole", "killed"):
+        assert (directory / name / "checkpoints/last.pt").exists()
+    whole_weights = torch.load(directory / "whole/checkpoints/last.pt", weights_only=True)["model"]
+    resumed_weights = torch.load(directory / "killed/checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(whole_weights[key], resumed_weights[key]) for key in whole_weights)
+
+
+def test_user_components_are_listed_with_their_keys(user_package):
+    _, env = user_package
+    env = {**env, "COLUMNS": "250"}
+    listed = run(env, "list", "architectures")
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny" in listed.stdout and "width=16" in listed.stdout and "tinyplugin" in listed.stdout
+    assert "points=200" in run(env, "list", "datasets").stdout
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"arch": "nopkg.nets:Net"}, "cannot import module 'nopkg.nets'"),
+    ({"arch": "tinypkg.nets:TinyNett"}, "did you mean 'TinyNet'"),
+    ({"arch": "tinypkg.nets:TinyNet", "widht": 3}, "did you mean 'width'"),
+    ({"arch": "tinypkg.nets:TinyNet", "width": "wide"}, "model.width: expected an integer"),
+    ({"arch": "tinypkg.nets:not_a_module"}, "returned str, not a torch.nn.Module"),
+    ({"arch": "tinypkg"}, "unknown architecture 'tinypkg'"),
+])
+def test_bad_user_components_exit_2_naming_the_path(user_package, model, message):
+    directory, env = user_package
+    path = directory / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50}, "model": model,
+                                    "train": {"epochs": 1}, "output": {"dir": str(directory / "runs")}}))
+    result = run(env, "fit", path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (directory / "runs").exists() or not any((directory / "runs").iterdir())
+
+
+def test_an_optimizer_and_a_scheduler_from_torch_by_import_path(tmp_path, cli):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"dataset": "spirals", "points": 60},
+        "optimizer": {"name": "torch.optim:Adagrad", "lr": 0.05, "lr_decay": 0.01},
+        "scheduler": {"name": "torch.optim.lr_scheduler:StepLR", "step_size": 3, "gamma": 0.5},
+        "train": {"epochs": 2, "log_every_steps": 1}, "output": {"dir": str(tmp_path / "runs")},
+    }))
+    result = cli("fit", path, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    checkpoint = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert checkpoint["optimizer"]["param_groups"][0]["lr_decay"] == 0.01
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert len(records) > 6
+    for record in records:
+        assert record["lr"] == pytest.approx(0.05 * 0.5 ** (record["step"] // 3)), record
+    assert "lr_decay: 0.01" in cli("config", path).output
