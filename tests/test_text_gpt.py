@@ -74,7 +74,7 @@ def test_a_stored_vocabulary_is_reused_and_enforced(tmp_path):
 
 
 @pytest.mark.parametrize("content, problem", [
-    (None, "no such file"), (b"caf\xe9 " * 100, "not UTF-8"), ("too short", "too short"), ("dir", "is a directory"),
+    (None, "no such file"), (b"caf\xe9 " * 100, "not UTF-8"), ("too short", "too short"), ("dir", "not a regular file"),
 ])
 def test_bad_text_files_exit_2_naming_the_file(cli, tmp_path, content, problem):
     if content == "dir":

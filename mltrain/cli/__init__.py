@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd
@@ -25,4 +27,23 @@ app.command("list")(list_cmd.list_)
 
 
 def main() -> None:
-    app()
+    """Run the app; a usage error (a bad flag or value) is one line on stderr and exit 2, like
+    every other input error, instead of click's usage box."""
+    try:
+        from typer._click import exceptions as click_errors  # typer 0.29 and later carry their own click
+    except ImportError:
+        from click import exceptions as click_errors
+
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as error:
+        print(error.ctx.get_help() if error.ctx else error.format_message())
+        code = 0
+    except click_errors.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "mltrain"
+        print(f"error: {error.format_message()} (see `{command} --help`)", file=sys.stderr)
+        code = 2
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from typing import Iterator
 
 import typer
@@ -15,22 +16,20 @@ from ..signals import StopRequested
 
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
-    """User errors become one line on stderr (a traceback only with MLTRAIN_DEBUG=1)."""
-    debug = os.environ.get("MLTRAIN_DEBUG") == "1"
+    """User errors become one line on stderr; MLTRAIN_DEBUG=1 adds the traceback above it and
+    keeps the exit code."""
     try:
         yield
     except UserError as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        _fail(f"error: {error}", 2)
     except TrainingFailed as error:
-        if debug:
-            raise
-        print(f"failed: {error}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        _fail(f"failed: {error}", 1)
     except (StopRequested, KeyboardInterrupt):
-        if debug:
-            raise
-        print("interrupted", file=sys.stderr)
-        raise typer.Exit(130) from None
+        _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    if os.environ.get("MLTRAIN_DEBUG") == "1":
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    raise typer.Exit(code) from None

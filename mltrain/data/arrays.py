@@ -14,21 +14,39 @@ import numpy as np
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR
 from .dataset import DataSpec, InMemoryData
+from .files import available_memory, npy_bytes, regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import as_tensors, split_arrays
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def _declared_bytes(archive: np.lib.npyio.NpzFile) -> int:
+    """What the arrays would take once loaded, read from their .npy headers alone."""
+    total = 0
+    for name in archive.files:
+        with archive.zip.open(f"{name}.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            total += npy_bytes(shape, dtype.itemsize)
+    return total
+
+
 def _open(file: Path) -> dict[str, np.ndarray]:
+    regular_file(file, "data.path", "a .npz file with arrays x_train and y_train")
     try:
         with np.load(file, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single array")
+            needed, free = _declared_bytes(archive), available_memory()
+            if needed > free // 2:
+                raise UserError(f"data.path {file}: its arrays would take {needed / 2**30:.1f} GiB once loaded, "
+                                f"more than half the memory free ({free / 2**30:.1f} GiB); use a smaller file")
             return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise UserError(f"data.path {file}: no such file; give a .npz file with arrays x_train and y_train "
-                        "(a relative path is read from the config file's directory)") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise UserError(f"data.path {file}: cannot read it as a NumPy .npz archive: {error}") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        raise UserError(f"data.path {file}: not a readable NumPy .npz archive (a zip of .npy arrays, as "
+                        "numpy.savez writes); check the file") from None
 
 
 def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..errors import UserError
+from .files import check_image_header
 from .inputs import Normalise
 
 
@@ -22,6 +23,7 @@ def decode(path: Path, image_size: int) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
+    check_image_header(path)
     try:
         image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
     except (RuntimeError, OSError) as error:

@@ -18,12 +18,14 @@ import torch
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, did_you_mean
 from .dataset import DataSpec, InMemoryData
+from .files import regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
 
 
 def _read_table(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """The header, the rows (as strings) and each row's line number in the file."""
+    regular_file(file, "data.path", "a CSV file with a header row")
     try:
         with open(file, newline="", encoding="utf-8") as handle:
             reader = csv_module.reader(handle)
@@ -37,14 +39,22 @@ def _read_table(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
                                     f"{len(header)} columns")
                 rows.append([value.strip() for value in row])
                 lines.append(reader.line_num)
-    except FileNotFoundError:
-        raise UserError(f"data.path {file}: no such file; give a CSV file with a header row "
-                        "(a relative path is read from the config file's directory)") from None
-    except (OSError, UnicodeDecodeError, csv_module.Error) as error:
-        raise UserError(f"data.path {file}: cannot read it as UTF-8 CSV: {error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"data.path {file}: not UTF-8 text (invalid byte at offset {error.start}); "
+                        "convert it to UTF-8 first") from None
+    except (OSError, csv_module.Error) as error:
+        problem = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise UserError(f"data.path {file}: cannot read it as CSV ({problem}); give a comma-separated UTF-8 "
+                        "file with a header row") from None
     if header is None or not rows:
         raise UserError(f"data.path {file}: no data rows; give a header row and at least one row of values")
-    return [name.strip() for name in header], rows, lines
+    header = [name.strip() for name in header]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"data.path {file}: column name{'s' if len(repeated) > 1 else ''} "
+                        f"{', '.join(repr(name) for name in repeated)} appear more than once in the header; "
+                        "give every column its own name")
+    return header, rows, lines
 
 
 def _column(file: Path, header: list[str], name: str, key: str) -> int:
@@ -85,6 +95,9 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
     if class_names is None:
         distinct = set(values)
         class_names = sorted(distinct, key=float) if _is_numeric(list(distinct)) else sorted(distinct)
+        if len(class_names) < 2:
+            raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
+                            "classification needs at least 2 classes")
     index = {class_name: i for i, class_name in enumerate(class_names)}
     for value, line in zip(values, lines):
         if value not in index:

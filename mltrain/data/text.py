@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, TOKENS
 from ..schema import PositiveInt
 from .dataset import DataSpec, InMemoryData
+from .files import regular_file
 from .sections import FileDataConfig
 
 
@@ -47,13 +48,9 @@ def decode(tokens: list[int], vocabulary: str) -> str:
 
 
 def _read(path: Path) -> str:
+    regular_file(path, "data.path", "a UTF-8 text file")
     try:
         return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"data.path {path}: no such file; give a UTF-8 text file "
-                        "(a relative path is read from the config file's directory)") from None
-    except IsADirectoryError:
-        raise UserError(f"data.path {path}: is a directory; give a UTF-8 text file") from None
     except OSError as error:
         raise UserError(f"data.path {path}: cannot read it: {error.strerror or error}") from None
     except UnicodeDecodeError as error:

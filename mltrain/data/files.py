@@ -1,0 +1,51 @@
+"""Opening data files defensively: regular files only, and arrays and images measured from their
+headers before anything is decoded, so a hostile file is refused instead of filling memory."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own bound on decoded pixels (a 0.25 GiB RGBA image)
+
+
+def regular_file(path: Path, key: str, what: str) -> Path:
+    """`path` if it is a regular file; /dev/zero, a FIFO or a folder would hang or mislead a reader."""
+    if not path.exists():
+        raise UserError(f"{key} {path}: no such file; give {what} "
+                        "(a relative path is read from the config file's directory)")
+    if not path.is_file():
+        raise UserError(f"{key} {path}: not a regular file; give {what}")
+    return path
+
+
+def available_memory() -> int:
+    """Bytes of memory free now (physical pages), or a large number where the OS does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_image_header(path: Path) -> None:
+    """Refuse images whose header declares more than MAX_IMAGE_PIXELS, before any decoding."""
+    from PIL import Image
+
+    pillow_bound, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the size, whatever it is
+    try:
+        with Image.open(path) as image:  # parses the header only
+            width, height = image.size
+    except Exception:  # unreadable headers are the decoder's to report, with its own message
+        return
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_bound
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(f"data.root: image {path} declares {width}x{height} pixels, more than "
+                        f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?); resize or remove it")
+
+
+def npy_bytes(shape: tuple[int, ...], itemsize: int) -> int:
+    return math.prod(shape) * itemsize

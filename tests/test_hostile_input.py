@@ -1,0 +1,124 @@
+"""Hostile and odd input, one class each: refused with exit 2 and one line, quickly, with nothing
+run and nothing left behind."""
+
+import os
+import subprocess
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import MLTRAIN
+
+
+def write_config(directory, data, **sections):
+    path = directory / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": data, "train": {"epochs": 1}, "output": {"dir": str(directory / "runs")},
+                                    **sections}))
+    return path
+
+
+def mltrain(*args, env=None, timeout=60):
+    started = time.monotonic()
+    result = subprocess.run([MLTRAIN, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    return result, time.monotonic() - started
+
+
+def refused(*args, needle, env=None):
+    result, seconds = mltrain(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return seconds
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")  # 10^9 values once expanded, from under 1 KB
+    assert bomb.stat().st_size < 1000
+    assert refused("config", bomb, needle="expands to more than") < 10
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 500 + "]" * 500 + "\n")
+    refused("config", deep, needle="nested more than")
+
+
+@pytest.mark.parametrize("where", ["config", "data.path"])
+def test_files_that_are_not_regular_files_are_refused(tmp_path, where):
+    if where == "config":
+        refused("config", "/dev/zero", needle="not a regular file")
+    else:
+        config = write_config(tmp_path, {"dataset": "csv", "path": "/dev/zero", "target": "y"})
+        refused("fit", config, needle="data.path /dev/zero: not a regular file")
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_npz_decompression_bomb_is_measured_not_loaded(tmp_path):
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x_train.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (1_000_000, 1024, 1024)})  # 4 TB declared
+            member.write(bytes(1 << 16))
+        with archive.open("y_train.npy", "w") as member:
+            np.save(member, np.zeros(4, dtype=np.int64))
+    config = write_config(tmp_path, {"dataset": "npz", "path": str(bomb)})
+    assert refused("fit", config, needle="GiB once loaded") < 20
+
+
+def test_image_whose_header_declares_too_many_pixels_is_not_decoded(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(3):
+            Image.new("L", (8, 8), color=index * 40).save(tmp_path / "images" / name / f"{index}.png")
+    huge = tmp_path / "images" / "a" / "huge.png"
+    Image.new("1", (20000, 20000)).save(huge)  # 1-bit and blank: a small file, 400M pixels declared
+    assert huge.stat().st_size < 2_000_000
+    config = write_config(tmp_path, {"dataset": "image_folder", "root": str(tmp_path / "images"),
+                                          "image_size": 8}, model={"arch": "mlp"})
+    refused("fit", config, needle="declares 20000x20000 pixels")
+
+
+def test_csv_with_repeated_column_names_or_one_class_is_refused(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("a,a,y\n1,2,x\n3,4,z\n")
+    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y"})
+    refused("fit", config, needle="'a' appear more than once")
+    table.write_text("a,b,y\n" + "".join(f"{i},{i * 2},same\n" for i in range(20)))
+    refused("fit", config, needle="classification needs at least 2 classes")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sample", "run", "--prompt", "a", "--tokens", "-5"], "Invalid value for '--tokens'"),
+    (["overfit-tiny", "c.yaml", "--steps", "0"], "Invalid value for '--steps'"),
+    (["fit", "--bogus"], "No such option: --bogus"),
+])
+def test_bad_flags_are_one_line_not_a_usage_box(args, needle):
+    refused(*args, needle=needle)
+
+
+def test_debug_adds_the_traceback_but_keeps_the_exit_code(tmp_path):
+    result, _ = mltrain("config", tmp_path / "missing.yaml", env={"MLTRAIN_DEBUG": "1"})
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and result.stderr.strip().endswith(f"config file not found: "
+                                                                           f"{tmp_path / 'missing.yaml'}")
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("seed", 2**32, "must be below 4294967296"),
+    ("seed", -1, "must be 0 or more"),
+])
+def test_out_of_range_numbers_name_the_range(tmp_path, key, value, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({key: value}))
+    refused("config", path, needle=needle)
