@@ -76,3 +76,45 @@ def test_per_class_scores_match_scikit_learn():
     assert scores["recall"] == pytest.approx(recall.tolist())
     assert scores["f1"] == pytest.approx(f1.tolist())
     assert scores["support"] == support.tolist()
+
+
+def test_default_threads_leave_busy_cores_to_other_processes(monkeypatch):
+    from mltrain import devices
+
+    monkeypatch.setattr(devices, "_busy_cores", lambda seconds=devices.PROBE_SECONDS: 0.1)
+    assert devices.default_threads(2) == 2  # idle machine: every core
+    monkeypatch.setattr(devices, "_busy_cores", lambda seconds=devices.PROBE_SECONDS: 1.0)
+    assert devices.default_threads(2) == 1  # one core busy elsewhere: leave it
+    monkeypatch.setattr(devices, "_busy_cores", lambda seconds=devices.PROBE_SECONDS: 3.7)
+    assert devices.default_threads(2) == 1
+    monkeypatch.setattr(devices, "_busy_cores", lambda seconds=devices.PROBE_SECONDS: None)
+    assert devices.default_threads(4) == 3  # no /proc/stat: one core left free
+
+
+def test_the_busy_probe_sees_a_busy_process():
+    import subprocess
+    import sys
+
+    from mltrain.devices import _busy_cores
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+        time.sleep(0.3)
+        assert _busy_cores(0.3) >= 0.8
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_digits_split_is_stratified_and_seeded():
+    import numpy as np
+
+    from mltrain.data.splits import hold_out
+
+    y = np.repeat(np.arange(3), [50, 30, 20])
+    keep_x, keep_y, held_x, held_y = hold_out(np.arange(100), y, 0.2, seed=3)
+    assert np.bincount(held_y).tolist() == [10, 6, 4]
+    assert sorted(np.concatenate([keep_x, held_x]).tolist()) == list(range(100))
+    assert hold_out(np.arange(100), y, 0.2, seed=3)[2].tolist() == held_x.tolist()
+    assert hold_out(np.arange(100), y, 0.2, seed=4)[2].tolist() != held_x.tolist()

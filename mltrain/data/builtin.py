@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 from pydantic import Field
 
+from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, VECTOR
 from ..schema import DataSection, NonNegativeFloat
 from .dataset import DataSpec, InMemoryData
@@ -26,13 +29,15 @@ class SpiralsConfig(DataSection):
 @DATASETS.register("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
                    ImageDataConfig, tags={IMAGE, CLASSIFICATION})
 def digits(val_split: float, seed: int) -> InMemoryData:
-    """1,797 8x8 grey images of handwritten digits, pixel values scaled from 0..16 to 0..1."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
-    spec = DataSpec((1, 8, 8), 10, tuple(str(name) for name in bunch.target_names))
+    """1,797 8x8 grey images of handwritten digits, pixel values scaled from 0..16 to 0..1.
+    Read from the file scikit-learn ships, without importing scikit-learn (about 0.9 s)."""
+    package = importlib.util.find_spec("sklearn")
+    if package is None or package.origin is None:
+        raise UserError("dataset 'digits' reads the copy scikit-learn ships: pip install scikit-learn")
+    table = np.loadtxt(Path(package.origin).parent / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    x = (table[:, :-1] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
+    y = table[:, -1].astype(np.int64)
+    spec = DataSpec((1, 8, 8), 10, tuple(map(str, range(10))))
     return train_val_test(x, y, spec, val_split, seed)
 
 

@@ -22,16 +22,28 @@ def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, key: str 
     if held >= len(y):
         raise UserError(f"data: holding out {fraction:g} of {len(y)} samples leaves none to train on; "
                         f"use more samples or a smaller {key}")
-    stratify = None
+    stratify = False
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         counts = np.unique(y, return_counts=True)[1]
-        classes = len(counts)
-        if counts.min() >= 2 and classes <= held <= len(y) - classes:
-            stratify = y
-    from sklearn.model_selection import train_test_split
+        stratify = counts.min() >= 2 and len(counts) <= held <= len(y) - len(counts)
+    rng = np.random.default_rng(seed)
+    held_index = _stratified(y, held, rng) if stratify else rng.permutation(len(y))[:held]
+    is_held = np.zeros(len(y), dtype=bool)
+    is_held[held_index] = True
+    keep_index = rng.permutation(np.flatnonzero(~is_held))
+    held_index = rng.permutation(held_index)
+    return x[keep_index], y[keep_index], x[held_index], y[held_index]
 
-    x_keep, x_held, y_keep, y_held = train_test_split(x, y, test_size=held, random_state=seed, stratify=stratify)
-    return x_keep, y_keep, x_held, y_held
+
+def _stratified(y: np.ndarray, held: int, rng: np.random.Generator) -> np.ndarray:
+    """`held` indices drawn class by class in proportion to each class's count (largest
+    remainders get the samples rounding leaves over)."""
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    share = counts * held / len(y)
+    per_class = np.floor(share).astype(int)
+    per_class[np.argsort(per_class - share, kind="stable")[:held - per_class.sum()]] += 1
+    return np.concatenate([rng.permutation(np.flatnonzero(inverse == label))[:count]
+                           for label, count in enumerate(per_class)])
 
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (inputs, targets)
