@@ -122,3 +122,20 @@ def test_out_of_range_numbers_name_the_range(tmp_path, key, value, needle):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({key: value}))
     refused("config", path, needle=needle)
+
+
+def test_a_bad_csv_value_is_located_without_echoing_the_file(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,y\n1,2,x\n3,SECRET-TOKEN-1234567890,z\n5,6,x\n7,8,z\n")
+    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y", "val_split": 0.0,
+                                     "test_split": 0.0})
+    result, _ = mltrain("fit", config)
+    assert result.returncode == 2 and f"{table}:3" in result.stderr and "SECRET" not in result.stderr
+
+
+def test_a_linear_head_on_text_labels_blames_the_head(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("a,y\n1,cat\n2,dog\n3,cat\n4,dog\n")
+    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y"},
+                          model={"arch": "mlp", "head": "linear"})
+    refused("fit", config, needle="the head is the problem")

@@ -80,8 +80,8 @@ def _numbers(file: Path, name: str, values: list[str], lines: list[int], what: s
     for value, line in zip(values, lines):
         number = _as_number(value)
         if number is None or not math.isfinite(number):
-            shown = repr(value) if value else "empty"
-            raise UserError(f"{file}:{line}: column '{name}' is {shown}; {what} must be finite numbers: "
+            shown = "not a number" if number is None and value else "empty" if not value else "not finite"
+            raise UserError(f"{file}:{line}: column '{name}' is {shown} there; {what} must be finite numbers: "
                             "fill in or drop that row")
     return np.array([float(value) for value in values], dtype=np.float64)
 
@@ -91,6 +91,9 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
     """Regression: float32 targets. Classification: int64 class ids and the class names
     (numeric names in numeric order, others sorted), or the stored names when rebuilding."""
     if task == "regression":
+        if not _is_numeric(values):
+            raise UserError(f"data.target '{name}': {file} holds text labels there, but model.head linear does "
+                            "regression on numbers; the head is the problem: use model.head: softmax for classes")
         return _numbers(file, name, values, lines, "regression targets").astype(np.float32), None
     if class_names is None:
         distinct = set(values)
