@@ -252,7 +252,7 @@ def test_csv_unknown_target_suggests_the_closest_column(cli, tmp_path):
 def test_csv_nan_feature_names_file_column_and_row(cli, tmp_path):
     write_table(tmp_path / "table.csv", bad_row=7)
     config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "kind"})
-    fails_with(cli, config, f"{tmp_path / 'table.csv'}:9", "column 'weight'", "'nan'")
+    fails_with(cli, config, f"{tmp_path / 'table.csv'}:9", "column 'weight' is not finite")
 
 
 # --- npz ----------------------------------------------------------------------------------

@@ -126,9 +126,9 @@ def test_out_of_range_numbers_name_the_range(tmp_path, key, value, needle):
 
 def test_a_bad_csv_value_is_located_without_echoing_the_file(tmp_path):
     table = tmp_path / "t.csv"
-    table.write_text("a,b,y\n1,2,x\n3,SECRET-TOKEN-1234567890,z\n5,6,x\n7,8,z\n")
+    table.write_text("a,y\n1,2.5\n3,SECRET-TOKEN-1234567890\n5,6.5\n7,8.5\n")
     config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y", "val_split": 0.0,
-                                     "test_split": 0.0})
+                                     "test_split": 0.0}, model={"arch": "mlp", "head": "linear"})
     result, _ = mltrain("fit", config)
     assert result.returncode == 2 and f"{table}:3" in result.stderr and "SECRET" not in result.stderr
 

@@ -91,7 +91,7 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
     """Regression: float32 targets. Classification: int64 class ids and the class names
     (numeric names in numeric order, others sorted), or the stored names when rebuilding."""
     if task == "regression":
-        if not _is_numeric(values):
+        if sum(_as_number(value) is not None for value in values) < len(values) / 2:  # mostly text
             raise UserError(f"data.target '{name}': {file} holds text labels there, but model.head linear does "
                             "regression on numbers; the head is the problem: use model.head: softmax for classes")
         return _numbers(file, name, values, lines, "regression targets").astype(np.float32), None
