@@ -1,0 +1,130 @@
+"""More than one process, through torch's own engine: torchrun's elastic launcher starts the
+workers and sets their environment; DistributedDataParallel synchronises the gradients. This
+module holds what mltrain adds around them: reading that environment, the one place metrics are
+reduced across ranks, and launching `--nproc N` local workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+COLLECTIVE_TIMEOUT = timedelta(seconds=60)  # a rank that stops answering ends the job, not hangs it
+RENDEZVOUS_TIMEOUT_S = 60  # how long workers on other machines are awaited
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in the job; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone prints, writes the run directory and checkpoints, and feeds the loggers."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """The job torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def device_for(self, device: torch.device) -> torch.device:
+        """One CUDA device per local rank; every rank shares the CPU."""
+        if self.enabled and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group: gloo on the CPU, nccl on CUDA."""
+        if not self.enabled or torch.distributed.is_initialized():
+            return
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        try:
+            torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        except (RuntimeError, ValueError) as error:
+            raise UserError(f"could not join the process group ({backend}): {str(error).splitlines()[0]}; "
+                            "check --rdzv-endpoint (HOST:PORT reachable from every machine, port free) and "
+                            "that every machine runs the same command") from None
+
+    def stop(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sums across ranks (a new tensor); the identity for one process. The only place metrics
+        are reduced: running sums of loss, correct and count, and the NaN and stop flags."""
+        if not self.enabled:
+            return values
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        return values
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when it is true on any: the stop request, a failed step."""
+        if not self.enabled:
+            return flag
+        return bool(self.sum(torch.tensor([int(flag)], device=device)).item())
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's value, on rank 0 (None elsewhere); [value] for one process."""
+        if not self.enabled:
+            return [value]
+        gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
+        torch.distributed.gather_object(value, gathered, dst=0)
+        return gathered
+
+    def scatter(self, values: list[Any] | None) -> Any:
+        """Rank r receives values[r] from rank 0."""
+        if not self.enabled:
+            return values[0]
+        received: list[Any] = [None]
+        torch.distributed.scatter_object_list(received, values if self.is_main else None, src=0)
+        return received[0]
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def launch_local(nproc: int, argv: list[str]) -> int:
+    """Run `python -m mltrain <argv>` as `nproc` workers on this machine through torch's elastic
+    launcher (what `torchrun --standalone --nproc-per-node N` does). Returns the exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
+                          monitor_interval=0.1, start_method="spawn")
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-u", "-m", "mltrain", *argv)
+    except ChildFailedError as failure:
+        rank, reason = min(failure.failures.items())
+        code = reason.exitcode if reason.exitcode and reason.exitcode > 0 else 1
+        if code not in (1, 2, 130):  # killed by a signal, or a crash: the workers printed nothing useful
+            print(f"failed: worker rank {rank} ended with exit code {reason.exitcode}; the job was stopped",
+                  file=sys.stderr)
+        return 130 if reason.exitcode in (-2, -15) else code
+    return 0
