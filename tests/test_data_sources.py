@@ -324,3 +324,30 @@ def test_npz_target_and_sample_shapes(cli, tmp_path):
         assert json.loads((run / "summary.json").read_text())["final"].get("val/accuracy", 0) <= 1.0
     np.savez(tmp_path / "flat.npz", x_train=x[:, 0], y_train=np.zeros(60, dtype=np.int64))
     fails_with(cli, write_config(tmp_path, {"dataset": "npz", "path": "flat.npz"}), "flat.npz", "x_train is shaped (60,)")
+
+
+def test_streamed_and_augmented_batches_are_decoded_by_the_workers(tmp_path, monkeypatch):
+    import os
+
+    from mltrain.data.dataset import batches, epoch_order
+    from mltrain.data.streamed import ImageFiles, StreamedImages
+
+    for shade, name in ((40, "cat"), (200, "dog")):
+        write_images(tmp_path / "images" / name, 12, shade=shade)
+    data = build_data(section_config("data", dataset="image_folder", root=str(tmp_path / "images"), image_size=8,
+                                     max_memory_mb=0, workers=2, augment=[{"name": "flip"}]), 0, CPU)
+    x, y = data.splits["train"]
+    assert isinstance(x, StreamedImages) and x.augment is not None  # augmentation did not unwrap the stream
+    decoded_by = tmp_path / "pids"
+    original = ImageFiles.__getitem__
+
+    def recording(self, index):
+        with open(decoded_by, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        return original(self, index)
+
+    monkeypatch.setattr(ImageFiles, "__getitem__", recording)
+    seen = [len(xb) for xb, _ in batches(x, y, 4, epoch_order(len(y), 0, 1))]
+    assert sum(seen) == len(y)
+    pids = set(decoded_by.read_text().split())
+    assert pids and str(os.getpid()) not in pids  # every image was decoded in a worker process

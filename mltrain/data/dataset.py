@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
-from .inputs import Inputs
-from .streamed import StreamedImages
+from .inputs import Augment, BatchSource, as_source
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class InMemoryData:
     `Inputs` (stored uint8 images, say) that give a model-ready batch for each index."""
 
     spec: DataSpec
-    splits: dict[str, tuple[torch.Tensor | Inputs | StreamedImages, torch.Tensor]]
+    splits: dict[str, tuple[torch.Tensor | BatchSource, torch.Tensor]]
     state: dict = field(default_factory=dict)  # what eval needs to rebuild the same inputs
 
     def to(self, device: torch.device) -> InMemoryData:
@@ -46,11 +45,10 @@ class InMemoryData:
         return InMemoryData(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
                             self.state)
 
-    def augmented(self, augment: Callable[[torch.Tensor], torch.Tensor]) -> InMemoryData:
-        """Training batches pass through `augment`; the other splits never do."""
+    def augmented(self, augment: Augment) -> InMemoryData:
+        """Training batches pass through `augment` (wherever they are decoded); the other splits never do."""
         x, y = self.splits["train"]
-        inputs = x.with_augment(augment) if isinstance(x, Inputs) else Inputs(x, augment=augment)
-        return InMemoryData(self.spec, {**self.splits, "train": (inputs, y)}, self.state)
+        return InMemoryData(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state)
 
     def describe(self) -> str:
         """One line on the training targets: how balanced the classes are, or the targets' spread."""
@@ -72,23 +70,11 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(size, generator=generator)
 
 
-def batches(x: torch.Tensor | Inputs | StreamedImages, y: torch.Tensor, batch_size: int,
+def batches(x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int,
             order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches by index: the given order (training) or storage order (evaluation). Images
-    streamed from disk come through their DataLoader, in the same order."""
-    if isinstance(x, StreamedImages):
-        order = order if order is not None else torch.arange(len(y))
-        for images, index in zip(x.batches(batch_size, order), order.split(batch_size)):
-            yield images, y[index.to(y.device)]
-        return
-    if order is None:
-        for start in range(0, len(y), batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
-        return
-    order = order.to(x.device)
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        yield x[index], y[index]
+    """A split's batches: in the given order (training) or in storage order (evaluation), as
+    its source makes them (in memory, or decoded from disk by DataLoader workers)."""
+    return as_source(x).batches(y, batch_size, order)
 
 
 def steps_per_epoch(size: int, batch_size: int) -> int:

@@ -2,14 +2,17 @@
 
 Images are kept as they come (uint8, a quarter of float32's memory) and converted when a batch is
 taken: to float, normalised with the training split's per-channel statistics, then augmented (the
-training split only). This is the one place that conversion happens: `Inputs` indexes like a tensor,
-so the loop's batching by index (`x[index]`) yields ready batches without knowing about it.
+training split only). This is the one place that conversion happens.
+
+`Inputs` (in memory) and `streamed.StreamedImages` (on disk) are the two kinds of batch source:
+each owns its batching (`batches`), trimming (`narrow`), augmentation (`with_augment`) and move
+to a device (`to`). A split's plain tensor becomes an `Inputs` through `as_source`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -51,17 +54,43 @@ def channel_stats(images: torch.Tensor) -> Normalise:
     return Normalise(mean.float().view(-1, 1, 1), std.float().view(-1, 1, 1))
 
 
-class Inputs:
-    """A split's stored inputs (N, ...); `inputs[index]` is the model-ready float batch."""
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
-    def __init__(self, stored: torch.Tensor, normalise: Normalise | None = None,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+
+class BatchSource(Protocol):
+    """What the loop, evaluation and the checks batch from."""
+
+    def batches(self, y: torch.Tensor, batch_size: int,
+                order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def narrow(self, dim: int, start: int, length: int) -> BatchSource: ...
+    def with_augment(self, augment: Augment | None) -> BatchSource: ...
+    def to(self, device: torch.device) -> BatchSource: ...
+    def __len__(self) -> int: ...
+
+
+class Inputs:
+    """A split's stored inputs (N, ...); `inputs[index]` is the model-ready batch."""
+
+    def __init__(self, stored: torch.Tensor, normalise: Normalise | None = None, augment: Augment | None = None):
         self.stored, self.normalise, self.augment = stored, normalise, augment
 
-    def __getitem__(self, index) -> torch.Tensor:
-        x = self.stored[index]
-        x = self.normalise(x) if self.normalise is not None else x.float()
+    def _ready(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(x) if self.normalise is not None else x
         return self.augment(x) if self.augment is not None else x
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self._ready(self.stored[index])
+
+    def batches(self, y: torch.Tensor, batch_size: int,
+                order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in storage order, or in `order`: one contiguous permuted copy of the epoch's
+        samples, then a view per batch (a gather per step costs more than the copy)."""
+        stored, targets = self.stored, y
+        if order is not None:
+            order = order.to(stored.device)
+            stored, targets = stored[order], y[order]
+        for start in range(0, len(targets), batch_size):
+            yield self._ready(stored[start:start + batch_size]), targets[start:start + batch_size]
 
     def __len__(self) -> int:
         return len(self.stored)
@@ -79,12 +108,17 @@ class Inputs:
         assert dim == 0
         return Inputs(self.stored.narrow(0, start, length), self.normalise, self.augment)
 
-    def with_augment(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> Inputs:
+    def with_augment(self, augment: Augment | None) -> Inputs:
         return Inputs(self.stored, self.normalise, augment)
 
     def to(self, device: torch.device) -> Inputs:
         normalise = self.normalise.to(device) if self.normalise is not None else None
         return Inputs(self.stored.to(device), normalise, self.augment)
+
+
+def as_source(x: torch.Tensor | BatchSource) -> BatchSource:
+    """A split's inputs as a batch source: a plain tensor is read as it is stored."""
+    return Inputs(x) if isinstance(x, torch.Tensor) else x
 
 
 def normalised_splits(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: list[float] | None,

@@ -88,7 +88,14 @@ class StreamedImages:
         positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
         return self._ready(torch.stack([self.files[i] for i in positions]))
 
-    def batches(self, batch_size: int, order: torch.Tensor) -> Iterator[torch.Tensor]:
+    def batches(self, y: torch.Tensor, batch_size: int,
+                order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Model-ready batches decoded by the DataLoader's worker processes, in `order`."""
+        order = order if order is not None else torch.arange(len(y))
+        for images, index in zip(self._decoded(batch_size, order), order.split(batch_size)):
+            yield images, y[index.to(y.device)]
+
+    def _decoded(self, batch_size: int, order: torch.Tensor) -> Iterator[torch.Tensor]:
         if batch_size not in self._loaders:
             sampler = _Order()
             # Its own generator: starting workers must not draw from the run's RNG (dropout, augmentation).
