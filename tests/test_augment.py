@@ -19,11 +19,15 @@ def ramp_images(count=64, channels=3, size=16):
     return torch.linspace(-2, 2, count * channels * size * size).reshape(count, channels, size, size)
 
 
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
 @pytest.mark.parametrize("augment", [
-    lambda x: crop(x, 4), flip, lambda x: translate(x, 2), lambda x: rotate(x, 15), lambda x: cutout(x, 5),
+    lambda x: crop(x, 4, generator()), lambda x: flip(x, generator()), lambda x: translate(x, 2, generator()),
+    lambda x: rotate(x, 15, generator()), lambda x: cutout(x, 5, generator()),
 ])
 def test_geometric_augmentations_keep_shape_and_value_range(augment):
-    torch.manual_seed(0)
     x = ramp_images()
     out = augment(x)
     assert out.shape == x.shape and out.dtype == x.dtype
@@ -35,12 +39,11 @@ def test_geometric_augmentations_keep_shape_and_value_range(augment):
 
 
 def test_flip_mirrors_about_half_and_crop_moves_whole_windows():
-    torch.manual_seed(0)
     x = ramp_images(count=200)
-    flipped = flip(x)
+    flipped = flip(x, generator())
     mirrored = (flipped == x.flip(-1)).flatten(1).all(dim=1)
     assert torch.equal(flipped[~mirrored], x[~mirrored]) and 70 < int(mirrored.sum()) < 130
-    cropped = crop(x, 2)
+    cropped = crop(x, 2, generator())
     inner = cropped[:, :, 2:-2, 2:-2]  # always inside the original image: a shifted copy of it
     for sample, original in zip(inner[:10], x[:10]):
         found = [(dy, dx) for dy in range(5) for dx in range(5)
@@ -49,11 +52,27 @@ def test_flip_mirrors_about_half_and_crop_moves_whole_windows():
 
 
 def test_cutout_zeroes_at_most_a_square_and_noise_has_its_std():
-    torch.manual_seed(0)
     x = torch.ones(100, 1, 16, 16)
-    zeroed = (cutout(x, 4) == 0).flatten(1).sum(dim=1)
+    zeroed = (cutout(x, 4, generator()) == 0).flatten(1).sum(dim=1)
     assert int(zeroed.max()) == 16 and int(zeroed.min()) >= 4  # clipped at the borders
-    assert abs(float((noise(x, 0.5) - x).std()) - 0.5) < 0.01
+    assert abs(float((noise(x, 0.5, generator()) - x).std()) - 0.5) < 0.01
+
+
+def test_augmentation_draws_from_the_runs_generator_not_the_global_one():
+    from mltrain.data.augment import Augment
+
+    configs = section_config("data", dataset="mnist", augment=[{"name": "crop"}, {"name": "noise"}]).augment
+    first, second = Augment(configs, seed=3, device=CPU), Augment(configs, seed=3, device=CPU)
+    x = ramp_images()
+    torch.manual_seed(0)
+    a = first(x)
+    torch.manual_seed(1)  # the global RNG moved: no effect
+    assert torch.equal(a, second(x))
+    state = first.state_dict()
+    b = first(x)
+    second.load_state_dict(state)
+    assert torch.equal(b, second(x)) and not torch.equal(a, b)
+    assert not torch.equal(Augment(configs, seed=4, device=CPU)(x), a)
 
 
 def test_training_batches_are_augmented_and_evaluation_batches_are_not(tmp_path):

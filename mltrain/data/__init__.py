@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..registry import DATASETS
-from .augment import build_augment
+from .augment import Augment
 from .dataset import DataSpec, InMemoryData
 
 if TYPE_CHECKING:
@@ -30,5 +30,5 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
         data = data.limited(cfg.limit)
     augment = getattr(cfg, "augment", ())
     if augment:
-        data = data.augmented(build_augment(augment))
+        data = data.augmented(Augment(augment, seed, device))
     return data.to(device)

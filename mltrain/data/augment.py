@@ -1,15 +1,15 @@
 """Augmentations of whole training batches of images (B, C, H, W), on the training device.
 
-Each draws its randomness per sample from torch's generator of the batch's device (seeded by the
-run, captured in checkpoints), and works on the batch at once: no Python loop over samples.
+Each draws its randomness per sample from the run's own augmentation generator (seeded from the
+run's seed, on the batch's device, its state kept in checkpoints), and works on the batch at once:
+no Python loop over samples.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Callable, Literal, Union
+from typing import Annotated, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -59,12 +59,12 @@ AugmentList = tuple[Annotated[Union[CropConfig, FlipConfig, TranslateConfig, Rot
 
 
 @AUGMENTATIONS.register("crop", "pad by `padding` pixels, then crop back to size at a random place", CropConfig)
-def crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+def crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad each side by `padding`, then take an (H, W) window at a random offset per sample."""
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    top = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
-    left = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    top = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device, generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device, generator=generator)
     rows = (top + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
     cols = (left + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None, None]
@@ -73,9 +73,9 @@ def crop(x: torch.Tensor, padding: int) -> torch.Tensor:
 
 
 @AUGMENTATIONS.register("flip", "mirror left-right, half of the images", FlipConfig)
-def flip(x: torch.Tensor) -> torch.Tensor:
+def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror left-right a random half of the samples."""
-    flipped = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
+    flipped = torch.rand(len(x), 1, 1, 1, device=x.device, generator=generator) < 0.5
     return torch.where(flipped, x.flip(-1), x)
 
 
@@ -94,25 +94,25 @@ def _affine(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.
 
 
 @AUGMENTATIONS.register("translate", "shift by up to `pixels` whole pixels along each axis", TranslateConfig)
-def translate(x: torch.Tensor, pixels: int) -> torch.Tensor:
+def translate(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each sample by a whole number of pixels in [-pixels, pixels] along each axis."""
-    shift = torch.randint(-pixels, pixels + 1, (len(x), 2), device=x.device).float()
+    shift = torch.randint(-pixels, pixels + 1, (len(x), 2), device=x.device, generator=generator).float()
     return _affine(x, torch.zeros(len(x), device=x.device), shift)
 
 
 @AUGMENTATIONS.register("rotate", "rotate by up to `degrees` degrees either way", RotateConfig)
-def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
     """Rotate each sample by an angle drawn uniformly from [-degrees, degrees]."""
-    angle = (torch.rand(len(x), device=x.device) * 2 - 1) * math.radians(degrees)
+    angle = (torch.rand(len(x), device=x.device, generator=generator) * 2 - 1) * math.radians(degrees)
     return _affine(x, angle, torch.zeros(len(x), 2, device=x.device))
 
 
 @AUGMENTATIONS.register("cutout", "zero a `size` x `size` square at a random place", CutoutConfig)
-def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Zero a size x size square (clipped at the borders) centred at a random pixel of each sample."""
     b, _, h, w = x.shape
-    top = torch.randint(0, h, (b, 1), device=x.device) - size // 2
-    left = torch.randint(0, w, (b, 1), device=x.device) - size // 2
+    top = torch.randint(0, h, (b, 1), device=x.device, generator=generator) - size // 2
+    left = torch.randint(0, w, (b, 1), device=x.device, generator=generator) - size // 2
     rows = torch.arange(h, device=x.device) - top  # (B, H): row offset inside the square
     cols = torch.arange(w, device=x.device) - left
     inside = ((rows >= 0) & (rows < size))[:, None, :, None] & ((cols >= 0) & (cols < size))[:, None, None, :]
@@ -120,21 +120,31 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @AUGMENTATIONS.register("noise", "add Gaussian noise of std `std` to the (normalised) input", NoiseConfig)
-def noise(x: torch.Tensor, std: float) -> torch.Tensor:
-    return x + std * torch.randn_like(x)
+def noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    return x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
 
 
-@dataclass(frozen=True)
+AUGMENT_SEED_OFFSET = 7_919  # the augmentation generator's seed is the run's seed plus this
+
+
 class Augment:
-    """The configured augmentations, applied in order to each training batch."""
+    """The configured augmentations, applied in order to each training batch, drawing from one
+    generator the run owns (not torch's global one)."""
 
-    steps: tuple[Callable[[torch.Tensor], torch.Tensor], ...]
+    def __init__(self, configs: tuple[AugmentSection, ...], seed: int, device: torch.device):
+        """`device`: where the training batches will be (the generator must live there too)."""
+        self.configs, self.seed = configs, seed
+        self.generator = torch.Generator(device=device).manual_seed(seed + AUGMENT_SEED_OFFSET)
+        self.steps = tuple(partial(AUGMENTATIONS[cfg.name].factory, **cfg.own_values()) for cfg in configs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for step in self.steps:
-            x = step(x)
+            x = step(x, generator=self.generator)
         return x
 
+    def state_dict(self) -> torch.Tensor:
+        return self.generator.get_state()
 
-def build_augment(configs: tuple[AugmentSection, ...]) -> Augment:
-    return Augment(tuple(partial(AUGMENTATIONS[cfg.name].factory, **cfg.own_values()) for cfg in configs))
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+

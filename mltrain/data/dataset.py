@@ -45,6 +45,11 @@ class InMemoryData:
         return InMemoryData(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
                             self.state)
 
+    @property
+    def augment(self) -> Augment | None:
+        """The training batches' augmentation (its generator's state belongs in checkpoints)."""
+        return getattr(self.splits["train"][0], "augment", None)
+
     def augmented(self, augment: Augment) -> InMemoryData:
         """Training batches pass through `augment` (wherever they are decoded); the other splits never do."""
         x, y = self.splits["train"]
