@@ -1,6 +1,6 @@
 import pytest
 
-from mltrain.config import Config, config_from_dict, config_to_dict, dump_config, load_config
+from mltrain.config import Config, config_from_dict, config_to_dict, dump_config, load_config, section_config
 from mltrain.errors import ConfigError, UserError
 
 
@@ -121,5 +121,23 @@ def test_dump_shows_only_keys_that_apply(tmp_path):
     assert "points" not in dump_config(load_config(write(tmp_path, "data: {dataset: digits}\n")))
 
 
-def test_config_error_is_a_user_error():
-    assert issubclass(ConfigError, UserError)
+def test_every_problem_of_a_file_is_reported_at_once_in_file_order(tmp_path):
+    path = write(tmp_path, "model:\n  arch: mlp\n  hiden: [64]\noptimizer:\n  learning_rate: 0.1\n"
+                           "train:\n  epochs: 0\n  early_stopping: {patiance: 3}\n")
+    message = error_of(path)
+    lines = message.splitlines()
+    assert lines[0] == f"{path}: 4 problems:"
+    assert [line.split(": ")[0].strip() for line in lines[1:]] == [f"{path}:3", f"{path}:5", f"{path}:7", f"{path}:8"]
+    assert "did you mean 'hidden'" in lines[1] and "did you mean 'lr'" in lines[2]
+    assert "0 must be at least 1" in lines[3] and "did you mean 'patience'" in lines[4]
+
+
+def test_component_keys_come_from_the_named_components_schema(tmp_path):
+    cfg = load_config(write(tmp_path, "model: {arch: transformer, heads: 2, d_model: 32}\n"
+                                      "scheduler: {name: plateau}\n"))
+    assert type(cfg.model).__name__ == "TransformerConfig" and cfg.model.activation == "gelu"
+    assert cfg.scheduler.patience == 2 and not hasattr(cfg.model, "hidden")
+    message = error_of(write(tmp_path, "model: {arch: transformer, heads: 3, d_model: 32}\n"))
+    assert "model.heads: 3 heads do not divide model.d_model 32" in message
+    with pytest.raises(ConfigError):
+        section_config("optimizer", name="sgd", betas=[0.9, 0.99])

@@ -12,7 +12,8 @@ def test_lr_find_reports_a_curve_a_plot_and_a_suggestion(cli, tmp_path):
     report = json.loads(result.stdout)
     lrs = report["lrs"]
     assert lrs[0] == 1e-7 and all(b > a for a, b in zip(lrs, lrs[1:])) and len(report["losses"]) == len(lrs)
-    assert report["suggested_lr"] is None or lrs[0] <= report["suggested_lr"] <= lrs[-1]
+    assert lrs[0] < report["suggested_lr"] < lrs[-1]
+    assert report["losses"][lrs.index(report["suggested_lr"])] < report["losses"][0]  # where the loss falls
     assert (tmp_path / "runs" / "tiny-lr-find.png").is_file()
 
 

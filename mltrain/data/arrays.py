@@ -109,6 +109,9 @@ def npz(val_split: float, seed: int, path: str, task: str, test_split: float) ->
     num_classes = None
     if task == "classification":
         num_classes = int(train[1].max()) + 1
+        if len(np.unique(train[1])) < 2:
+            raise UserError(f"data.path {file}: every y_train is class {int(train[1][0])}; classification needs "
+                            "at least 2 classes")
         for split, pair in zip(SPLIT_NAMES, (train, val, test)):
             if pair is not None and len(pair[1]) and pair[1].max() >= num_classes:
                 raise UserError(f"data.path {file}: y_{split} has class id {int(pair[1].max())}, out of range: "
