@@ -167,6 +167,8 @@ def apply_overrides(raw: dict, overrides: list[str], locations: Locations) -> No
             node = node[part]
         node[parts[-1]] = parse_value(text)
         locations.places[key] = f"--set {item}"
+        for depth in range(1, len(parts)):  # sections the file does not have were made by this --set
+            locations.places.setdefault(".".join(parts[:depth]), f"--set {item}")
         for place in [place for place in locations.places if place.startswith(f"{key}.") or
                       place.startswith(f"{key}[")]:
             locations.places[place] = f"--set {item}"  # the file's lines below it no longer apply

@@ -98,6 +98,8 @@ def test_set_errors_point_at_the_set(tmp_path):
     message = error_of(write(tmp_path, "seed: 0\n"), ["train.epochz=3"])
     assert message.startswith("--set train.epochz=3") and "did you mean 'epochs'" in message
     assert "KEY=VALUE" in error_of(write(tmp_path, "seed: 0\n"), ["train.epochs"])
+    message = error_of(write(tmp_path, "seed: 0\n"), ["optimiser.lr=0.1"])  # a section the file lacks
+    assert message.startswith("--set optimiser.lr=0.1: optimiser") and "did you mean 'optimizer'" in message
 
 
 def test_missing_file(tmp_path):
