@@ -6,13 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, load_weights, weights_for_eval
-from .config import config_from_dict
-from .data.text import decode, encode, text_spec
-from .devices import set_threads
+from .data.text import decode, encode
 from .errors import UserError
-from .heads import build_head
-from .models import build_model
+from .restore import restore
 
 # Sampling is small; the CPU keeps a --seed reproducible from one machine to the next.
 DEVICE = torch.device("cpu")
@@ -20,18 +16,13 @@ DEVICE = torch.device("cpu")
 
 def _language_model(target: str | Path) -> tuple[torch.nn.Module, str]:
     """The checkpoint's gpt in eval mode, and the vocabulary it was trained with."""
-    checkpoint, path = load_checkpoint(target)
-    cfg = config_from_dict(checkpoint["config"], source=str(path))
-    vocabulary = checkpoint.get("data_state", {}).get("vocabulary")
+    restored = restore(target, device=DEVICE.type)
+    cfg, vocabulary = restored.cfg, restored.data_state.get("vocabulary")
     if cfg.model.arch != "gpt" or vocabulary is None:
-        raise UserError(f"{path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
+        raise UserError(f"{restored.path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
                         "`mltrain sample` needs a gpt language model trained on a text "
                         "(model.arch: gpt, data.dataset: text)")
-    set_threads(cfg.train.threads)
-    spec = text_spec(vocabulary, cfg.data.block_size)
-    model = build_model(cfg.model, spec, build_head(cfg.model.head, spec).num_outputs)
-    load_weights(model, weights_for_eval(checkpoint), path)
-    return model.to(DEVICE).eval(), vocabulary
+    return restored.model.eval(), vocabulary
 
 
 @torch.inference_mode()
