@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mltrain
-from conftest import MLTRAIN, read_jsonl, write_config
+from conftest import read_jsonl, write_config
 from mltrain.errors import StopTraining
 from mltrain.progress import ProgressView
 from mltrain.sinks import RunStart, Sink
@@ -153,12 +153,9 @@ def test_the_progress_sink_is_due_about_every_half_second():
     assert not quiet.due()  # no bar, no refresh: no host sync
 
 
-def test_the_console_script_prints_epoch_lines_and_the_summary(tmp_path):
-    import subprocess
-
-    result = subprocess.run([MLTRAIN, "fit", str(write_config(tmp_path, train={"epochs": 2}))],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+def test_fit_prints_epoch_lines_then_the_test_score_and_the_summary(cli, tmp_path):
+    result = cli("fit", write_config(tmp_path, train={"epochs": 2}))
+    assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert [line.split("  ")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
     assert "samples/s" in lines[-3] and lines[-2].startswith("test (best.pt, epoch ")
