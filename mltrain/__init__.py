@@ -6,28 +6,29 @@ The Python API mirrors the CLI; torch is imported only when a function is called
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 __version__ = "0.1.0"
 
 
 def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
-        run_dir: str | Path | None = None, device: str | None = None, quiet: bool = True):
-    """Train from a YAML path or a config dict; returns FitResult(run_dir, summary)."""
+        run_dir: str | Path | None = None, device: str | None = None, quiet: bool = True, sinks: Sequence = ()):
+    """Train from a YAML path or a config dict; returns FitResult(run_dir, summary). `sinks`
+    (mltrain.sinks.Sink) also receive the loop's records."""
     from .config import config_from_dict, load_config
     from .train import fit as run_fit
 
     cfg = config_from_dict(config, overrides, source="dict") if isinstance(config, dict) \
         else load_config(config, overrides)
-    return run_fit(cfg, run_dir=run_dir, device=device, quiet=quiet)
+    return run_fit(cfg, run_dir=run_dir, device=device, quiet=quiet, sinks=sinks)
 
 
 def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
-           quiet: bool = True):
+           quiet: bool = True, sinks: Sequence = ()):
     """Continue a run from its last checkpoint (see `mltrain fit --resume`); returns FitResult."""
     from .train import resume as run_resume
 
-    return run_resume(run_dir, overrides, device=device, quiet=quiet)
+    return run_resume(run_dir, overrides, device=device, quiet=quiet, sinks=sinks)
 
 
 def evaluate(checkpoint: str | Path, split: str | None = None,

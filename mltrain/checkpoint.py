@@ -1,10 +1,17 @@
 """The checkpoint: a self-describing dict, written atomically, loaded without running code.
 
-Schema (format_version 1): format, format_version, model, optimizer, scaler, ema (weights and
-n_averaged, or None), scheduler (steps taken and plateau state), epoch, step, config (resolved,
-plain data), data_state, metrics (the last epoch's record), monitor (best and early-stopping
-state), epoch_totals (running sums of the epoch in progress), progress (position in the epoch,
-counters, elapsed time), rng (torch, cuda, numpy, python), versions.
+Schema (format_version 2): format, format_version, model, optimizer, scaler, ema (weights and
+n_averaged, or None), scheduler (steps taken and plateau state), monitor (best and
+early-stopping state), epoch_totals (running sums of the epoch in progress), position (step,
+epoch, epoch_step, epochs_completed, samples_seen, epoch_seconds, train_seconds, elapsed_s,
+started_at, stopped: see position.Position), epoch and step (the position's, for readers),
+config (resolved, plain data), spec (what the model reads and predicts: sample_shape,
+num_classes, class_names, target_shape), data_state (the data encoding: vocabulary,
+normalisation...), metrics (the last epoch's record), rng (torch, cuda, numpy, python), versions.
+
+Version 1 had no spec, and instead of position a `progress` dict (epoch_step, epochs_completed,
+samples_seen, epoch_seconds, train_seconds, elapsed_s, stopped_early) beside epoch and step;
+`load_checkpoint` gives it in the version-2 layout with spec None.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import DataSpec
 from .errors import TrainingFailed, UserError
 from .run_dir import temporary_file
 
 FORMAT = "mltrain-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -98,23 +106,49 @@ def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "l
         raise UserError(f"{path}: not an mltrain checkpoint (no '{FORMAT}' marker); "
                         "pass a checkpoint written by `mltrain fit`")
     version = checkpoint.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format version {version!r} is newer than this mltrain "
-                        f"reads ({FORMAT_VERSION}); upgrade mltrain")
-    return checkpoint, path
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: checkpoint format version {version!r} is not one mltrain wrote; "
+                        "pass a checkpoint written by `mltrain fit`")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format version {version} is newer than this mltrain reads "
+                        f"({FORMAT_VERSION}); upgrade mltrain")
+    return (_from_version_1(checkpoint) if version == 1 else checkpoint), path
 
 
-def weights_for_eval(checkpoint: dict) -> dict:
-    """The weights a checkpoint is scored with: its EMA when it has one."""
-    return checkpoint["ema"]["weights"] if checkpoint.get("ema") else checkpoint["model"]
+def _from_version_1(checkpoint: dict) -> dict:
+    """A version-1 checkpoint in the current layout: its position gathered, no spec."""
+    upgraded = {key: value for key, value in checkpoint.items() if key != "progress"}
+    progress = checkpoint.get("progress")
+    if isinstance(progress, dict):
+        upgraded["position"] = {
+            "step": checkpoint.get("step"), "epoch": checkpoint.get("epoch"), "started_at": None,
+            "stopped": progress.get("stopped_early"),
+            **{key: progress.get(key) for key in ("epoch_step", "epochs_completed", "samples_seen", "epoch_seconds",
+                                                  "train_seconds", "elapsed_s")}}
+    upgraded["spec"] = None
+    return upgraded
 
 
-def load_weights(model: torch.nn.Module, weights: dict, path: Path) -> None:
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, KeyError) as error:
-        raise UserError(f"{path}: the model weights do not fit the model its config describes: "
-                        f"{str(error).splitlines()[0]}") from None
+def spec_state(spec: DataSpec) -> dict[str, Any]:
+    """The data spec as plain data for the checkpoint."""
+    return {"sample_shape": list(spec.sample_shape), "num_classes": spec.num_classes,
+            "class_names": list(spec.class_names), "target_shape": list(spec.target_shape)}
+
+
+def spec_from_state(state: Any, path: Path) -> DataSpec:
+    """The data spec a checkpoint stored, checked: a model is built from it before any data is read."""
+    def shape(value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                         for n in value)
+
+    fits = isinstance(state, dict) and shape(state.get("sample_shape")) and shape(state.get("target_shape", ())) \
+        and (state.get("num_classes") is None or isinstance(state["num_classes"], int)) \
+        and all(isinstance(name, str) for name in state.get("class_names", ()))
+    if not fits:
+        raise UserError(f"{path}: its data spec (sample_shape, num_classes, class_names, target_shape) is "
+                        "damaged; pass a checkpoint written by `mltrain fit`")
+    return DataSpec(tuple(state["sample_shape"]), state["num_classes"], tuple(state.get("class_names", ())),
+                    tuple(state.get("target_shape", ())))
 
 
 def capture_rng() -> dict[str, Any]:

@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, load_weights, run_directory_of, weights_for_eval
-from .config import config_from_dict, updated
-from .devices import pick_device
 from .errors import UserError
 from .metrics import confusion_matrix, per_class_scores
+from .restore import restore
 from .run_dir import to_json, write_atomically
-from .setup import prepare
 
 SPLITS = ("test", "val", "train")
 MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
@@ -29,32 +26,26 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
         if not item.startswith("data."):
             raise UserError(f"--set {item}: eval only takes data.* keys (the model and training are "
                             "fixed by the checkpoint)")
-    checkpoint, path = load_checkpoint(target)
-    cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
-    device = pick_device("auto")  # wherever it was trained: score it on what this machine has
-    if cfg.train.precision == "fp16" and device.type != "cuda":
-        cfg = updated(cfg, {"train.precision": "fp32"})
-    cfg = updated(cfg, {"data.augment": ()})
-    prepared = prepare(cfg, device, checkpoint.get("data_state"))
-    data, learner = prepared.data, prepared.learner
+    # Scored on what this machine has, wherever it was trained.
+    restored = restore(target, device="auto", overrides=overrides)
+    data, spec = restored.data(), restored.spec
     if split is None:  # the first the data has: test, else val (a text has no test split)
         split = next(name for name in SPLITS if name in data.splits)
     if split not in data.splits:
-        raise UserError(f"--split {split}: dataset '{cfg.data.dataset}' has no {split} split here "
+        raise UserError(f"--split {split}: dataset '{restored.cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")
-    load_weights(learner.eval_model, weights_for_eval(checkpoint), path)
     x, y = data.splits[split]
-    metrics, predicted = learner.evaluate_with_predictions(x, y, split)
+    metrics, predicted = restored.learner.evaluate_with_predictions(x, y, split)
     report: dict[str, Any] = {
-        "checkpoint": str(path), "split": split, "samples": len(y), "epoch": checkpoint.get("epoch"),
-        "step": checkpoint.get("step"), "metrics": metrics,
+        "checkpoint": str(restored.path), "split": split, "samples": len(y),
+        "epoch": restored.checkpoint.get("epoch"), "step": restored.checkpoint.get("step"), "metrics": metrics,
     }
-    if predicted is not None and data.spec.num_classes <= MAX_REPORTED_CLASSES:
-        confusion = confusion_matrix(predicted, y, data.spec.num_classes)
-        report["class_names"] = list(data.spec.class_names)
+    if predicted is not None and spec.num_classes <= MAX_REPORTED_CLASSES:
+        confusion = confusion_matrix(predicted, y, spec.num_classes)
+        report["class_names"] = list(spec.class_names)
         report["per_class"] = per_class_scores(confusion)
         report["confusion_matrix"] = confusion.tolist()
-    run = run_directory_of(path)
+    run = restored.run_dir
     if run is None:
         return report, None
     written = run / f"eval-{split}.json"

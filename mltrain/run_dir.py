@@ -147,15 +147,14 @@ class RunDir:
         with self.log_path.open("a", encoding="utf-8") as file:
             file.write(line + "\n")
 
-    def append_step_record(self, record: dict[str, Any]) -> None:
-        """A record taken within an epoch (log interval or extra validation): metrics.jsonl only."""
+    def append_record(self, record: dict[str, Any]) -> None:
+        """A line of metrics.jsonl."""
         with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
             file.write(to_json(record) + "\n")
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        """One epoch's record: a line of metrics.jsonl and a row of metrics.csv."""
+    def add_epoch_row(self, record: dict[str, Any]) -> None:
+        """An epoch's record as a row of metrics.csv."""
         self.records.append(record)
-        self.append_step_record(record)
         self._write_csv()
 
     def _write_csv(self) -> None:
@@ -170,3 +169,11 @@ class RunDir:
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         write_atomically(self.path / name, to_json(data, indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json as an earlier attempt left it; empty if there is none (or it is unreadable)."""
+        try:
+            summary = json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return summary if isinstance(summary, dict) else {}

@@ -1,4 +1,5 @@
-"""Generate text from a trained gpt checkpoint; needs the checkpoint only, not the text file."""
+"""Generate text from a language model trained on a text (gpt, or your own architecture that reads
+(B, T) token ids, T up to the block size); needs the checkpoint only, not the text file."""
 
 from __future__ import annotations
 
@@ -6,32 +7,22 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, load_weights, weights_for_eval
-from .config import config_from_dict
-from .data.text import decode, encode, text_spec
-from .devices import set_threads
+from .data.text import decode, encode
 from .errors import UserError
-from .heads import build_head
-from .models import build_model
+from .restore import restore
 
 # Sampling is small; the CPU keeps a --seed reproducible from one machine to the next.
 DEVICE = torch.device("cpu")
 
 
-def _language_model(target: str | Path) -> tuple[torch.nn.Module, str]:
-    """The checkpoint's gpt in eval mode, and the vocabulary it was trained with."""
-    checkpoint, path = load_checkpoint(target)
-    cfg = config_from_dict(checkpoint["config"], source=str(path))
-    vocabulary = checkpoint.get("data_state", {}).get("vocabulary")
-    if cfg.model.arch != "gpt" or vocabulary is None:
-        raise UserError(f"{path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
-                        "`mltrain sample` needs a gpt language model trained on a text "
-                        "(model.arch: gpt, data.dataset: text)")
-    set_threads(cfg.train.threads)
-    spec = text_spec(vocabulary, cfg.data.block_size)
-    model = build_model(cfg.model, spec, build_head(cfg.model.head, spec).num_outputs)
-    load_weights(model, weights_for_eval(checkpoint), path)
-    return model.to(DEVICE).eval(), vocabulary
+def _language_model(target: str | Path) -> tuple[torch.nn.Module, str, int]:
+    """The checkpoint's model in eval mode, the vocabulary it was trained with, its block size."""
+    restored = restore(target, device=DEVICE.type)
+    cfg, vocabulary = restored.cfg, restored.data_state.get("vocabulary")
+    if vocabulary is None:
+        raise UserError(f"{restored.path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
+                        "`mltrain sample` needs a language model trained on a text (data.dataset: text)")
+    return restored.model.eval(), vocabulary, restored.spec.sample_shape[0]
 
 
 @torch.inference_mode()
@@ -46,11 +37,14 @@ def sample_text(target: str | Path, prompt: str, tokens: int, temperature: float
         raise UserError(f"--temperature {temperature}: must be 0 (most likely character) or more")
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k {top_k}: must be at least 1")
-    model, vocabulary = _language_model(target)
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed {seed}: must be at least 0 and below 2^63")
+    model, vocabulary, block_size = _language_model(target)
     context = encode(prompt, vocabulary, "--prompt").to(DEVICE)[None]  # (1, T)
     generator = torch.Generator(DEVICE).manual_seed(seed)
     for _ in range(tokens):
-        logits = model(context[:, -model.block_size:])[:, -1].float()  # (1, vocabulary)
+        window = context[:, -block_size:]
+        logits = model(window).reshape(1, window.shape[1], len(vocabulary))[:, -1].float()  # (1, vocabulary)
         if temperature == 0:
             next_token = logits.argmax(dim=-1, keepdim=True)
         else:

@@ -1,7 +1,8 @@
-"""The start every command shares: CPU threads, seeds, the data on the device, and the learner."""
+"""The start every command shares: CPU threads, determinism, seeds, the data on the device, and the learner."""
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 
@@ -20,6 +21,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels when asked; otherwise let cuDNN pick the fastest ones."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if deterministic != torch.are_deterministic_algorithms_enabled():  # the call imports inductor (~1 s)
+        torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+def start(cfg: Config, device: torch.device) -> int:
+    """Threads, determinism and seeds, before any weight is drawn or data is read; returns
+    torch's CPU thread count as chosen."""
+    threads = set_threads(cfg.train.threads)
+    configure_determinism(cfg.train.deterministic, device)
+    seed_everything(cfg.seed)
+    return threads
+
+
 @dataclass
 class Prepared:
     data: InMemoryData
@@ -27,10 +48,8 @@ class Prepared:
     threads: int  # torch's CPU threads, as chosen
 
 
-def prepare(cfg: Config, device: torch.device, data_state: dict | None = None) -> Prepared:
-    """Threads, seeds (before any weight is drawn), the data and a learner for it. `data_state`
-    is what a checkpoint stored, so the data is encoded as the model was trained on it."""
-    threads = set_threads(cfg.train.threads)
-    seed_everything(cfg.seed)
-    data = build_data(cfg.data, cfg.seed, device, data_state)
+def prepare(cfg: Config, device: torch.device) -> Prepared:
+    """A fresh start from a config: the data and a newly initialised learner for it."""
+    threads = start(cfg, device)
+    data = build_data(cfg.data, cfg.seed, device)
     return Prepared(data, Learner.build(cfg, data.spec, device), threads)
