@@ -30,6 +30,18 @@ class TinyNet(nn.Sequential):
 
 def not_a_module(input_shape, num_outputs):
     return "a string"
+
+
+class TinyLM(nn.Module):
+    """Next-character logits from each character alone: (B, T) ids -> (B, T, vocabulary)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, width: int = 16):
+        super().__init__()
+        vocabulary = num_outputs // input_shape[0]
+        self.embedding, self.output = nn.Embedding(vocabulary, width), nn.Linear(width, vocabulary)
+
+    def forward(self, tokens):
+        return self.output(self.embedding(tokens))
 '''
 
 DATA = '''
@@ -164,3 +176,19 @@ def test_an_optimizer_and_a_scheduler_from_torch_by_import_path(tmp_path, cli):
     for record in records:
         assert record["lr"] == pytest.approx(0.05 * 0.5 ** (record["step"] // 3)), record
     assert "lr_decay: 0.01" in cli("config", path).output
+
+
+def test_a_user_language_model_trains_on_text_and_samples(user_package):
+    directory, env = user_package
+    (directory / "corpus.txt").write_text("abcabcabcabd " * 200)
+    path = directory / "lm.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"dataset": "text", "path": "corpus.txt", "block_size": 8, "windows": 200},
+        "model": {"arch": "tinypkg.nets:TinyLM", "width": 8},
+        "optimizer": {"name": "adam", "lr": 0.05}, "train": {"epochs": 3}, "output": {"dir": str(directory / "runs")},
+    }))
+    fitted = run(env, "fit", path, "--run-dir", directory / "lm")
+    assert fitted.returncode == 0, fitted.stderr
+    sampled = run(env, "sample", directory / "lm", "--prompt", "ab", "--tokens", "6", "--temperature", "0")
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.strip() == "abcabcab"  # after a, b comes c; after c, a: learnt from the text
