@@ -16,3 +16,12 @@ class ConfigError(UserError):
 
 class TrainingFailed(Exception):
     """The run went wrong (non-finite loss, a failed sanity check). Exit code 1."""
+
+
+class StopTraining(Exception):
+    """Raised by a sink to end a run early and on purpose (a pruned sweep trial): the run's
+    summary gets `status` and `reason`; nothing is reported as an error."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason

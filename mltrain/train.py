@@ -21,7 +21,7 @@ from .config import Config, config_from_dict, config_to_dict, dump_config, get_k
 from .data import InMemoryData
 from .data.dataset import batches, epoch_order, steps_per_epoch
 from .devices import pick_device
-from .errors import TrainingFailed, UserError
+from .errors import StopTraining, TrainingFailed, UserError
 from .learner import Learner
 from .metrics import Accumulator, samples_per_s
 from .models import count_parameters
@@ -31,6 +31,7 @@ from .progress import ProgressView, format_metrics
 from .run_dir import RunDir
 from .setup import prepare
 from .signals import StopRequested, stop_on_signals
+from .sinks import Sink
 
 
 @dataclass
@@ -75,12 +76,13 @@ def _non_finite_message(step: int, lr: float, peak_lr: float, loss: float, grad_
 
 
 def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = None,
-        quiet: bool = False) -> FitResult:
-    """Train as the config says; write a new run directory; return it with its summary."""
+        quiet: bool = False, sinks: Iterable[Sink] = ()) -> FitResult:
+    """Train as the config says; write a new run directory; return it with its summary.
+    A sink may end the run on purpose with StopTraining, which reaches the caller."""
     torch_device = pick_device(device or cfg.train.device)
     run = RunDir.create(cfg.output.dir, cfg.name, run_dir)
     try:
-        training = Training(cfg, run, torch_device, quiet)
+        training = Training(cfg, run, torch_device, quiet, sinks=sinks)
     except BaseException:
         shutil.rmtree(run.path, ignore_errors=True)  # bad data or model: leave no empty run behind
         raise
@@ -119,11 +121,12 @@ class Training:
     """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
 
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, quiet: bool,
-                 checkpoint: dict | None = None, resuming: bool = False):
+                 checkpoint: dict | None = None, resuming: bool = False, sinks: Iterable[Sink] = ()):
         """Builds and restores everything; writes nothing until `run()`, so a refused resume
         leaves the run directory as it was."""
         self.started = time.perf_counter()
         self.cfg, self.run_dir, self.device, self.resuming = cfg, run, device, resuming
+        self.sinks = list(sinks)
         configure_determinism(cfg.train.deterministic, device)
         self.view = ProgressView(quiet)
         prepared = prepare(cfg, device, checkpoint.get("data_state") if checkpoint else None)
@@ -223,6 +226,13 @@ class Training:
             view.end_epoch()
             self._finish("failed", error=str(failure))
             raise
+        except StopTraining as stop:
+            view.end_epoch()
+            self._save_last()
+            self._finish(stop.status, stopped=stop.reason)
+            for sink in self.sinks:
+                sink.finish(self.summary)
+            raise
         except StopRequested:
             view.end_epoch()
             try:
@@ -280,6 +290,8 @@ class Training:
         best = self._validate(record)
         self.run_dir.append_step_record(record)
         self.view.info(f"step {self.step}  {format_metrics(record)}" + ("  * best" if best else ""))
+        for sink in self.sinks:
+            sink.validation(record)
 
     def _end_epoch(self) -> None:
         """The epoch's record, validation, last.pt (and best.pt), the summary line."""
@@ -302,6 +314,8 @@ class Training:
                        f"{self.epoch_seconds:.2f}s" + ("  * best" if is_best else ""))
         if reason:
             self.view.info(reason)
+        for sink in self.sinks:
+            sink.validation(record)
 
     def _validate(self, record: dict[str, Any]) -> bool:
         """Score the val split into `record`, update best.pt and the plateau schedule; True if best."""
