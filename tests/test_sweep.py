@@ -210,3 +210,12 @@ def test_sweep_help_imports_neither_torch_nor_optuna():
             "assert result.exit_code == 0 and '--search' in result.output, result.output\n"
             "assert 'torch' not in sys.modules and 'optuna' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importances_are_left_out_when_no_parameter_varied(cli, tmp_path):
+    config = digits_config(tmp_path, epochs=1)
+    result = cli("sweep", config, "--search", "optimizer.lr=choice(0.1)", "--trials", "2", "--pruner", "none",
+                 "--sweep-dir", tmp_path / "sweep")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sweep/history.png").is_file() and not (tmp_path / "sweep/importance.png").exists()
+    assert "no importance.png: parameter importances need complete trials whose parameters differ" in result.stdout

@@ -40,8 +40,8 @@ def sweep(
     """Search hyperparameters with Optuna: each trial trains CONFIG with drawn values in its own run
     directory under the sweep directory; the best trial's config is written to best.yaml.
 
-    Example: mltrain sweep configs/quickstart.yaml --search optimizer.lr=loguniform(1e-4,1e-1)
-    --search model.hidden=choice([64],[256,128]) --trials 20
+    Example: mltrain sweep configs/quickstart.yaml --search "optimizer.lr=loguniform(1e-4,1e-1)"
+    --search "model.hidden=choice([64],[256,128])" --trials 20
     (continue a stopped one: mltrain sweep --resume runs/quickstart-sweep-20260101-120000)
     """
     with exit_codes():
@@ -63,7 +63,7 @@ def sweep(
                                     report=not worker)
         elif config is None:
             raise UserError("missing CONFIG: give a config or a sweep file, e.g. mltrain sweep "
-                            "configs/quickstart.yaml --search optimizer.lr=loguniform(1e-4,1e-1) --trials 20")
+                            "configs/quickstart.yaml --search 'optimizer.lr=loguniform(1e-4,1e-1)' --trials 20")
         else:
             report = start_sweep(config, [(text, f"--search {text}") for text in search], set_, trials, sampler,
                                  pruner, storage, sweep_dir, jobs)

@@ -62,7 +62,7 @@ def write_report(sweep: Sweep) -> Report:
     report.files.append(_write_csv(rows, sweep.directory / "trials.csv"))
     if best is not None:
         report.files.append(_write_best(sweep, best))
-    _plot(sweep, report, n_complete=len(complete))
+    _plot(sweep, report, complete)
     return report
 
 
@@ -84,10 +84,10 @@ def _write_best(sweep: Sweep, best: dict[str, Any]) -> Path:
     return path
 
 
-def _plot(sweep: Sweep, report: Report, n_complete: int) -> None:
-    """Optimisation history, and parameter importances (they need two complete trials whose
-    parameters differ)."""
-    if n_complete == 0:
+def _plot(sweep: Sweep, report: Report, complete: list[dict[str, Any]]) -> None:
+    """Optimisation history, and parameter importances (they need complete trials whose
+    parameters differ: Optuna would rank parameters that never varied)."""
+    if not complete:
         report.notes.append("no plots: no trial completed")
         return
     import matplotlib
@@ -98,10 +98,10 @@ def _plot(sweep: Sweep, report: Report, n_complete: int) -> None:
 
     study = sweep.study()
     drawings = [("history.png", lambda: plot_optimization_history(study, target_name=sweep.definition.monitor))]
-    if n_complete >= 2:
+    if any(len({str(row[key]) for row in complete}) > 1 for key in report.params):
         drawings.append(("importance.png", lambda: plot_param_importances(study)))
     else:
-        report.notes.append("no importance.png: parameter importances need at least 2 complete trials")
+        report.notes.append("no importance.png: parameter importances need complete trials whose parameters differ")
     for name, draw in drawings:
         try:
             with without_experimental_warnings():

@@ -139,7 +139,7 @@ def parse_param(text: str, origin: str) -> Param:
 def parse_space(specs: list[tuple[str, str]]) -> list[Param]:
     """(text, origin) pairs -> the space; at least one parameter, each key once."""
     if not specs:
-        raise UserError("nothing to search: give --search KEY=DIST, e.g. --search optimizer.lr=loguniform(1e-4,1e-1)")
+        raise UserError("nothing to search: give --search KEY=DIST, e.g. --search 'optimizer.lr=loguniform(1e-4,1e-1)'")
     params: list[Param] = []
     for text, origin in specs:
         param = parse_param(text, origin)

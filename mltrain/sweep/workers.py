@@ -63,10 +63,10 @@ def work_in_processes(sweep: Sweep, jobs: int) -> None:
     codes = [process.returncode for process in processes]
     if 130 in codes:
         raise StopRequested("a worker process was interrupted")
-    if 2 in codes:
-        raise UserError("a worker process stopped on bad input (its message is above)")
-    if any(codes):
-        raise TrainingFailed(f"worker processes ended with exit codes {codes} (their messages are above)")
+    if any(codes) and sweep.unfinished():  # a worker that died while the others finished its trials is no matter
+        failure = UserError if 2 in codes else TrainingFailed
+        raise failure(f"worker processes ended with exit codes {codes} (their messages are above); "
+                      f"to finish the sweep: mltrain sweep --resume {sweep.directory}")
 
 
 def _core_shares(jobs: int) -> list[set[int] | None]:
