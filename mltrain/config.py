@@ -156,11 +156,11 @@ def _walk(schema: type[BaseModel], raw: Any, loc: tuple) -> tuple[str, list[type
 
 
 def _bounds(error: dict) -> str:
-    context, value = error.get("ctx", {}), error.get("input")
+    context, value = {key: f"{bound:g}" for key, bound in error.get("ctx", {}).items()}, error.get("input")
     if error["type"] == "greater_than":
         return f"{value!r} must be above {context['gt']}"
     if error["type"] == "greater_than_equal":
-        return f"{value!r} must be " + ("0 or more" if context["ge"] == 0 else f"at least {context['ge']}")
+        return f"{value!r} must be " + ("0 or more" if context["ge"] == "0" else f"at least {context['ge']}")
     if error["type"] == "less_than":
         return f"{value!r} must be below {context['lt']}"
     return f"{value!r} must be at most {context['le']}"

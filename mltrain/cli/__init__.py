@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd
+from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd, sweep_cmd
 
 app = typer.Typer(
     name="mltrain",
@@ -24,6 +24,7 @@ app.command("lr-find")(lr_find_cmd.lr_find)
 app.command("runs")(runs_cmd.runs)
 app.command("config")(config_cmd.config)
 app.command("list")(list_cmd.list_)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def main() -> None:
