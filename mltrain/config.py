@@ -147,6 +147,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = "runs"  # parent of the run directories
+    loggers: tuple[Literal["tensorboard", "mlflow"], ...] = ()  # also log to these; the run directory is always written
+    mlflow_uri: str | None = None  # mlflow tracking URI; null: MLFLOW_TRACKING_URI, else MLflow's own default
+    mlflow_log_model: bool = False  # mlflow: also upload checkpoints/best.pt as an artifact
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,8 @@ def _describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin is tuple:
+        if typing.get_origin(args[0]) is Literal:
+            return "a list of names from: " + ", ".join(map(str, typing.get_args(args[0])))
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
         return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
