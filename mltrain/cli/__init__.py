@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd
+from . import (
+    check_cmd, compare_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd,
+)
 
 app = typer.Typer(
     name="mltrain",
@@ -20,6 +22,7 @@ app.command("overfit-tiny")(check_cmd.overfit_tiny)
 app.command("sample")(sample_cmd.sample)
 app.command("lr-find")(lr_find_cmd.lr_find)
 app.command("runs")(runs_cmd.runs)
+app.command("compare")(compare_cmd.compare)
 app.command("config")(config_cmd.config)
 app.command("list")(list_cmd.list_)
 
