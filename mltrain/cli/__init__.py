@@ -11,11 +11,28 @@ from . import (
 app = typer.Typer(
     name="mltrain",
     help="Train PyTorch neural networks from YAML configs.\n\nExample: mltrain fit configs/quickstart.yaml",
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"mltrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
 app.command("fit")(fit_cmd.fit)
 app.command("eval")(eval_cmd.eval_)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)

@@ -21,8 +21,9 @@ def runs(
                                            "config.yaml, or status), e.g. --filter model.arch=cnn. Repeatable."),
     as_json: bool = JSON,
 ) -> None:
-    """Table of the runs under DIRECTORY: status, the hyperparameters that differ between them,
-    best metric, test scores, epochs, duration.
+    """Table of the runs under DIRECTORY, with the hyperparameters that differ between them.
+
+    Each row: status, the differing config keys, best metric, test scores, epochs, duration.
 
     Example: mltrain runs runs --filter model.arch=mlp --sort val/accuracy
     """
