@@ -57,8 +57,9 @@ class MLflowSink(Sink):
         self._log_params()
         self._save_state()
         self._sent_at = time.monotonic()
-        if run.resumed_step > self.sent_step:  # records up to the checkpoint that never reached MLflow
-            for record in read_records(self.run_dir / "metrics.jsonl"):
+        metrics = self.run_dir / "metrics.jsonl"
+        if run.resumed_step > self.sent_step and metrics.is_file():  # records that never reached MLflow
+            for record in read_records(metrics):
                 if self.sent_step < record["step"] <= run.resumed_step:
                     self._queue(record)
             self._send()
