@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from .run_dir import read_epoch_rows, read_records
 
 
 def _pyplot():
@@ -15,31 +18,85 @@ def _pyplot():
     return plt
 
 
-def plot_metrics(records: list[dict[str, Any]], directory: Path) -> list[Path]:
-    """One figure per metric (loss, accuracy, ...), every split on it, by epoch; plus the lr."""
-    plt = _pyplot()
+def _save(plt, figure, path: Path) -> Path:
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_run(run: Path) -> list[Path]:
+    """The plots of a run directory, into <run>/plots/, from its metrics files and summary.json."""
+    epochs = read_epoch_rows(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
+    logged = read_records(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+    try:
+        best = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("best")
+    except (OSError, ValueError, AttributeError):
+        best = None
+    return plot_metrics(epochs, run / "plots", logged=logged, best=best, title=run.name)
+
+
+def plot_metrics(records: list[dict[str, Any]], directory: Path, logged: list[dict[str, Any]] | None = None,
+                 best: dict[str, Any] | None = None, title: str = "") -> list[Path]:
+    """One figure per metric (loss, accuracy, ...) by epoch, every split on it, the best epoch marked;
+    and lr.png, the lr at every logged step. `records`: one per epoch; `logged`: every record of
+    metrics.jsonl (default: `records`); `best`: summary.json's {metric, value, epoch}."""
     if not records:
         return []
-    epochs = [record["epoch"] for record in records]
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    best_epoch = (best or {}).get("epoch") or None
     names = sorted({key.split("/", 1)[1] for record in records for key in record if "/" in key})
     written = []
-    for name in names + ["lr"]:
+    for name in names:
         figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-        keys = ["lr"] if name == "lr" else [k for k in ("train/" + name, "val/" + name) if k in records[0]]
-        for key in keys:
-            axes.plot(epochs, [record.get(key) for record in records], marker="o", markersize=3, label=key)
+        for split in ("train", "val"):
+            points = [(record["epoch"], record[f"{split}/{name}"]) for record in records
+                      if record.get(f"{split}/{name}") is not None]
+            if points:
+                axes.plot(*zip(*points), marker="o", markersize=3, label=f"{split}/{name}")
+        if best_epoch:
+            axes.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
+            if str(best.get("metric")).partition("/")[2] == name and best.get("value") is not None:
+                axes.plot([best_epoch], [best["value"]], marker="*", markersize=14, color="tab:red",
+                          linestyle="none", label=f"best {best['metric']} {best['value']:.4g} (epoch {best_epoch})")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(name)
+        axes.set_title(f"{name} by epoch" + (f" ({title})" if title else ""))
         if name == "loss":
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
         axes.legend()
-        figure.tight_layout()
-        path = directory / f"{name}.png"
-        figure.savefig(path)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / f"{name}.png"))
+    steps = {record["step"]: record["lr"] for record in (logged or records) if record.get("lr") is not None}
+    if steps:
+        figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+        axes.plot(list(steps), list(steps.values()), marker=".", markersize=3)
+        axes.set_xlabel("step")
+        axes.set_ylabel("lr")
+        axes.set_title("learning rate by step" + (f" ({title})" if title else ""))
+        axes.grid(alpha=0.3)
+        written.append(_save(plt, figure, directory / "lr.png"))
     return written
+
+
+def plot_comparison(curves: dict[str, list[tuple[int, float]]], metric: str, path: Path) -> Path:
+    """Several runs' (step, value) curves of one metric on one figure, a run per line."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for run, points in curves.items():
+        axes.plot(*zip(*points), marker="o" if len(points) <= 50 else None, markersize=3, label=run)
+    axes.set_xlabel("step")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} by step")
+    if metric.endswith("loss") and all(value > 0 for points in curves.values() for _, value in points):
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return _save(plt, figure, path)
 
 
 def plot_lr_curve(report: dict[str, Any], path: Path) -> Path:
@@ -55,8 +112,4 @@ def plot_lr_curve(report: dict[str, Any], path: Path) -> Path:
     axes.set_xlabel("learning rate")
     axes.set_ylabel("training loss (smoothed)")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)

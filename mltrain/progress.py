@@ -8,8 +8,32 @@ from typing import Callable
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
+
+# The columns an epoch's bar drops, in this order, when the terminal is too narrow for all of them,
+# with the characters each takes; the step count, the loss and the ETA always stay.
+_OPTIONAL = {"elapsed": 8, "lr": 11, "speed": 19}
+_BAR_WIDTHS = (10, 40)  # the bar's narrowest and widest, in characters
+
+
+def _bar_columns(width: int, epochs: int, steps: int) -> list[ProgressColumn]:
+    """The columns of an epoch's bar that fit a terminal `width` characters wide."""
+    essential = [f"epoch {epochs}/{epochs}", f"{steps}/{steps}", "loss 00.0000", "eta", "0:00:00"]
+    used = sum(len(text) + 1 for text in essential)  # each with the space after it
+    kept = dict(_OPTIONAL)
+    for name in _OPTIONAL:
+        if used + sum(size + 1 for size in kept.values()) + _BAR_WIDTHS[0] <= width:
+            break
+        del kept[name]
+    used += sum(size + 1 for size in kept.values())
+    optional = {"lr": TextColumn("lr {task.fields[lr]}"), "speed": TextColumn("{task.fields[speed]} samples/s"),
+                "elapsed": TimeElapsedColumn()}
+    return [TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(bar_width=max(_BAR_WIDTHS[0], min(_BAR_WIDTHS[1], width - used - 1))),
+            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            *(column for name, column in optional.items() if name in kept),
+            TextColumn("eta"), TimeRemainingColumn()]
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -39,11 +63,8 @@ class ProgressView:
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
         if not self.live:
             return
-        self._progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[speed]} samples/s"), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), console=self.console, transient=True)
+        self._progress = Progress(*_bar_columns(self.console.width, epochs, steps), console=self.console,
+                                  transient=True)
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=done, epoch=f"{epoch}/{epochs}",
                                              loss="-", lr="-", speed="-")

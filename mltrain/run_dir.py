@@ -78,6 +78,29 @@ def _parse_row(row: dict[str, str]) -> dict[str, Any]:
     return parsed
 
 
+def read_epoch_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv: one record per epoch, numbers parsed back."""
+    return list(map(_parse_row, csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, in order; a line that is not a JSON object (cut short by a
+    crash) is skipped. An unreadable file is a UserError naming it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = path
@@ -134,8 +157,7 @@ class RunDir:
         write_atomically(jsonl, "".join(kept))
         csv_path = path / "metrics.csv"
         if csv_path.exists():
-            rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-            run.records = [parsed for parsed in map(_parse_row, rows) if parsed.get("step", 0) <= step]
+            run.records = [row for row in read_epoch_rows(csv_path) if row.get("step", 0) <= step]
             run._write_csv()
         run.checkpoints.mkdir(exist_ok=True)
         run.plots.mkdir(exist_ok=True)

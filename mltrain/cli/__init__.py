@@ -6,22 +6,42 @@ import sys
 
 import typer
 
-from . import check_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd, sweep_cmd
+from . import (
+    check_cmd, compare_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd, sweep_cmd,
+)
 
 app = typer.Typer(
     name="mltrain",
     help="Train PyTorch neural networks from YAML configs.\n\nExample: mltrain fit configs/quickstart.yaml",
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"mltrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
 app.command("fit")(fit_cmd.fit)
 app.command("eval")(eval_cmd.eval_)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)
 app.command("sample")(sample_cmd.sample)
 app.command("lr-find")(lr_find_cmd.lr_find)
 app.command("runs")(runs_cmd.runs)
+app.command("compare")(compare_cmd.compare)
 app.command("config")(config_cmd.config)
 app.command("list")(list_cmd.list_)
 app.command("sweep")(sweep_cmd.sweep)
