@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -50,4 +51,21 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
         return report, None
     written = run / f"eval-{split}.json"
     write_atomically(written, to_json(report, indent=2) + "\n")
+    if "confusion_matrix" in report:
+        _show_confusion(report, run, restored.cfg.output.loggers)
     return report, written
+
+
+def _show_confusion(report: dict[str, Any], run: Path, loggers: tuple[str, ...]) -> None:
+    """plots/confusion-<split>.png, and the same figure in the run's TensorBoard when it has one."""
+    from .plots import confusion_figure, plot_confusion
+
+    split, title = report["split"], f"{run.name}: {report['split']}, step {report['step']}"
+    plot_confusion(report["confusion_matrix"], report["class_names"], run / "plots" / f"confusion-{split}.png", title)
+    if "tensorboard" in loggers and importlib.util.find_spec("tensorboard") is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run / "tensorboard")) as writer:
+            writer.add_figure(f"confusion/{split}", confusion_figure(report["confusion_matrix"],
+                                                                     report["class_names"], title)[1],
+                              global_step=report["step"])

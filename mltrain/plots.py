@@ -113,3 +113,26 @@ def plot_lr_curve(report: dict[str, Any], path: Path) -> Path:
     axes.set_ylabel("training loss (smoothed)")
     axes.grid(alpha=0.3)
     return _save(plt, figure, path)
+
+
+def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str):
+    """A confusion matrix as a matplotlib figure: rows true classes, columns predicted, counts shown."""
+    plt = _pyplot()
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted", ylabel="true",
+             title=title)
+    axes.set_xticklabels(class_names, rotation=90)
+    axes.set_yticklabels(class_names)
+    highest = max(max(row) for row in matrix) or 1
+    for row, counts in enumerate(matrix):
+        for column, count in enumerate(counts):
+            axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > highest / 2 else "black")
+    return plt, figure
+
+
+def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
+    plt, figure = confusion_figure(matrix, class_names, title)
+    return _save(plt, figure, path)

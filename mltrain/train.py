@@ -29,6 +29,7 @@ from .run_dir import RunDir
 from .setup import prepare
 from .signals import StopRequested, stop_on_signals
 from .sinks import Record, RunStart, Sink
+from .sinks.loggers import logger_sinks
 from .sinks.progress import Progress
 from .sinks.run_files import RunFiles
 
@@ -124,7 +125,7 @@ class Training:
         view = ProgressView(quiet)
         view.attach_log(files.log)
         self.progress = Progress(view, self.monitor)
-        self.sinks: list[Sink] = [files, self.progress, *sinks]
+        self.sinks: list[Sink] = [files, self.progress, *logger_sinks(cfg, run.path), *sinks]
         self.started: list[Sink] = []  # the sinks whose start() ran: they are the ones to finish()
         if restored is not None:
             self._restore(restored)

@@ -56,10 +56,11 @@ def drive(sinks, run, cfg, last, resumed_step=0, attempt=0, status="completed"):
     final = {}
     for event, record in records(resumed_step + 1, last, attempt):
         if event == "epoch":
-            run.append_metrics(record)
+            run.append_record(record)
+            run.add_epoch_row(record)
             final = record
         elif event == "step":
-            run.append_step_record(record)
+            run.append_record(record)
         for sink in sinks:
             getattr(sink, event)(record)
     summary = {"status": status, "final": final, "best": {"metric": "val/accuracy", "epoch": last // 10}}
@@ -189,7 +190,9 @@ def test_mlflow_after_a_kill_sends_each_step_once(in_tmp, monkeypatch, send_ever
     killed = MLflowSink(run.path, cfg.output.mlflow_uri, log_model=False)
     killed.start(RunStart(cfg, run.path, 0, 30, 3, STEPS_IN_EPOCH))
     for event, record in records(1, 25, attempt=1):
-        (run.append_metrics if event == "epoch" else run.append_step_record)(record)
+        run.append_record(record)
+        if event == "epoch":
+            run.add_epoch_row(record)
         getattr(killed, event)(record)
 
     drive(logger_sinks(cfg, run.path), run, cfg, last=30, resumed_step=20, attempt=2)
@@ -308,3 +311,50 @@ def test_unknown_logger_names_are_refused_at_load(cli, tmp_path):
     result = cli("config", write_config(tmp_path, output={"loggers": ["tensorbord"]}))
     assert result.exit_code == 2
     assert "output.loggers" in result.stderr and "tensorboard, mlflow" in result.stderr
+
+
+def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_tmp):
+    """End to end through the command line: a run killed mid-way and resumed leaves TensorBoard
+    and MLflow with each step once, as metrics.jsonl has them."""
+    import signal
+    import subprocess
+
+    import yaml
+
+    from conftest import MLTRAIN
+    from test_resume import wait_for_step
+
+    config = in_tmp / "logged.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "spirals", "points": 200, "batch_size": 16},
+        "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "adam", "lr": 0.02},
+        "train": {"epochs": 3, "log_every_steps": 5, "checkpoint_every_steps": 10},
+        "output": {"dir": str(in_tmp / "runs"), "loggers": ["tensorboard", "mlflow"],
+                   "mlflow_uri": f"sqlite:///{in_tmp / 'mlflow.db'}"},
+    }))
+    run = in_tmp / "run"
+    first = subprocess.Popen([MLTRAIN, "fit", str(config), "--run-dir", str(run)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    wait_for_step(run, 45, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    resumed = subprocess.run([MLTRAIN, "fit", "--resume", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    want = sorted({record["step"] for record in logged if "train/loss" in record})
+    scalars = tensorboard_scalars(run / "tensorboard")
+    assert sorted(step for step, _ in scalars["train/loss"]) == want  # the killed tail purged, none doubled
+    client, mlflow = mlflow_run(run)
+    history = client.get_metric_history(mlflow.info.run_id, "train/loss")
+    assert sorted(metric.step for metric in history) == want
+    assert mlflow.data.params["optimizer.lr"] == "0.02" and "test/accuracy" in mlflow.data.metrics
+
+    evaluated = subprocess.run([MLTRAIN, "eval", str(run)], capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (run / "plots" / "confusion-test.png").stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "confusion/test" in events.Tags()["images"]

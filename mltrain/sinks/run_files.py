@@ -49,6 +49,6 @@ class RunFiles(Sink):
                 self.run.log(f"failed: {summary['error']}")  # train.log keeps what stderr showed
             self.run.write_json("summary.json", summary)
         if summary["status"] == "completed":
-            from ..plots import plot_metrics
+            from ..plots import plot_run
 
-            plot_metrics(self.run.records, self.run.plots)
+            plot_run(self.run.path)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import config_to_dict, dump_config
 from ..hparams import as_text, flatten
+from ..run_dir import read_records
 from . import Record, RunStart, Sink
 
 
@@ -27,15 +28,19 @@ class TensorBoardSink(Sink):
     def start(self, run: RunStart) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # On resume, what an earlier attempt logged past the checkpoint's step is void: TensorBoard
-        # hides events at purge_step and later.
-        self.writer = SummaryWriter(str(self.directory),
-                                    purge_step=run.resumed_step + 1 if run.resumed_step else None)
+        # On resume, an earlier attempt's events are hidden (TensorBoard ignores those at purge_step
+        # and later) and the run files' records up to the checkpoint are written again: a process
+        # killed before its writer flushed would otherwise leave a hole, or a doubled tail.
+        self.writer = SummaryWriter(str(self.directory), purge_step=1 if run.resumed_step else None)
         self.hparams = {key: value if isinstance(value, (int, float)) and not isinstance(value, bool)
                         else as_text(value) for key, value in flatten(config_to_dict(run.cfg)).items()}
         self._step = run.resumed_step
         config_text = "".join(f"    {line}\n" for line in dump_config(run.cfg).splitlines())  # markdown code
         self.writer.add_text("config", config_text, global_step=run.resumed_step)
+        if run.resumed_step:
+            for record in read_records(run.run_dir / "metrics.jsonl"):
+                if 0 < record.get("step", 0) <= run.resumed_step:
+                    self._write(record)
 
     def step(self, record: Record) -> None:
         self._write(record)
