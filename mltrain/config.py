@@ -78,6 +78,8 @@ class TrainConfig(Section):
     """torch.compile the model (checkpoints keep plain weight names)"""
     deterministic: bool = False
     """deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)"""
+    sync_batchnorm: bool = False
+    """with several processes: batch-norm statistics over the global batch (SyncBatchNorm, CUDA)"""
 
 
 class OutputConfig(Section):

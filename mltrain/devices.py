@@ -70,11 +70,12 @@ def default_threads(cores: int) -> int:
     return max(1, min(cores, round(cores - busy)))
 
 
-def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op CPU threads: as asked (at most one per usable core), or `default_threads`."""
+def set_threads(threads: int | None, processes: int = 1) -> int:
+    """Set torch's intra-op CPU threads: as asked (at most one per usable core), or `default_threads`;
+    with `processes` training on this machine, each takes an equal share of the cores."""
     cores = usable_cores()
     if threads is None:
-        threads = default_threads(cores)
+        threads = default_threads(cores) if processes == 1 else max(1, cores // processes)
     elif threads > cores:
         print(f"warning: train.threads {threads} is more than the {cores} usable cores; using {cores}",
               file=sys.stderr)

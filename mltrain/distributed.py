@@ -6,11 +6,12 @@ reduced across ranks, and launching `--nproc N` local workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -27,6 +28,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes of the job on this machine
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +45,8 @@ class Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
-        return cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
     def device_for(self, device: torch.device) -> torch.device:
         """One CUDA device per local rank; every rank shares the CPU."""
@@ -68,6 +71,15 @@ class Distributed:
     def stop(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+    @contextlib.contextmanager
+    def joined(self, device: torch.device) -> Iterator[None]:
+        """In the process group for the duration (nothing for one process)."""
+        self.start(device)
+        try:
+            yield
+        finally:
+            self.stop()
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sums across ranks (a new tensor); the identity for one process. The only place metrics

@@ -54,7 +54,9 @@ class Learner:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # `model` keeps plain parameter names for checkpoints; the compiled wrapper only runs.
+        self.compile = compile
         self.forward_model = torch.compile(model) if compile else model
+        self.distributed: torch.nn.parallel.DistributedDataParallel | None = None
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
         self.steps = 0  # optimizer steps taken
@@ -66,6 +68,24 @@ class Learner:
         model = build_model(cfg.model, spec, head.num_outputs).to(device)
         return cls(model, head, build_optimizer(cfg.optimizer, model), cfg.train.precision, device,
                    cfg.train.grad_clip, cfg.train.ema, cfg.train.compile)
+
+    def distribute(self, sync_batchnorm: bool) -> None:
+        """Train through DistributedDataParallel (the process group must be up): gradients are
+        averaged across processes in backward. Checkpoints keep `model`'s plain weight names."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if sync_batchnorm:
+            # The converted layers keep the same Parameter objects, so the optimizer still holds them.
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.distributed = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.forward_model = torch.compile(self.distributed) if self.compile else self.distributed
+
+    def accumulating(self, last: bool):
+        """Around a micro-batch's backward: DDP averages gradients only on a step's last one."""
+        if self.distributed is None or last:
+            return contextlib.nullcontext()
+        return self.distributed.no_sync()
 
     @property
     def eval_model(self) -> nn.Module:

@@ -6,6 +6,7 @@ Sums stay on the device while a split is processed; `compute` is the one host sy
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -23,8 +24,10 @@ class Accumulator:
     tasks, so loss and accuracy average over tokens there, as the loss itself does.
     """
 
-    def __init__(self, device: torch.device, classifies: bool):
-        self.classifies = classifies
+    def __init__(self, device: torch.device, classifies: bool,
+                 across: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`across`: sums a tensor over every process of a distributed job (the identity alone)."""
+        self.classifies, self.across = classifies, across
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.count = 0  # samples, known on the host, no sync needed
@@ -49,14 +52,26 @@ class Accumulator:
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
 
-    def compute(self, split: str) -> dict[str, float]:
-        loss_sum, correct = torch.stack([self.loss_sum, self.correct.double()]).tolist()
-        metrics = {f"{split}/loss": loss_sum / max(self.targets, 1)}
+    def compute(self, split: str, across_processes: bool = True) -> dict[str, float]:
+        """The metrics so far: one host sync (and, across processes, one all-reduce)."""
+        sums = torch.stack([self.loss_sum, self.correct.double(),
+                            torch.tensor(float(self.targets), dtype=torch.float64, device=self.loss_sum.device)])
+        if across_processes and self.across is not None:
+            sums = self.across(sums)
+        loss_sum, correct, targets = sums.tolist()
+        metrics = {f"{split}/loss": loss_sum / max(targets, 1)}
         if self.classifies:
-            metrics[f"{split}/accuracy"] = correct / max(self.targets, 1)
+            metrics[f"{split}/accuracy"] = correct / max(targets, 1)
             if self.per_position:
                 metrics[f"{split}/perplexity"] = perplexity(metrics[f"{split}/loss"])
         return metrics
+
+
+    def samples(self) -> int:
+        """Samples counted over every process (an all-reduce under DDP)."""
+        if self.across is None:
+            return self.count
+        return int(self.across(torch.tensor([self.count], device=self.loss_sum.device)).item())
 
 
 def samples_per_s(samples: int, seconds: float) -> float:

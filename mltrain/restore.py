@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint, run_directory_of, spec_from_state, spec
 from .config import Config, config_from_dict, get_key, updated
 from .data import DataSpec, InMemoryData, build_data
 from .devices import pick_device
+from .distributed import Distributed
 from .errors import UserError
 from .learner import Learner
 from .setup import start
@@ -86,9 +87,11 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
                 raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
                                 f"{get_key(original, key)!r}); start a new run with `mltrain fit` instead")
     torch_device = pick_device(device or (cfg.train.device if resume else "auto"))
+    job = Distributed.from_env() if resume else Distributed()
+    torch_device = job.device_for(torch_device)
     if not resume:
         cfg = _for_scoring(cfg, torch_device)
-    threads = start(cfg, torch_device)
+    threads = start(cfg, torch_device, job.local_world_size)
     data_state = checkpoint.get("data_state") or {}
     data = None
     if checkpoint.get("spec") is None:  # format version 1 stored no spec: the data tells it

@@ -32,10 +32,10 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
-def start(cfg: Config, device: torch.device) -> int:
+def start(cfg: Config, device: torch.device, processes: int = 1) -> int:
     """Threads, determinism and seeds, before any weight is drawn or data is read; returns
     torch's CPU thread count as chosen."""
-    threads = set_threads(cfg.train.threads)
+    threads = set_threads(cfg.train.threads, processes)
     configure_determinism(cfg.train.deterministic, device)
     seed_everything(cfg.seed)
     return threads
@@ -48,8 +48,8 @@ class Prepared:
     threads: int  # torch's CPU threads, as chosen
 
 
-def prepare(cfg: Config, device: torch.device) -> Prepared:
+def prepare(cfg: Config, device: torch.device, processes: int = 1) -> Prepared:
     """A fresh start from a config: the data and a newly initialised learner for it."""
-    threads = start(cfg, device)
+    threads = start(cfg, device, processes)
     data = build_data(cfg.data, cfg.seed, device)
     return Prepared(data, Learner.build(cfg, data.spec, device), threads)

@@ -15,6 +15,10 @@ class _StopFlag:
     def __init__(self) -> None:
         self.signal_name: str | None = None
 
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
     def check(self) -> None:
         if self.signal_name:
             raise StopRequested(self.signal_name)

@@ -7,15 +7,16 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, spec_state
 from .config import Config, config_to_dict, load_config
 from .data import InMemoryData
-from .data.dataset import batches, epoch_order, steps_per_epoch
+from .data.dataset import batches, epoch_order, global_batches, shard, steps_per_epoch
 from .devices import pick_device
+from .distributed import Distributed
 from .errors import StopTraining, TrainingFailed, UserError
 from .learner import Learner
 from .metrics import Accumulator, samples_per_s
@@ -68,16 +69,20 @@ def _non_finite_message(step: int, lr: float, peak_lr: float, loss: float, grad_
 def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = None, quiet: bool = False,
         sinks: Sequence[Sink] = ()) -> FitResult:
     """Train as the config says; write a new run directory; return it with its summary.
-    `sinks` also receive the loop's records, after the run files and the progress view."""
-    torch_device = pick_device(device or cfg.train.device)
-    run = RunDir.create(cfg.output.dir, cfg.name, run_dir)
-    try:
-        prepared = prepare(cfg, torch_device)
-        training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks)
-    except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)  # bad data or model: leave no empty run behind
-        raise
-    return training.run()
+    `sinks` also receive the loop's records, after the run files and the progress view.
+    Under torchrun (WORLD_SIZE > 1) every process trains its shard; rank 0 writes the run."""
+    job = Distributed.from_env()
+    torch_device = job.device_for(pick_device(device or cfg.train.device))
+    with job.joined(torch_device):
+        run = _shared(job, lambda: RunDir.create(cfg.output.dir, cfg.name, run_dir))
+        try:
+            prepared = prepare(cfg, torch_device, job.local_world_size)
+            training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
+        except BaseException:
+            if job.is_main:
+                shutil.rmtree(run.path, ignore_errors=True)  # bad data or model: leave no empty run behind
+            raise
+        return training.run()
 
 
 def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
@@ -85,28 +90,54 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
     """Continue a run from its last.pt (or the given checkpoint) in its own run directory.
     A run stopped before its first checkpoint starts again from its config.yaml."""
     target = Path(target)
+    job = Distributed.from_env()
     if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
         cfg = load_config(target / "config.yaml", overrides)
-        prepared = prepare(cfg, pick_device(device or cfg.train.device))
-        return Training(cfg, RunDir(target), prepared.data, prepared.learner, prepared.threads, quiet, sinks).run()
+        torch_device = job.device_for(pick_device(device or cfg.train.device))
+        with job.joined(torch_device):
+            prepared = prepare(cfg, torch_device, job.local_world_size)
+            return Training(cfg, RunDir(target), prepared.data, prepared.learner, prepared.threads, quiet, sinks,
+                            job=job).run()
     restored = restore(target, prefer=("last.pt",), device=device, overrides=overrides, resume=True)
     if restored.run_dir is None:
         raise UserError(f"{restored.path}: --resume needs a checkpoint inside its run directory "
                         "(<run>/checkpoints/last.pt), where the run's metrics and log continue")
-    return Training(restored.cfg, RunDir(restored.run_dir), restored.data(), restored.learner, restored.threads,
-                    quiet, sinks, restored).run()
+    with job.joined(restored.learner.device):
+        return Training(restored.cfg, RunDir(restored.run_dir), restored.data(), restored.learner, restored.threads,
+                        quiet, sinks, restored, job=job).run()
+
+
+def _shared(job: Distributed, create: Callable[[], RunDir]) -> RunDir:
+    """Rank 0 makes the run directory; every rank learns its path, or rank 0's error."""
+    if not job.enabled:
+        return create()
+    made, error = None, None
+    if job.is_main:
+        try:
+            made = create()
+        except UserError as refused:
+            error = str(refused)
+    path, error = job.broadcast((str(made.path) if made else None, error))
+    if error is not None:
+        raise UserError(error)
+    return made or RunDir(Path(path))
 
 
 class Training:
     """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
 
     def __init__(self, cfg: Config, run: RunDir, data: InMemoryData, learner: Learner, threads: int,
-                 quiet: bool = False, sinks: Sequence[Sink] = (), restored: Restored | None = None):
+                 quiet: bool = False, sinks: Sequence[Sink] = (), restored: Restored | None = None,
+                 job: Distributed = Distributed()):
         """With `restored`, continues where its checkpoint stood. Writes nothing until `run()`,
-        so a refused resume leaves the run directory as it was."""
+        so a refused resume leaves the run directory as it was. With a `job` of several processes,
+        each trains its shard of every global batch through DDP; rank 0 alone writes and prints."""
         self.cfg, self.run_dir, self.data, self.learner, self.threads = cfg, run, data, learner, threads
-        self.device = learner.device
-        micro_batches = steps_per_epoch(data.size("train"), cfg.data.batch_size)
+        self.job, self.device = job, learner.device
+        if job.enabled:
+            learner.distribute(cfg.train.sync_batchnorm)
+            torch.manual_seed(cfg.seed * 1_000_003 + job.rank)  # dropout differs per process; weights did not
+        micro_batches = global_batches(data.size("train"), cfg.data.batch_size, job.world_size)
         self.position = Position(steps_per_epoch(micro_batches, cfg.train.accumulate))
         self.total_steps = cfg.train.max_steps or self.position.steps_in_epoch * cfg.train.epochs
         self.epochs = math.ceil(self.total_steps / self.position.steps_in_epoch)
@@ -117,15 +148,17 @@ class Training:
             for group in learner.optimizer.param_groups:
                 group["lr"] = group.get("initial_lr", group["lr"])
         self.schedule = LRSchedule(cfg.scheduler, learner.optimizer, self.total_steps, self.monitor.mode)
-        self.totals = Accumulator(self.device, learner.head.classifies)  # of the epoch in progress
+        self.totals = self._accumulator()  # of the epoch in progress
         self.final: Record = {}  # the record of the last completed epoch
         self.last_validation: Record = {}
 
-        files = RunFiles(run)
-        view = ProgressView(quiet)
-        view.attach_log(files.log)
+        view = ProgressView(quiet or not job.is_main)
         self.progress = Progress(view, self.monitor)
-        self.sinks: list[Sink] = [files, self.progress, *logger_sinks(cfg, run.path), *sinks]
+        self.sinks: list[Sink] = []
+        if job.is_main:
+            files = RunFiles(run)
+            view.attach_log(files.log)
+            self.sinks = [files, self.progress, *logger_sinks(cfg, run.path), *sinks]
         self.started: list[Sink] = []  # the sinks whose start() ran: they are the ones to finish()
         if restored is not None:
             self._restore(restored)
@@ -144,6 +177,11 @@ class Training:
             self.schedule.load_state_dict(checkpoint["scheduler"])
             self.totals.load_state_dict(checkpoint["epoch_totals"])
             restore_rng(checkpoint["rng"])
+            per_process = checkpoint.get("process_rng")
+            if per_process and len(per_process) == self.job.world_size:
+                restore_rng(per_process[self.job.rank]["rng"])
+                if self.data.augment is not None and per_process[self.job.rank]["augment"] is not None:
+                    self.data.augment.load_state_dict(per_process[self.job.rank]["augment"])
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
         if self.position.stopped or self.position.step >= self.total_steps:
@@ -157,22 +195,28 @@ class Training:
                             f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
 
     def run(self) -> FitResult:
-        cfg, learner, position = self.cfg, self.learner, self.position
+        cfg, learner, position, job = self.cfg, self.learner, self.position, self.job
         x_train, y_train = self.data.splits["train"]
-        per_step = cfg.train.accumulate * cfg.data.batch_size  # samples per optimizer step
+        per_step = cfg.train.accumulate * cfg.data.batch_size * job.world_size  # samples per optimizer step
         try:
             with stop_on_signals() as stop:
                 self._start()
                 while position.step < self.total_steps and not position.stopped:
                     if position.epoch_done:
                         position.next_epoch()
-                        self.totals = Accumulator(self.device, learner.head.classifies)
+                        self.totals = self._accumulator()
                     position.start_clock()
                     order = epoch_order(len(y_train), cfg.seed, position.epoch)[position.epoch_step * per_step:]
-                    for group in grouped(batches(x_train, y_train, cfg.data.batch_size, order), cfg.train.accumulate):
-                        stop.check()
-                        for x, y in group:
-                            loss, logits = learner.backward(x, y, scale=1.0 / len(group))
+                    order, global_sizes = shard(order, cfg.data.batch_size, job.world_size, job.rank)
+                    micro_batches = zip(batches(x_train, y_train, cfg.data.batch_size, order), global_sizes)
+                    for group in grouped(micro_batches, cfg.train.accumulate):
+                        if job.any(stop.requested, self.device):  # every process stops at the same step
+                            raise StopRequested(stop.signal_name or "a stop on another process")
+                        for index, ((x, y), global_size) in enumerate(group):
+                            # This process's share of the global batch's mean loss, of the step's micro-batches.
+                            share = len(y) * job.world_size / global_size / len(group)
+                            with learner.accumulating(last=index == len(group) - 1):
+                                loss, logits = learner.backward(x, y, scale=share)
                             self.totals.update(loss, learner.predictions(logits), y)
                         log_now = (position.step + 1) % cfg.train.log_every_steps == 0
                         grad_norm = learner.update(want_grad_norm=log_now)
@@ -180,8 +224,8 @@ class Training:
                         position.advance()
                         if log_now:
                             self._log_step(float(grad_norm))
-                        elif self.progress.due():  # the live view only, about twice a second
-                            self.progress.step(self._step_record())
+                        elif job.is_main and self.progress.due():  # the live view only, about twice a second
+                            self.progress.step(self._step_record(this_process_only=True))
                         if position.epoch_done or position.step >= self.total_steps:
                             break
                         if _every(cfg.train.val_every_steps, position.step):
@@ -227,13 +271,15 @@ class Training:
              f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "
              f"precision {cfg.train.precision}")
 
-    def _step_record(self, grad_norm: float | None = None) -> Record:
-        """Where training stands: the running loss of the epoch (one host sync), lr, throughput."""
-        record: Record = {"epoch": self.position.epoch, "step": self.position.step,
-                          "train/loss": self.totals.compute("train")["train/loss"], "lr": self.schedule.lr}
+    def _step_record(self, grad_norm: float | None = None, this_process_only: bool = False) -> Record:
+        """Where training stands: the running loss of the epoch (one host sync; over every process,
+        unless `this_process_only` for the live view), lr, throughput."""
+        loss = self.totals.compute("train", across_processes=not this_process_only)["train/loss"]
+        record: Record = {"epoch": self.position.epoch, "step": self.position.step, "train/loss": loss,
+                          "lr": self.schedule.lr}
         if grad_norm is not None:
             record["grad_norm"] = grad_norm
-        record["samples_per_s"] = samples_per_s(self.totals.count, self.position.epoch_seconds)
+        record["samples_per_s"] = samples_per_s(self.totals.count * self.job.world_size, self.position.epoch_seconds)
         return record
 
     def _log_step(self, grad_norm: float) -> None:
@@ -260,7 +306,7 @@ class Training:
         is_best = self.monitor.update(record, position.epoch, position.step)
         self.schedule.after_validation(record[self.monitor.metric])
         if is_best:
-            save_checkpoint(self._checkpoint(record), self.run_dir.checkpoints / "best.pt")
+            self._write_checkpoint(record, "best.pt")
         position.stopped = self.monitor.stop_reason()
         self.last_validation = record
         return record
@@ -270,20 +316,20 @@ class Training:
         position = self.position
         validated_now = self.last_validation.get("step") == position.step
         record = self.last_validation if validated_now else self._validate()
-        position.end_epoch(self.totals.count)
+        position.end_epoch(self.totals.samples())
         self.final = record
         self._save_last()
         if not validated_now:
             for sink in self.sinks:
                 sink.validation(record)
-        timed = {**record, "samples_per_s": samples_per_s(self.totals.count, position.epoch_seconds),
+        timed = {**record, "samples_per_s": samples_per_s(self.totals.samples(), position.epoch_seconds),
                  "epoch_s": position.epoch_seconds}
         for sink in self.sinks:
             sink.epoch(timed)
 
     def _test(self) -> dict[str, Record]:
-        """The test split, scored once at the end with best.pt's weights."""
-        if "test" not in self.data.splits:
+        """The test split, scored once at the end with best.pt's weights (by rank 0)."""
+        if "test" not in self.data.splits or not self.job.is_main:
             return {}
         best, path = load_checkpoint(self.run_dir.checkpoints / "best.pt")
         load_eval_weights(self.learner, best, path)
@@ -295,7 +341,7 @@ class Training:
     def _ensure_finite(self, running_loss: float, grad_norm: float | None = None) -> None:
         """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
         bad_step = self.learner.first_non_finite_step()
-        if bad_step is not None or not math.isfinite(running_loss):
+        if self.job.any(bad_step is not None or not math.isfinite(running_loss), self.device):
             raise TrainingFailed(_non_finite_message(bad_step or self.position.step, self.schedule.lr,
                                                      self.cfg.optimizer.lr, running_loss, grad_norm))
 
@@ -306,13 +352,27 @@ class Training:
             "monitor": self.monitor.state_dict(), "epoch_totals": self.totals.state_dict(),
             "position": position.state_dict(), "epoch": position.epoch, "step": position.step,
             "config": config_to_dict(self.cfg), "spec": spec_state(self.data.spec), "data_state": self.data.state,
-            "metrics": record, "rng": capture_rng(), "versions": versions(),
+            "metrics": record, "rng": capture_rng(), "process_rng": self._every_process_rng(),
+            "world_size": self.job.world_size, "versions": versions(),
         }
+
+    def _every_process_rng(self) -> list[dict[str, Any]] | None:
+        """Each process's RNG states, augmentation's included, in rank order (on rank 0)."""
+        augment = self.data.augment
+        return self.job.gather({"rng": capture_rng(), "augment": augment.state_dict() if augment else None})
+
+    def _write_checkpoint(self, record: Record, name: str) -> None:
+        payload = self._checkpoint(record)  # every process takes part: it gathers their RNG states
+        if self.job.is_main:
+            save_checkpoint(payload, self.run_dir.checkpoints / name)
+
+    def _accumulator(self) -> Accumulator:
+        return Accumulator(self.device, self.learner.head.classifies, self.job.sum)
 
     def _save_last(self) -> None:
         """last.pt where the run stands (its metrics: those of the last completed epoch)."""
         self._ensure_finite(self.totals.compute("train")["train/loss"])
-        save_checkpoint(self._checkpoint(self.final), self.run_dir.checkpoints / "last.pt")
+        self._write_checkpoint(self.final, "last.pt")
 
     def _stop_with_checkpoint(self, status: str, **extra: Any) -> None:
         """A stop on request: last.pt first (never of non-finite weights), then the summary."""

@@ -84,3 +84,27 @@ def batches(x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int,
 
 def steps_per_epoch(size: int, batch_size: int) -> int:
     return -(-size // batch_size)
+
+
+def global_batches(size: int, batch_size: int, world_size: int) -> int:
+    """Micro-batches an epoch has when `world_size` processes each take `batch_size` samples of
+    every global batch. A last global batch too small to give every process a sample is left out."""
+    full, rest = divmod(size, batch_size * world_size)
+    return full + (rest >= world_size)
+
+
+def shard(order: torch.Tensor, batch_size: int, world_size: int, rank: int) -> tuple[torch.Tensor, list[int]]:
+    """This process's part of an epoch's `order` and the global size of each of its batches.
+
+    Each global batch of `world_size * batch_size` consecutive samples of the order is cut into
+    `world_size` consecutive parts (as even as possible in the last one), so N processes with
+    batch B see exactly the samples one process with batch N*B would, batch for batch."""
+    if world_size == 1:
+        return order, [len(chunk) for chunk in order.split(batch_size)]
+    parts, sizes = [], []
+    for global_batch in order.split(batch_size * world_size):
+        if len(global_batch) < world_size:
+            break
+        parts.append(global_batch.tensor_split(world_size)[rank])
+        sizes.append(len(global_batch))
+    return (torch.cat(parts) if parts else order[:0]), sizes
