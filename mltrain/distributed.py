@@ -68,8 +68,12 @@ class Distributed:
                             "check --rdzv-endpoint (HOST:PORT reachable from every machine, port free) and "
                             "that every machine runs the same command") from None
 
-    def stop(self) -> None:
+    def stop(self, together: bool = True) -> None:
+        """Leave the process group; `together`: after every process got here (the normal end), so
+        none tears down its connections while another still finishes (test scoring on rank 0)."""
         if self.enabled and torch.distributed.is_initialized():
+            if together:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
     @contextlib.contextmanager
@@ -78,8 +82,10 @@ class Distributed:
         self.start(device)
         try:
             yield
-        finally:
-            self.stop()
+        except BaseException:
+            self.stop(together=False)
+            raise
+        self.stop()
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sums across ranks (a new tensor); the identity for one process. The only place metrics
@@ -124,19 +130,27 @@ class Distributed:
 def launch_local(nproc: int, argv: list[str]) -> int:
     """Run `python -m mltrain <argv>` as `nproc` workers on this machine through torch's elastic
     launcher (what `torchrun --standalone --nproc-per-node N` does). Returns the exit code."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what matters
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker sets its own torch threads (train.threads)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
                           monitor_interval=0.1, start_method="spawn")
     try:
         elastic_launch(config, entrypoint=sys.executable)("-u", "-m", "mltrain", *argv)
     except ChildFailedError as failure:
-        rank, reason = min(failure.failures.items())
-        code = reason.exitcode if reason.exitcode and reason.exitcode > 0 else 1
-        if code not in (1, 2, 130):  # killed by a signal, or a crash: the workers printed nothing useful
-            print(f"failed: worker rank {rank} ended with exit code {reason.exitcode}; the job was stopped",
-                  file=sys.stderr)
-        return 130 if reason.exitcode in (-2, -15) else code
+        rank, reason = min(failure.failures.items(), key=lambda item: item[1].timestamp)  # the first to fail
+        if reason.exitcode in (1, 2, 130):  # the worker said why on its stderr
+            return reason.exitcode
+        print(f"failed: worker rank {rank} ended with exit code {reason.exitcode} (killed or crashed); "
+              "the other workers were stopped", file=sys.stderr)
+        return 1
+    except SignalException:  # Ctrl-C or SIGTERM to this launcher: the workers saved and stopped
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -177,11 +177,13 @@ class Training:
             self.schedule.load_state_dict(checkpoint["scheduler"])
             self.totals.load_state_dict(checkpoint["epoch_totals"])
             restore_rng(checkpoint["rng"])
-            per_process = checkpoint.get("process_rng")
+            per_process = checkpoint.get("per_process")
             if per_process and len(per_process) == self.job.world_size:
-                restore_rng(per_process[self.job.rank]["rng"])
-                if self.data.augment is not None and per_process[self.job.rank]["augment"] is not None:
-                    self.data.augment.load_state_dict(per_process[self.job.rank]["augment"])
+                own = per_process[self.job.rank]
+                restore_rng(own["rng"])
+                self.totals.load_state_dict(own["epoch_totals"])
+                if self.data.augment is not None and own["augment"] is not None:
+                    self.data.augment.load_state_dict(own["augment"])
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
         if self.position.stopped or self.position.step >= self.total_steps:
@@ -270,6 +272,9 @@ class Training:
              f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {self.total_steps} steps, "
              f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "
              f"precision {cfg.train.precision}")
+        if self.job.enabled:
+            info(f"{self.job.world_size} processes: batch {cfg.data.batch_size} each, global batch "
+                 f"{cfg.data.batch_size * cfg.train.accumulate * self.job.world_size} per optimizer step")
 
     def _step_record(self, grad_norm: float | None = None, this_process_only: bool = False) -> Record:
         """Where training stands: the running loss of the epoch (one host sync; over every process,
@@ -352,14 +357,16 @@ class Training:
             "monitor": self.monitor.state_dict(), "epoch_totals": self.totals.state_dict(),
             "position": position.state_dict(), "epoch": position.epoch, "step": position.step,
             "config": config_to_dict(self.cfg), "spec": spec_state(self.data.spec), "data_state": self.data.state,
-            "metrics": record, "rng": capture_rng(), "process_rng": self._every_process_rng(),
+            "metrics": record, "rng": capture_rng(), "per_process": self._per_process_state(),
             "world_size": self.job.world_size, "versions": versions(),
         }
 
-    def _every_process_rng(self) -> list[dict[str, Any]] | None:
-        """Each process's RNG states, augmentation's included, in rank order (on rank 0)."""
+    def _per_process_state(self) -> list[dict[str, Any]] | None:
+        """What differs between processes, in rank order (on rank 0): the RNG states (augmentation's
+        included) and the running sums of the epoch over each one's shard."""
         augment = self.data.augment
-        return self.job.gather({"rng": capture_rng(), "augment": augment.state_dict() if augment else None})
+        return self.job.gather({"rng": capture_rng(), "augment": augment.state_dict() if augment else None,
+                                "epoch_totals": self.totals.state_dict()})
 
     def _write_checkpoint(self, record: Record, name: str) -> None:
         payload = self._checkpoint(record)  # every process takes part: it gathers their RNG states
@@ -392,6 +399,8 @@ class Training:
             "duration_s": round(position.elapsed, 3),
             "train_samples_per_s": round(samples_per_s(position.samples_seen, position.train_seconds), 1),
             "params": count_parameters(self.learner.model), "device": str(self.device), "threads": self.threads,
+            "processes": self.job.world_size,
+            "global_batch_size": self.cfg.data.batch_size * self.cfg.train.accumulate * self.job.world_size,
             "versions": versions(), **extra,
         }
         if status == "completed" and position.stopped:

@@ -29,7 +29,13 @@ def exit_codes() -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> None:
+    """One line on stderr. In a distributed job rank 0 speaks for all: bad input is the same on
+    every process, so the others keep it to themselves; what else ends them names the rank."""
+    rank = int(os.environ.get("RANK", "0"))
     if os.environ.get("MLTRAIN_DEBUG") == "1":
         traceback.print_exc()
-    print(message, file=sys.stderr)
+    if rank == 0:
+        print(message, file=sys.stderr)
+    elif code != 2:
+        print(f"rank {rank}: {message}", file=sys.stderr)
     raise typer.Exit(code) from None

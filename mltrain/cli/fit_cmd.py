@@ -16,7 +16,8 @@ def fit(
                                            "<output.dir>/<name>-<time>/."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; "
                                          "overrides train.device."),
-    nproc: int = typer.Option(1, "--nproc", help="Processes to train with (one per device)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes to train with on this machine (DDP through "
+                              "torch's elastic launcher; one per GPU on CUDA). Under torchrun, leave it out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
                                           "or a checkpoint."),
@@ -29,9 +30,17 @@ def fit(
     with exit_codes():
         from ..errors import UserError
 
-        if nproc != 1:
-            raise UserError(f"--nproc {nproc}: multi-process training is not supported by this version "
-                            "of mltrain yet; use --nproc 1")
+        if nproc > 1:
+            import os
+
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise UserError("--nproc under torchrun: torchrun already started the processes; leave --nproc out")
+            from ..config import load_config
+            from ..distributed import launch_local
+
+            if config is not None:
+                load_config(config, set_)  # a bad config is one message here, not one per worker
+            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
         if resume is not None:
             if config is not None or run_dir is not None:
                 raise UserError("--resume continues a run with its own config and directory: "
@@ -46,3 +55,14 @@ def fit(
         from ..train import fit as run_fit
 
         run_fit(load_config(config, set_), run_dir=run_dir, device=device, quiet=quiet)
+
+
+def _worker_arguments(config: Path | None, set_: list[str], run_dir: Path | None, device: str | None,
+                      quiet: bool, resume: Path | None) -> list[str]:
+    """The `mltrain fit` command line each worker runs: this one, less --nproc."""
+    arguments = ["fit"] + ([str(config)] if config is not None else [])
+    arguments += [item for value in set_ for item in ("--set", value)]
+    for flag, value in (("--run-dir", run_dir), ("--device", device), ("--resume", resume)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    return arguments + (["--quiet"] if quiet else [])

@@ -1,0 +1,128 @@
+"""Two CPU processes with gloo, launched by `--nproc 2` (torch's elastic launcher) or by torchrun."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import MLTRAIN
+from test_resume import wait_for_step
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+def config(directory, name="ddp", batch_size=16, **train):
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "seed": 3,
+        "data": {"dataset": "spirals", "points": 200, "batch_size": batch_size},
+        "model": {"arch": "mlp", "hidden": [32, 32]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "scheduler": {"name": "cosine", "warmup_steps": 5},
+        "train": {"epochs": 1, "log_every_steps": 1, "threads": 1, **train},
+        "output": {"dir": str(directory / "runs")},
+    }))
+    return path
+
+
+def fit(*args, timeout=120):
+    return subprocess.run([MLTRAIN, "fit", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def weights(run):
+    return torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
+
+
+def test_two_processes_with_batch_b_end_as_one_process_with_batch_2b(tmp_path):
+    two = fit(config(tmp_path, "two", batch_size=16), "--nproc", "2", "--run-dir", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    one = fit(config(tmp_path, "one", batch_size=32), "--run-dir", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
+    assert all(torch.allclose(a[key], b[key], atol=1e-5) for key in a)  # 432 samples: the last batch is uneven
+    summary = json.loads((tmp_path / "two/summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch_size"] == 32
+    assert summary["final"]["train/loss"] == pytest.approx(
+        json.loads((tmp_path / "one/summary.json").read_text())["final"]["train/loss"], rel=1e-5)
+
+    # One writer: one run directory, one train.log with one line per epoch, printed once.
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_dir()) == ["one", "two"]
+    log = (tmp_path / "two/train.log").read_text()
+    assert log.count("epoch 1/1") == 1 and two.stdout.count("epoch 1/1") == 1
+
+
+def worker_pids(launcher: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def test_a_killed_worker_ends_the_job_and_the_run_resumes_bitwise(tmp_path):
+    path = config(tmp_path, epochs=3, checkpoint_every_steps=5)
+    whole = fit(path, "--nproc", "2", "--run-dir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    run = tmp_path / "killed"
+    launcher = subprocess.Popen([MLTRAIN, "fit", str(path), "--nproc", "2", "--run-dir", str(run)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run, 22, launcher)
+        workers = worker_pids(launcher.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGKILL)
+        started = time.monotonic()
+        _, stderr = launcher.communicate(timeout=30)
+        assert launcher.returncode != 0 and time.monotonic() - started < 30
+        assert "killed or crashed" in stderr
+    finally:
+        launcher.kill()
+        for pid in worker_pids(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
+
+    resumed = fit("--resume", run, "--nproc", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path / "whole"), weights(run)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert (run / "metrics.jsonl").read_text() == (tmp_path / "whole/metrics.jsonl").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_rendezvous_through_torchrun(tmp_path):
+    """Two `torchrun --nnodes 2` invocations on this machine stand for two machines."""
+    path = config(tmp_path)
+    command = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test", "-m", "mltrain", "fit", str(path),
+               "--run-dir", str(tmp_path / "run")]
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=120) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert all(node.returncode == 0 for node in nodes), outputs
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["processes"] == 2
+    assert sum(output[0].count("epoch 1/1") for output in outputs) == 1  # rank 0 alone printed
+
+
+def test_nproc_is_refused_under_torchrun_and_bad_configs_stop_before_the_workers(tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    result = subprocess.run([MLTRAIN, "fit", str(config(tmp_path)), "--nproc", "2"], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 2 and "leave --nproc out" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer: {lr: -1}\n")
+    result = fit(bad, "--nproc", "2")
+    assert result.returncode == 2 and result.stderr.count("must be above 0") == 1
