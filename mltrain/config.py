@@ -78,6 +78,8 @@ class TrainConfig(Section):
     """torch.compile the model (checkpoints keep plain weight names)"""
     deterministic: bool = False
     """deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)"""
+    preflight: bool = True
+    """run the cheap pre-flight checks (data, loss at init, schedule) at the start of fit; they warn, never stop"""
 
 
 class OutputConfig(Section):
