@@ -123,3 +123,12 @@ def test_dump_shows_only_keys_that_apply(tmp_path):
 
 def test_config_error_is_a_user_error():
     assert issubclass(ConfigError, UserError)
+
+
+def test_paths_in_the_file_resolve_from_its_directory_and_set_paths_from_the_working_directory(tmp_path,
+                                                                                               monkeypatch):
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", "data: {dataset: npz, path: table.npz}\nmodel: {head: softmax}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).data.path == str(tmp_path / "configs" / "table.npz")
+    assert load_config(path, ["data.path=table.npz"]).data.path == str(tmp_path / "table.npz")
