@@ -46,7 +46,7 @@ def test_list_unknown_kind_suggests(cli):
 def test_config_prints_the_resolved_config(cli, tiny_config):
     result = cli("config", tiny_config, "--set", "optimizer.lr=3e-4")
     assert result.exit_code == 0
-    assert "lr: 0.0003" in result.stdout and "monitor: val/accuracy" in result.stdout
+    assert "lr: 0.0003" in result.stdout and "monitor: val/loss" in result.stdout
 
 
 def test_config_error_exits_2_with_one_line_and_no_traceback(cli, tiny_config):

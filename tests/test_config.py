@@ -20,7 +20,7 @@ def test_defaults_are_filled_and_name_is_the_file_stem(tmp_path):
     cfg = load_config(write(tmp_path, "data: {dataset: digits}\n", name="my_run.yaml"))
     assert cfg.name == "my_run"
     assert cfg.model == Config().model and cfg.model.activation == "relu"
-    assert cfg.train.monitor == "val/accuracy"  # `auto` resolved for a classification head
+    assert cfg.train.monitor == "val/loss"  # `auto` resolved: the validation loss
 
 
 def test_scientific_notation_is_a_float(tmp_path):
