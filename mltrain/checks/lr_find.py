@@ -21,6 +21,7 @@ SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value
 CHECK_EVERY = 10  # steps between looks at the loss (each one a host sync)
 SKIP_START = 0.1  # fraction of the curve, at its start, never suggested: its average has seen few losses
+MIN_FALL = 0.05  # no suggestion unless the loss falls by at least this fraction somewhere on the curve
 
 
 def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
@@ -69,12 +70,15 @@ def _diverged(curve: list[float]) -> bool:
 
 def suggest(lrs: list[float], curve: list[float]) -> float | None:
     """The lr where the smoothed loss falls fastest against log(lr), before its minimum and after the
-    first SKIP_START of the curve (where the moving average is still mostly noise)."""
+    first SKIP_START of the curve (where the moving average is still mostly noise); None when the
+    loss never falls by MIN_FALL."""
     start = int(SKIP_START * len(curve))
     finite = [i for i, loss in enumerate(curve) if i >= start and math.isfinite(loss)]
     if len(finite) < 3:
         return None
     lowest = min(finite, key=curve.__getitem__)
+    if curve[lowest] > (1 - MIN_FALL) * curve[finite[0]]:
+        return None  # a flat curve: its steepest point is noise
     slopes = {i: (curve[i + 1] - curve[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(start, lowest)}
     if not slopes or min(slopes.values()) >= 0:
         return None

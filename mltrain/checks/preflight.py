@@ -183,17 +183,17 @@ def _mixed_by_gradient(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int
 
 @torch.no_grad()
 def _mixed_by_substitution(model: nn.Module, x: torch.Tensor, others: torch.Tensor) -> list[tuple[int, int]]:
-    """For integer inputs (token ids), which have no gradient: sample i's output must not change when
-    every other sample of the batch is replaced. (i, j) pairs, j the first replaced neighbour."""
+    """For integer inputs (token ids), which have no gradient: (i, j) pairs where sample i's output
+    changes when sample j alone is replaced by another sample."""
     reference = model(x)
     pairs = []
-    for i in range(len(x)):
-        replaced = others.clone()
-        replaced[i] = x[i]
-        changed = model(replaced)[i]
-        if not torch.allclose(changed, reference[i], rtol=1e-4, atol=1e-5):
-            pairs.append((i, (i + 1) % len(x)))
-    return pairs
+    for j in range(len(x)):
+        replaced = x.clone()
+        replaced[j] = others[j]
+        outputs = model(replaced)
+        pairs += [(i, j) for i in range(len(x))
+                  if i != j and not torch.allclose(outputs[i], reference[i], rtol=1e-4, atol=1e-5)]
+    return sorted(pairs)
 
 
 def batch_independence(learner: Learner, data: InMemoryData) -> CheckResult:
@@ -239,8 +239,9 @@ def learning_rate(cfg: Config, data: InMemoryData, device: torch.device, plot: P
     lr, suggested = cfg.optimizer.lr, report["suggested_lr"]
     values = {"lr": lr, "suggested_lr": suggested, "steps": report["steps"]}
     if suggested is None:
-        return CheckResult("learning rate", "warn", f"lr {lr:g}; the loss did not fall over the range test "
-                           f"({report['steps']} steps)", "run mltrain lr-find CONFIG and look at its curve", values)
+        return CheckResult("learning rate", "skip", f"lr {lr:g}; the loss did not fall over a {report['steps']}-step "
+                           "range test at any lr, so it suggests none", "models that start slowly (transformers) "
+                           "need a longer test: mltrain lr-find CONFIG --steps 300, and look at its curve", values)
     detail = f"lr {lr:g}; a {report['steps']}-step range test suggests {suggested:.2g}"
     if lr > LR_ABOVE * suggested or lr < suggested / LR_BELOW:
         side = f"{lr / suggested:.0f}x above" if lr > suggested else f"{suggested / lr:.0f}x below"
