@@ -288,3 +288,11 @@ def test_a_bad_config_exits_2_with_one_line(cli, tmp_path):
     result = cli("preflight", write_config(tmp_path), "--set", "model.hiden=[3]")
     assert result.exit_code == 2 and "model.hiden" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_fit_has_a_preflight_key_on_by_default(cli, tmp_path):
+    config = write_config(tmp_path)
+    assert load_config(config).train.preflight is True
+    assert load_config(config, ["train.preflight=false"]).train.preflight is False
+    result = cli("config", config)
+    assert result.exit_code == 0 and "preflight: true" in result.stdout
