@@ -21,7 +21,7 @@ SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value
 CHECK_EVERY = 10  # steps between looks at the loss (each one a host sync)
 SKIP_START = 0.1  # fraction of the curve, at its start, never suggested: its average has seen few losses
-MIN_FALL = 0.05  # no suggestion unless the loss falls by at least this fraction somewhere on the curve
+MIN_FALL = 0.02  # no suggestion unless the loss falls by at least this fraction somewhere on the curve
 
 
 def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
