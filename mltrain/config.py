@@ -47,7 +47,7 @@ class TrainConfig(Section):
     epochs: PositiveInt = 10
     """passes over the training split"""
     monitor: str = "auto"
-    """picks best.pt and drives early stopping; auto: val/accuracy, or val/loss for a linear head"""
+    """picks best.pt and drives early stopping; auto: val/loss (train/loss without a val split)"""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """bf16: autocast on CPU or CUDA; fp16: CUDA only"""
     early_stopping: EarlyStoppingConfig | None = None
@@ -80,6 +80,8 @@ class TrainConfig(Section):
     """deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)"""
     sync_batchnorm: bool = False
     """with several processes: batch-norm statistics over the global batch (SyncBatchNorm, CUDA)"""
+    preflight: bool = True
+    """run the cheap pre-flight checks (data, loss at init, schedule) at the start of fit; they warn, never stop"""
 
 
 class OutputConfig(Section):
@@ -300,7 +302,7 @@ def get_key(cfg: Config, dotted: str) -> Any:
 
 
 def monitor_choices(head: str, has_val: bool) -> list[str]:
-    """Metrics train.monitor may name, the one `auto` picks last."""
+    """Metrics train.monitor may name."""
     metrics = ["loss"] + (["accuracy"] if CLASSIFICATION in HEADS[head].tags else [])
     splits = ("train", "val") if has_val else ("train",)
     return [f"{split}/{metric}" for split in splits for metric in metrics]
@@ -349,9 +351,12 @@ def _check_pairings(cfg: Config, locations: Locations) -> Config:
         raise ConfigError(locations.of("train.label_smoothing"), "train.label_smoothing",
                           f"label smoothing applies to the softmax head only (head here: {cfg.model.head}); "
                           "set it to 0 or use head: softmax")
-    choices = monitor_choices(cfg.model.head, has_val=cfg.data.val_split > 0)
+    has_val = cfg.data.val_split > 0
+    choices = monitor_choices(cfg.model.head, has_val)
     if cfg.train.monitor == "auto":
-        cfg = _replace(cfg, "train", monitor=choices[-1])
+        # The validation loss, as Keras and Hugging Face watch: accuracy on a small validation set
+        # ties often, and keeping the first of a tie keeps an early, undertrained model.
+        cfg = _replace(cfg, "train", monitor="val/loss" if has_val else "train/loss")
     elif cfg.train.monitor not in choices:
         raise ConfigError(locations.of("train.monitor"), "train.monitor",
                           f"'{cfg.train.monitor}' is not reported with head '{cfg.model.head}'; "

@@ -22,6 +22,7 @@ class SoftmaxHead:
     """One logit per class (at each target position); cross-entropy over every target."""
 
     classifies = True
+    initial_loss_is = "ln(classes)"  # what initial_loss() computes, in words
 
     def __init__(self, spec: DataSpec, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
@@ -44,6 +45,12 @@ class SoftmaxHead:
         """The loss a model with uniform outputs gets: ln(classes)."""
         return math.log(self.classes)
 
+    def prior_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """(outputs,): the log class frequencies of `y` (add-one smoothed), at every position: the
+        best constant output, the one a model that ignores its input can learn."""
+        counts = torch.bincount(y.flatten(), minlength=self.classes).double() + 1
+        return (counts / counts.sum()).log().float().repeat(math.prod(self.target_shape))
+
 
 @HEADS.register("sigmoid", "binary or one-vs-rest: BCE-with-logits", NoKeys, tags={CLASSIFICATION})
 class SigmoidHead:
@@ -51,6 +58,7 @@ class SigmoidHead:
     position only binary: one logit per position."""
 
     classifies = True
+    initial_loss_is = "ln 2 per output"  # what initial_loss() computes, in words
 
     def __init__(self, spec: DataSpec):
         self.per_target = 1 if spec.num_classes == 2 else spec.num_classes  # logits per target
@@ -81,12 +89,19 @@ class SigmoidHead:
     def initial_loss(self, y: torch.Tensor) -> float:
         return math.log(2.0)
 
+    def prior_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """(outputs,): the log-odds of each target's frequency in `y` (add-one smoothed)."""
+        targets = self._targets(y).flatten(0, -2).double()  # (targets, per_target) of 0/1
+        positives = targets.sum(dim=0)
+        return ((positives + 1) / (len(targets) - positives + 1)).log().float().repeat(math.prod(self.target_shape))
+
 
 @HEADS.register("linear", "regression: raw outputs, mean squared error", NoKeys, tags={REGRESSION})
 class LinearHead:
     """Raw outputs for regression; mean squared error."""
 
     classifies = False
+    initial_loss_is = "the mean square of the targets"  # what initial_loss() computes, in words
 
     def __init__(self, spec: DataSpec):
         self.num_outputs = math.prod(spec.target_shape)  # 1 for a scalar target
@@ -101,6 +116,10 @@ class LinearHead:
     def initial_loss(self, y: torch.Tensor) -> float:
         """The loss of predicting zero everywhere: the mean square of the targets."""
         return float(y.float().pow(2).mean())
+
+    def prior_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """(outputs,): the mean of each target over `y`, the best constant prediction for MSE."""
+        return y.float().reshape(len(y), -1).mean(dim=0)
 
 
 Head = SoftmaxHead | SigmoidHead | LinearHead

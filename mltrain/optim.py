@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim import Optimizer, lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
+from .data.dataset import global_batches, steps_per_epoch
 from .registry import OPTIMIZERS, SCHEDULERS, Component, schema_from_signature
 from .schema import (
     Fraction, NonNegativeFloat, NonNegativeInt, OptimizerSection, PositiveFloat, PositiveInt, SchedulerSection,
@@ -180,6 +181,13 @@ def onecycle(optimizer: Optimizer, total_steps: int, mode: str, pct_start: float
                     "patience validations", PlateauConfig)
 def plateau(optimizer: Optimizer, total_steps: int, mode: str, gamma: float, patience: int) -> LRScheduler:
     return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=gamma, patience=patience)
+
+
+def run_length(train_size: int, batch_size: int, accumulate: int, epochs: int,
+               max_steps: int | None, processes: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in the run): the span a schedule covers."""
+    in_epoch = steps_per_epoch(global_batches(train_size, batch_size, processes), accumulate)
+    return in_epoch, max_steps or in_epoch * epochs
 
 
 class LRSchedule:

@@ -136,3 +136,30 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
     plt, figure = confusion_figure(matrix, class_names, title)
     return _save(plt, figure, path)
+
+
+def plot_image_batch(images: Any, labels: list[str], path: Path, columns: int = 8) -> Path:
+    """A grid of (B, C, H, W) images as the model receives them (C of 1 or 3), one colour scale for
+    the whole batch so that the normalisation shows; each labelled below."""
+    import numpy as np
+
+    plt = _pyplot()
+    images = images.detach().float().cpu()
+    low, high = float(images.min()), float(images.max())
+    scaled = ((images - low) / max(high - low, 1e-12)).permute(0, 2, 3, 1).numpy()  # (B, H, W, C) in [0, 1]
+    count, height, width, channels = scaled.shape
+    rows = -(-count // columns)
+    across, down = width + max(1, width // 8), height + max(2, height // 3)  # pixels per image with gaps
+    mosaic = np.ones((rows * down, columns * across, channels), dtype=np.float32)
+    for index, image in enumerate(scaled):
+        top, left = (index // columns) * down, (index % columns) * across
+        mosaic[top:top + height, left:left + width] = image
+    figure, axes = plt.subplots(figsize=(columns * 1.0, rows * 1.25), dpi=100)
+    axes.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray", vmin=0.0, vmax=1.0,
+                interpolation="nearest")
+    for index, label in enumerate(labels):
+        axes.text((index % columns) * across + width / 2, (index // columns) * down + height,
+                  label, ha="center", va="top", fontsize=7, color="tab:red")
+    axes.axis("off")
+    axes.set_title(f"first training batch as the model gets it (values {low:.3g} .. {high:.3g})", fontsize=8)
+    return _save(plt, figure, path)

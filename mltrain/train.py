@@ -14,7 +14,7 @@ import torch
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, spec_state
 from .config import Config, config_to_dict, load_config
 from .data import InMemoryData
-from .data.dataset import batches, epoch_order, global_batches, shard, steps_per_epoch
+from .data.dataset import batches, epoch_order, shard
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import StopTraining, TrainingFailed, UserError
@@ -22,7 +22,7 @@ from .learner import Learner
 from .metrics import Accumulator, samples_per_s
 from .models import count_parameters
 from .monitor import Monitor
-from .optim import LRSchedule
+from .optim import LRSchedule, run_length
 from .position import Position
 from .progress import ProgressView
 from .restore import DAMAGED, Restored, check_numbers, load_eval_weights, loading_state, restore
@@ -137,9 +137,9 @@ class Training:
         if job.enabled:
             learner.distribute(cfg.train.sync_batchnorm)
             torch.manual_seed(cfg.seed * 1_000_003 + job.rank)  # dropout differs per process; weights did not
-        micro_batches = global_batches(data.size("train"), cfg.data.batch_size, job.world_size)
-        self.position = Position(steps_per_epoch(micro_batches, cfg.train.accumulate))
-        self.total_steps = cfg.train.max_steps or self.position.steps_in_epoch * cfg.train.epochs
+        steps_in_epoch, self.total_steps = run_length(data.size("train"), cfg.data.batch_size, cfg.train.accumulate,
+                                                      cfg.train.epochs, cfg.train.max_steps, job.world_size)
+        self.position = Position(steps_in_epoch)
         self.epochs = math.ceil(self.total_steps / self.position.steps_in_epoch)
         stopping = cfg.train.early_stopping
         self.monitor = Monitor(cfg.train.monitor, cfg.train.monitor_mode, stopping.patience if stopping else None,
@@ -275,6 +275,17 @@ class Training:
         if self.job.enabled:
             info(f"{self.job.world_size} processes: batch {cfg.data.batch_size} each, global batch "
                  f"{cfg.data.batch_size * cfg.train.accumulate * self.job.world_size} per optimizer step")
+        if cfg.train.preflight and self.position.step == 0 and self.job.is_main:
+            self._cheap_preflight()
+
+    def _cheap_preflight(self) -> None:
+        """The pre-flight checks that cost nothing (data, loss at init, schedule): warnings only."""
+        from .checks.preflight import run_cheap_checks
+
+        for check in run_cheap_checks(self.cfg, self.data, self.learner):
+            if check.status in ("warn", "fail"):
+                self.progress.info(f"pre-flight {check.status.upper()}: {check.name}: {check.detail}"
+                                   + (f"; {check.fix}" if check.fix else ""))
 
     def _step_record(self, grad_norm: float | None = None, this_process_only: bool = False) -> Record:
         """Where training stands: the running loss of the epoch (one host sync; over every process,

@@ -8,7 +8,7 @@ from conftest import MLTRAIN, REPO
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom mltrain.cli import app\n"
             "for args in ([], ['--help'], ['fit', '--help'], ['eval', '--help'], ['overfit-tiny', '--help'],"
-            " ['lr-find', '--help'], ['runs', '--help'], ['sample', '--help'],"
+            " ['lr-find', '--help'], ['runs', '--help'], ['sample', '--help'], ['preflight', '--help'],"
             " ['config', '--help'], ['list', '--help']):\n"
             "    result = CliRunner().invoke(app, args)\n"
             "    assert result.exit_code in (0, 2), result.output\n"
@@ -19,7 +19,7 @@ def test_help_does_not_import_torch():
 def test_console_script_lists_every_command():
     result = subprocess.run([MLTRAIN, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("fit", "eval", "overfit-tiny", "sample", "lr-find", "runs", "list", "config"):
+    for command in ("fit", "eval", "overfit-tiny", "preflight", "sample", "lr-find", "runs", "list", "config"):
         assert command in result.stdout
 
 
@@ -46,7 +46,7 @@ def test_list_unknown_kind_suggests(cli):
 def test_config_prints_the_resolved_config(cli, tiny_config):
     result = cli("config", tiny_config, "--set", "optimizer.lr=3e-4")
     assert result.exit_code == 0
-    assert "lr: 0.0003" in result.stdout and "monitor: val/accuracy" in result.stdout
+    assert "lr: 0.0003" in result.stdout and "monitor: val/loss" in result.stdout
 
 
 def test_config_error_exits_2_with_one_line_and_no_traceback(cli, tiny_config):

@@ -20,7 +20,7 @@ def test_defaults_are_filled_and_name_is_the_file_stem(tmp_path):
     cfg = load_config(write(tmp_path, "data: {dataset: digits}\n", name="my_run.yaml"))
     assert cfg.name == "my_run"
     assert cfg.model == Config().model and cfg.model.activation == "relu"
-    assert cfg.train.monitor == "val/accuracy"  # `auto` resolved for a classification head
+    assert cfg.train.monitor == "val/loss"  # `auto` resolved: the validation loss
 
 
 def test_scientific_notation_is_a_float(tmp_path):
@@ -143,3 +143,12 @@ def test_component_keys_come_from_the_named_components_schema(tmp_path):
     assert "model.heads: 3 heads do not divide model.d_model 32" in message
     with pytest.raises(ConfigError):
         section_config("optimizer", name="sgd", betas=[0.9, 0.99])
+
+
+def test_paths_in_the_file_resolve_from_its_directory_and_set_paths_from_the_working_directory(tmp_path,
+                                                                                               monkeypatch):
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", "data: {dataset: npz, path: table.npz}\nmodel: {head: softmax}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).data.path == str(tmp_path / "configs" / "table.npz")
+    assert load_config(path, ["data.path=table.npz"]).data.path == str(tmp_path / "table.npz")

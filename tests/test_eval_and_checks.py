@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 import torch
+import yaml
 
 from conftest import MLTRAIN, only_run, write_config
 from mltrain.checkpoint import load_checkpoint, save_checkpoint
@@ -181,3 +182,20 @@ def test_overfit_tiny_on_a_diverging_lr_gives_valid_json_and_suggests_a_smaller_
     assert result.exit_code == 1
     report = json.loads(result.stdout)  # NaN would not be valid JSON: it is null
     assert report["final_loss"] is None and "smaller optimizer.lr" in report["hint"]
+
+
+def test_the_set_example_in_eval_help_is_one_eval_takes(cli, tmp_path, monkeypatch):
+    help_text = " ".join(cli("eval", "--help").stdout.split())
+    assert "--set data.path=new.csv" in help_text and "optimizer." not in help_text and "model." not in help_text
+    rows = torch.randn(160, 2).tolist()
+    lines = ["a,b,label"] + [f"{a:.4f},{b:.4f},{int(a > b)}" for a, b in rows]
+    (tmp_path / "train.csv").write_text("\n".join(lines[:121]) + "\n")
+    (tmp_path / "new.csv").write_text("\n".join(lines[:1] + lines[121:]) + "\n")
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "csv", "path": "train.csv", "target": "label"},
+                                      "train": {"epochs": 1}, "output": {"dir": str(tmp_path / "runs")}}))
+    assert cli("fit", config).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    result = cli("eval", only_run(tmp_path), "--set", "data.path=new.csv", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 8  # the 20 % test hold-out of the new file's 40 rows

@@ -34,6 +34,7 @@ def test_suggestion_is_the_steepest_fall_before_the_minimum():
     curve = [2.0, 1.99, 1.9, 1.0, 0.9, 0.95, 3.0]  # steepest between 1e-4 and 1e-3
     assert suggest(lrs, curve) == 1e-4
     assert suggest(lrs, [2.0] * 7) is None
+    assert suggest(lrs, [2.31, 2.32, 2.30, 2.31, 2.305, 2.4, 3.0]) is None  # flat: its dips are noise
     assert smoothed([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])  # bias-corrected: no pull towards 0
 
 

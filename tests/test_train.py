@@ -26,14 +26,14 @@ def test_fit_writes_the_run_directory(cli, tmp_path, tiny_config):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["epochs_completed"] == 3 and summary["steps"] == records[-1]["step"]
-    assert summary["best"]["metric"] == "val/accuracy"
-    assert summary["best"]["value"] == max(r["val/accuracy"] for r in records)
+    assert summary["best"]["metric"] == "val/loss"
+    assert summary["best"]["value"] == min(r["val/loss"] for r in records)
     assert summary["params"] > 0 and summary["device"] == "cpu" and summary["train_samples_per_s"] > 0
     assert set(summary["versions"]) == {"mltrain", "torch", "python"}
     assert "test/accuracy" in summary["test"]
 
     saved = (run / "config.yaml").read_text()
-    assert "monitor: val/accuracy" in saved and "hidden: [32, 32]" in saved
+    assert "monitor: val/loss" in saved and "hidden: [32, 32]" in saved
     log = (run / "train.log").read_text()
     assert "epoch 3/3" in log and "parameters" in log
 
@@ -52,7 +52,8 @@ def test_loss_decreases_and_spirals_are_learned(tmp_path):
     result = mltrain.fit(config)
     records = read_jsonl(result.run_dir / "metrics.jsonl")
     assert records[-1]["train/loss"] < records[0]["train/loss"] / 3
-    assert result.summary["best"]["value"] > 0.9
+    best = [r for r in records if "val/loss" in r][result.summary["best"]["epoch"] - 1]  # best.pt's epoch
+    assert best["val/loss"] == result.summary["best"]["value"] and best["val/accuracy"] > 0.9
 
 
 def test_same_config_twice_gives_identical_metrics(tmp_path):

@@ -14,18 +14,25 @@ import torch
 from ..config import Config
 from ..data.dataset import batches, epoch_order
 from ..devices import pick_device
+from ..learner import Learner
 from ..setup import prepare
 
 SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value
 CHECK_EVERY = 10  # steps between looks at the loss (each one a host sync)
+SKIP_START = 0.1  # fraction of the curve, at its start, never suggested: its average has seen few losses
+MIN_FALL = 0.02  # no suggestion unless the loss falls by at least this fraction somewhere on the curve
 
 
 def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
     """The (lr, smoothed loss) curve and the suggested lr (None if the loss never fell)."""
     prepared = prepare(cfg, pick_device(cfg.train.device))
-    learner = prepared.learner
-    x, y = prepared.data.splits["train"]
+    return range_test(prepared.learner, *prepared.data.splits["train"], cfg, start_lr, end_lr, steps)
+
+
+def range_test(learner: Learner, x: Any, y: torch.Tensor, cfg: Config, start_lr: float = 1e-7,
+               end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
+    """The range test on a fresh learner and its training split (x, y), in the run's batch order."""
     rates = [start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1)) for i in range(steps)]
     losses = torch.zeros(steps, device=learner.device)  # raw loss of each step, read in chunks
     taken, epoch, stream = 0, 0, iter(())
@@ -62,12 +69,17 @@ def _diverged(curve: list[float]) -> bool:
 
 
 def suggest(lrs: list[float], curve: list[float]) -> float | None:
-    """The lr where the smoothed loss falls fastest against log(lr), before its minimum."""
-    finite = [i for i, loss in enumerate(curve) if math.isfinite(loss)]
+    """The lr where the smoothed loss falls fastest against log(lr), before its minimum and after the
+    first SKIP_START of the curve (where the moving average is still mostly noise); None when the
+    loss never falls by MIN_FALL."""
+    start = int(SKIP_START * len(curve))
+    finite = [i for i, loss in enumerate(curve) if i >= start and math.isfinite(loss)]
     if len(finite) < 3:
         return None
     lowest = min(finite, key=curve.__getitem__)
-    slopes = [(curve[i + 1] - curve[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(lowest)]
-    if not slopes or min(slopes) >= 0:
+    if curve[lowest] > (1 - MIN_FALL) * curve[finite[0]]:
+        return None  # a flat curve: its steepest point is noise
+    slopes = {i: (curve[i + 1] - curve[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(start, lowest)}
+    if not slopes or min(slopes.values()) >= 0:
         return None
-    return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
+    return lrs[min(slopes, key=slopes.__getitem__)]

@@ -7,7 +7,8 @@ import sys
 import typer
 
 from . import (
-    check_cmd, compare_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, runs_cmd, sample_cmd, sweep_cmd,
+    check_cmd, compare_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, preflight_cmd, runs_cmd, sample_cmd,
+    sweep_cmd,
 )
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _options(
 app.command("fit")(fit_cmd.fit)
 app.command("eval")(eval_cmd.eval_)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)
+app.command("preflight")(preflight_cmd.preflight)
 app.command("sample")(sample_cmd.sample)
 app.command("lr-find")(lr_find_cmd.lr_find)
 app.command("runs")(runs_cmd.runs)

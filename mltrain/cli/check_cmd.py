@@ -37,19 +37,12 @@ def overfit_tiny(
 
 def _print(report: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from .checks_table import checks_table
 
     console = Console(highlight=False, soft_wrap=True)
-    table = Table(title=f"overfit-tiny: {report['samples']} samples, {report['steps']} steps, "
-                        f"lr {report['lr']:g}", title_justify="left")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail")
-    colours = {"pass": "green", "warn": "yellow", "fail": "red"}
-    for check in report["checks"]:
-        status = check["status"]
-        table.add_row(check["name"], f"[{colours[status]}]{status}[/]", check["detail"])
-    console.print(table)
+    console.print(checks_table(f"overfit-tiny: {report['samples']} samples, {report['steps']} steps, "
+                               f"lr {report['lr']:g}", report["checks"]))
     if report["passed"]:
         console.print("[green]PASS[/]: the model can fit this data; go on to a full run")
     else:

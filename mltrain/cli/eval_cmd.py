@@ -7,7 +7,7 @@ import typer
 
 from ..run_dir import to_json
 from .errors import exit_codes
-from .options import JSON, SET
+from .options import JSON
 
 
 def eval_(
@@ -15,7 +15,11 @@ def eval_(
                                   "else last.pt) or a .pt checkpoint.", show_default=False),
     split: Optional[str] = typer.Option(None, "--split", help="test, val or train; default: test, "
                                         "or val when the data has no test split.", show_default=False),
-    set_: list[str] = SET,
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="data.KEY=VALUE",
+        help="Change how the data is read: data.* keys only, the checkpoint fixes the rest. E.g. score "
+             "another file of the same kind with --set data.path=new.csv (a path from the working "
+             "directory). Repeatable."),
     as_json: bool = JSON,
 ) -> None:
     """Evaluate a checkpoint on a split: loss, accuracy, per-class scores, confusion matrix.

@@ -1,0 +1,22 @@
+"""The table of checks that overfit-tiny and preflight print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+
+
+def checks_table(title: str, checks: list[dict[str, Any]], with_fix: bool = False) -> Table:
+    """One row per check: name, PASS/WARN/FAIL/SKIP, the detail and (with_fix) what to do."""
+    with_fix = with_fix and any(check.get("fix") for check in checks)
+    table = Table(title=title, title_justify="left")
+    for column in ("check", "result", "detail") + (("what to do",) if with_fix else ()):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        status = check["status"]
+        row = [check["name"], f"[{STYLES[status]}]{status.upper()}[/]", check["detail"]]
+        table.add_row(*row, *([check.get("fix", "")] if with_fix else []))
+    return table
