@@ -160,7 +160,8 @@ def _walk(schema: type[BaseModel], raw: Any, loc: tuple) -> tuple[str, list[type
 
 
 def _bounds(error: dict) -> str:
-    context, value = {key: f"{bound:g}" for key, bound in error.get("ctx", {}).items()}, error.get("input")
+    context = {key: f"{bound:g}" if isinstance(bound, float) else str(bound) for key, bound in error.get("ctx", {}).items()}
+    value = error.get("input")
     if error["type"] == "greater_than":
         return f"{value!r} must be above {context['gt']}"
     if error["type"] == "greater_than_equal":

@@ -7,7 +7,7 @@ from mltrain.checks.lr_find import smoothed, suggest
 
 
 def test_lr_find_reports_a_curve_a_plot_and_a_suggestion(cli, tmp_path):
-    result = cli("lr-find", write_config(tmp_path), "--steps", "40", "--json")
+    result = cli("lr-find", write_config(tmp_path), "--steps", "100", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     lrs = report["lrs"]

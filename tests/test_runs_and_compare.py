@@ -18,7 +18,7 @@ from mltrain.plots import plot_run
 def runs(tmp_path_factory):
     """Three finished runs of one config: as written, with a smaller lr, with a smaller model."""
     directory = tmp_path_factory.mktemp("runs")
-    config = write_config(directory, train={"epochs": 3, "log_every_steps": 2})
+    config = write_config(directory, train={"epochs": 3, "log_every_steps": 2, "monitor": "val/accuracy"})
     runner = CliRunner()
     for overrides in ([], ["--set", "optimizer.lr=1e-3"], ["--set", "model.hidden=[16]"]):
         result = runner.invoke(app, ["fit", str(config), "--quiet", *overrides])

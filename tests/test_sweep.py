@@ -23,7 +23,7 @@ def digits_config(directory: Path, lr: float = 0.1, epochs: int = 2, name: str =
         "data": {"dataset": "digits", "batch_size": 64},
         "model": {"arch": "mlp", "hidden": [64]},
         "optimizer": {"name": "sgd", "lr": lr},
-        "train": {"epochs": epochs},
+        "train": {"epochs": epochs, "monitor": "val/accuracy"},
         "output": {"dir": str(directory / "runs")},
     }))
     return path
