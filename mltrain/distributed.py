@@ -136,7 +136,8 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what matters
+    for name in [name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the workers say what matters
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker sets its own torch threads (train.threads)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
@@ -150,7 +151,6 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         print(f"failed: worker rank {rank} ended with exit code {reason.exitcode} (killed or crashed); "
               "the other workers were stopped", file=sys.stderr)
         return 1
-    except SignalException:  # Ctrl-C or SIGTERM to this launcher: the workers saved and stopped
-        print("interrupted", file=sys.stderr)
+    except SignalException:  # Ctrl-C or SIGTERM to this launcher: rank 0 saved, said so, and stopped
         return 130
     return 0

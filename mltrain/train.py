@@ -35,6 +35,9 @@ from .sinks.progress import Progress
 from .sinks.run_files import RunFiles
 
 
+STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop request (one all-reduce each)
+
+
 @dataclass
 class FitResult:
     run_dir: Path
@@ -212,7 +215,9 @@ class Training:
                     order, global_sizes = shard(order, cfg.data.batch_size, job.world_size, job.rank)
                     micro_batches = zip(batches(x_train, y_train, cfg.data.batch_size, order), global_sizes)
                     for group in grouped(micro_batches, cfg.train.accumulate):
-                        if job.any(stop.requested, self.device):  # every process stops at the same step
+                        if not job.enabled:
+                            stop.check()
+                        elif position.step % STOP_AGREED_EVERY == 0 and job.any(stop.requested, self.device):
                             raise StopRequested(stop.signal_name or "a stop on another process")
                         for index, ((x, y), global_size) in enumerate(group):
                             # This process's share of the global batch's mean loss, of the step's micro-batches.

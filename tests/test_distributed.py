@@ -126,3 +126,21 @@ def test_nproc_is_refused_under_torchrun_and_bad_configs_stop_before_the_workers
     bad.write_text("optimizer: {lr: -1}\n")
     result = fit(bad, "--nproc", "2")
     assert result.returncode == 2 and result.stderr.count("must be above 0") == 1
+
+
+def test_ctrl_c_to_the_launcher_saves_once_and_exits_130(tmp_path):
+    path = config(tmp_path, epochs=1000)
+    run = tmp_path / "run"
+    launcher = subprocess.Popen([MLTRAIN, "fit", str(path), "--nproc", "2", "--run-dir", str(run)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run, 30, launcher)
+        launcher.send_signal(signal.SIGINT)
+        stdout, stderr = launcher.communicate(timeout=30)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130, stderr
+    assert stdout.count("interrupted at step") == 1 and stderr == "interrupted\n"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["step"] == summary["steps"]

@@ -36,6 +36,6 @@ def _fail(message: str, code: int) -> None:
         traceback.print_exc()
     if rank == 0:
         print(message, file=sys.stderr)
-    elif code != 2:
+    elif code not in (2, 130):  # bad input and stops are the same on every process
         print(f"rank {rank}: {message}", file=sys.stderr)
     raise typer.Exit(code) from None
