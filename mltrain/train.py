@@ -169,7 +169,10 @@ class Training:
     def _restore(self, restored: Restored) -> None:
         """The loop's own state from the checkpoint (`restored.learner` holds the rest)."""
         checkpoint, path = restored.checkpoint, restored.path
+        saved_processes = checkpoint.get("world_size", 1)
         with loading_state(path, "the position in the run"):
+            if saved_processes != self.job.world_size:
+                checkpoint = self._rescaled(checkpoint, saved_processes)
             self.position.load_state_dict(checkpoint["position"])
         scheduled = checkpoint["scheduler"].get("steps") if isinstance(checkpoint["scheduler"], dict) else None
         if not scheduled == self.position.step == self.learner.steps:
@@ -198,6 +201,29 @@ class Training:
                 else f"train.epochs={self.epochs + 10}"
             raise UserError(f"{self.run_dir.path}: nothing to resume: {why}. To train longer, extend it, "
                             f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
+
+    def _rescaled(self, checkpoint: dict[str, Any], saved_processes: int) -> dict[str, Any]:
+        """The checkpoint's position counted in this job's optimizer steps: a run resumed with
+        another number of processes takes other global batches, so the data order changes from
+        here (the samples the epoch had consumed are not shown again)."""
+        if not isinstance(saved_processes, int) or saved_processes < 1:
+            raise ValueError(f"world_size {saved_processes!r}")
+        state = dict(checkpoint["position"])
+        per_step = self.cfg.train.accumulate * self.cfg.data.batch_size
+        saved_in_epoch, _ = run_length(self.data.size("train"), self.cfg.data.batch_size, self.cfg.train.accumulate,
+                                       1, None, saved_processes)
+        in_epoch = self.position.steps_in_epoch
+        consumed = state["epoch_step"] * per_step * saved_processes
+        state["epoch_step"] = in_epoch if state["epoch_step"] >= saved_in_epoch else \
+            min(consumed // (per_step * self.job.world_size), in_epoch)
+        state["step"] = max(state["epoch"] - 1, 0) * in_epoch + state["epoch_step"]
+        self.learner.steps = state["step"]
+        if self.job.is_main:
+            print(f"resuming with {self.job.world_size} process(es) a run last trained with {saved_processes}: "
+                  f"the global batch is now {per_step * self.job.world_size} and the data order changes from "
+                  f"step {state['step']}")
+        return {**checkpoint, "position": state, "step": state["step"], "per_process": None,
+                "scheduler": {**checkpoint["scheduler"], "steps": state["step"]}}
 
     def run(self) -> FitResult:
         cfg, learner, position, job = self.cfg, self.learner, self.position, self.job

@@ -144,3 +144,15 @@ def test_ctrl_c_to_the_launcher_saves_once_and_exits_130(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["step"] == summary["steps"]
+
+
+def test_resuming_with_another_number_of_processes_says_the_order_changes(tmp_path):
+    path = config(tmp_path, epochs=2)
+    first = fit(path, "--run-dir", tmp_path / "run", "--set", "train.epochs=1")
+    assert first.returncode == 0, first.stderr
+    resumed = fit("--resume", tmp_path / "run", "--nproc", "2", "--set", "train.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with 2 process(es) a run last trained with 1" in resumed.stdout
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2 and summary["processes"] == 2
+    assert summary["steps"] == 2 * 14  # 432 samples: 14 global batches of 2 x 16 an epoch, counted anew
