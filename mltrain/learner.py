@@ -20,6 +20,7 @@ from .metrics import Accumulator
 from .models import build_model
 from .optim import build_optimizer
 
+NO_BAD_STEP = 2**62  # the NaN guard's "none yet": larger than any step, so a minimum keeps the first bad one
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
 
 
@@ -60,7 +61,7 @@ class Learner:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
         self.steps = 0  # optimizer steps taken
-        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self._first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
 
     @classmethod
     def build(cls, cfg: Config, spec: DataSpec, device: torch.device) -> Learner:
@@ -111,8 +112,9 @@ class Learner:
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         loss = loss.detach()
         # Remember the first step with a non-finite loss, on the device: no host sync here.
-        bad = ~torch.isfinite(loss) & (self._first_bad_step < 0)
-        self._first_bad_step = torch.where(bad, self.steps + 1, self._first_bad_step)
+        # (three small ops: the earliest step whose loss was not finite, or NO_BAD_STEP)
+        this_step = torch.where(torch.isfinite(loss), NO_BAD_STEP, self.steps + 1)
+        self._first_bad_step = torch.minimum(self._first_bad_step, this_step)
         return loss, logits.detach()
 
     def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
@@ -139,7 +141,7 @@ class Learner:
     def first_non_finite_step(self) -> int | None:
         """The first optimizer step whose loss was NaN or inf, if any (a host sync)."""
         step = int(self._first_bad_step)
-        return step if step >= 0 else None
+        return step if step != NO_BAD_STEP else None
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -83,14 +83,17 @@ class Inputs:
 
     def batches(self, y: torch.Tensor, batch_size: int,
                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in storage order, or in `order`: one contiguous permuted copy of the epoch's
-        samples, then a view per batch (a gather per step costs more than the copy)."""
-        stored, targets = self.stored, y
-        if order is not None:
-            order = order.to(stored.device)
-            stored, targets = stored[order], y[order]
-        for start in range(0, len(targets), batch_size):
-            yield self._ready(stored[start:start + batch_size]), targets[start:start + batch_size]
+        """Batches in storage order (views), or gathered by index in `order`. Measured on the CPU
+        (60,000 x 784 floats): a gather per step is faster than one permuted copy of the epoch,
+        whose fresh 180 MB buffer costs more in page faults than the per-step gathers."""
+        if order is None:
+            for start in range(0, len(y), batch_size):
+                yield self._ready(self.stored[start:start + batch_size]), y[start:start + batch_size]
+            return
+        order = order.to(self.stored.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield self._ready(self.stored[index]), y[index]
 
     def __len__(self) -> int:
         return len(self.stored)
