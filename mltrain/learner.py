@@ -43,7 +43,7 @@ class Learner:
     """Owns the training step: forward under autocast, loss on logits, backward (accumulated
     over micro-batches), unscale, clip, optimizer step, EMA update."""
 
-    def __init__(self, model: nn.Module, head: Head, optimizer: torch.optim.Optimizer, precision: str,
+    def __init__(self, model: nn.Module, head: Head, optimizer: torch.optim.Optimizer | None, precision: str,
                  device: torch.device, grad_clip: float | None = None, ema_decay: float | None = None,
                  compile: bool = False):
         self.model, self.head, self.optimizer, self.device = model, head, optimizer, device
@@ -64,11 +64,14 @@ class Learner:
         self._first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
 
     @classmethod
-    def build(cls, cfg: Config, spec: DataSpec, device: torch.device) -> Learner:
+    def build(cls, cfg: Config, spec: DataSpec, device: torch.device, training: bool = True) -> Learner:
+        """`training=False` (scoring, generating, exporting) builds no optimizer: torch's first
+        optimizer imports torch._dynamo, about 1.1 s of start-up."""
         head = build_head(cfg.model.head, spec, cfg.train.label_smoothing)
         model = build_model(cfg.model, spec, head.num_outputs).to(device)
-        return cls(model, head, build_optimizer(cfg.optimizer, model), cfg.train.precision, device,
-                   cfg.train.grad_clip, cfg.train.ema, cfg.train.compile)
+        optimizer = build_optimizer(cfg.optimizer, model) if training else None
+        return cls(model, head, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
+                   cfg.train.compile)
 
     def distribute(self, sync_batchnorm: bool) -> None:
         """Train through DistributedDataParallel (the process group must be up): gradients are

@@ -99,7 +99,7 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
         spec = data.spec
     else:
         spec = spec_from_state(checkpoint["spec"], path)
-    learner = Learner.build(cfg, spec, torch_device)
+    learner = Learner.build(cfg, spec, torch_device, training=resume)
     if resume:
         load_training_state(learner, checkpoint, path)
     else:
