@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import torch
 
 from .data import DataSpec
 from .errors import TrainingFailed, UserError
-from .run_dir import temporary_file
+from .run_dir import is_run_directory, temporary_file
 
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 2
@@ -56,24 +58,32 @@ def save_checkpoint(payload: dict, path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp_name, path)
-    except OSError as error:
+    except BaseException as error:
         if tmp_name:
             Path(tmp_name).unlink(missing_ok=True)
+        refused = _os_error(error)
+        if refused is None:
+            raise
         kept = "the previous one is intact" if path.exists() else "no earlier one existed"
-        raise TrainingFailed(f"could not write checkpoint {path}: {error.strerror or error}; {kept}. "
+        raise TrainingFailed(f"could not write checkpoint {path}: {refused.strerror or refused}; {kept}. "
                              "Free disk space or fix permissions, then continue with "
                              f"`mltrain fit --resume {path.parent.parent}`") from None
-    except BaseException:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
-        raise
     _fsync_directory(path.parent)
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The disk's refusal behind a failed write: torch.save reports a full disk as a RuntimeError
+    raised while handling the file's OSError."""
+    if isinstance(error, RuntimeError) and isinstance(error.__context__, OSError):
+        return error.__context__
+    return error if isinstance(error, OSError) else None
+
+
 def run_directory_of(checkpoint_path: Path) -> Path | None:
-    """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if it is one."""
-    run = checkpoint_path.resolve().parent.parent
-    return run if checkpoint_path.parent.name == "checkpoints" and (run / "config.yaml").exists() else None
+    """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if `mltrain fit` made it:
+    where the checkpoint is listed, not where a link may lead."""
+    run = Path(os.path.abspath(checkpoint_path)).parent.parent
+    return run if checkpoint_path.parent.name == "checkpoints" and is_run_directory(run) else None
 
 
 def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
@@ -95,13 +105,16 @@ def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "l
     """Load with weights_only=True (no code can run from the file) and check it is ours."""
     path = resolve_checkpoint(target, prefer)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(f"{path}: refused to load: the file holds objects other than tensors and plain "
-                        f"data, which could run code ({str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path}: not a readable checkpoint (truncated, corrupt or not a torch file): "
-                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the weights-only unpickler trips over in bytes torch did not write
+        named = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if named:
+            raise UserError(f"{path}: refused to load: it names {named[1]}, which is neither a tensor nor plain "
+                            "data, so loading it could run code; pass a checkpoint written by `mltrain fit`") from None
+        raise UserError(f"{path}: not a checkpoint (truncated, corrupt or not a file torch.save wrote)"
+                        f"{_what_torch_saw(error)}; pass a checkpoint written by `mltrain fit`") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not an mltrain checkpoint (no '{FORMAT}' marker); "
                         "pass a checkpoint written by `mltrain fit`")
@@ -113,6 +126,14 @@ def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "l
         raise UserError(f"{path}: checkpoint format version {version} is newer than this mltrain reads "
                         f"({FORMAT_VERSION}); upgrade mltrain")
     return (_from_version_1(checkpoint) if version == 1 else checkpoint), path
+
+
+def _what_torch_saw(error: Exception) -> str:
+    """torch's first sentence about a file it could not read, where it says something about the
+    file (its zip reader, the disk); never its advice to load with weights_only=False."""
+    first = str(error).splitlines()[0].split(". ")[0] if str(error) else ""
+    said = isinstance(error, (RuntimeError, OSError, zipfile.BadZipFile)) and first and "weights_only" not in first
+    return f": {first}" if said else ""
 
 
 def _from_version_1(checkpoint: dict) -> dict:

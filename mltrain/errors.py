@@ -18,6 +18,11 @@ class TrainingFailed(Exception):
     """The run went wrong (non-finite loss, a failed sanity check). Exit code 1."""
 
 
+class RunComplete(Exception):
+    """Resuming a run that has already completed: nothing to do. Exit code 0 with the message, so
+    that a requeued job does not fail."""
+
+
 class StopTraining(Exception):
     """Raised by a sink to end a run early and on purpose (a pruned sweep trial): the run's
     summary gets `status` and `reason`; nothing is reported as an error."""

@@ -8,8 +8,8 @@ from typing import Any
 
 from .errors import UserError
 from .metrics import confusion_matrix, per_class_scores
-from .restore import restore
-from .run_dir import to_json, write_atomically
+from .restore import Restored, restore
+from .run_dir import RunDir, to_json, write_atomically
 
 SPLITS = ("test", "val", "train")
 MAX_REPORTED_CLASSES = 50  # more classes (e.g. a text's characters): no per-class table or confusion matrix
@@ -29,6 +29,19 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
                             "fixed by the checkpoint)")
     # Scored on what this machine has, wherever it was trained.
     restored = restore(target, device="auto", overrides=overrides)
+    run = restored.run_dir
+    if run is None:
+        return _report(restored, split), None
+    with RunDir.reopen(run):  # before scoring: a run that another process writes is refused at once
+        report = _report(restored, split)
+        written = run / f"eval-{report['split']}.json"
+        write_atomically(written, to_json(report, indent=2) + "\n")
+        if "confusion_matrix" in report:
+            _show_confusion(report, run, restored.cfg.output.loggers)
+    return report, written
+
+
+def _report(restored: Restored, split: str | None) -> dict[str, Any]:
     data, spec = restored.data(), restored.spec
     if split is None:  # the first the data has: test, else val (a text has no test split)
         split = next(name for name in SPLITS if name in data.splits)
@@ -46,14 +59,7 @@ def evaluate_checkpoint(target: str | Path, split: str | None = None,
         report["class_names"] = list(spec.class_names)
         report["per_class"] = per_class_scores(confusion)
         report["confusion_matrix"] = confusion.tolist()
-    run = restored.run_dir
-    if run is None:
-        return report, None
-    written = run / f"eval-{split}.json"
-    write_atomically(written, to_json(report, indent=2) + "\n")
-    if "confusion_matrix" in report:
-        _show_confusion(report, run, restored.cfg.output.loggers)
-    return report, written
+    return report
 
 
 def _show_confusion(report: dict[str, Any], run: Path, loggers: tuple[str, ...]) -> None:

@@ -21,6 +21,8 @@ from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
 from .learner import Learner
+from .optim import build_optimizer
+from .schema import OptimizerSection
 from .setup import start
 
 # What --set may not change on resume: it would make the checkpoint describe another run, or
@@ -56,7 +58,7 @@ class Restored:
 
     def data(self) -> InMemoryData:
         """The configured dataset on the learner's device, encoded as the model was trained on it."""
-        data = self._data or build_data(self.cfg.data, self.cfg.seed, self.learner.device, self.data_state)
+        data = self._data or _encoded_data(self.cfg, self.learner.device, self.data_state, self.path)
         if spec_state(data.spec) != spec_state(self.spec):
             raise UserError(f"{self.path}: the data ({self.cfg.data.dataset}) now gives {_describe(data.spec)}, but "
                             f"the model was trained on {_describe(self.spec)}; point data.* at the data it was "
@@ -95,16 +97,25 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     data_state = checkpoint.get("data_state") or {}
     data = None
     if checkpoint.get("spec") is None:  # format version 1 stored no spec: the data tells it
-        data = build_data(cfg.data, cfg.seed, torch_device, data_state)
+        data = _encoded_data(cfg, torch_device, data_state, path)
         spec = data.spec
     else:
         spec = spec_from_state(checkpoint["spec"], path)
     learner = Learner.build(cfg, spec, torch_device, training=resume)
     if resume:
-        load_training_state(learner, checkpoint, path)
+        load_training_state(learner, checkpoint, path, cfg.optimizer)
     else:
         load_eval_weights(learner, checkpoint, path)
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)
+
+
+def _encoded_data(cfg: Config, device: torch.device, data_state: dict, path: Path) -> InMemoryData:
+    """The data, encoded with the checkpoint's data_state (vocabulary, normalisation...), which
+    the dataset's builder takes as keyword arguments."""
+    if not data_state:
+        return build_data(cfg.data, cfg.seed, device)
+    with loading_state(path, "the data encoding (data_state)"):
+        return build_data(cfg.data, cfg.seed, device, data_state)
 
 
 def _for_scoring(cfg: Config, device: torch.device) -> Config:
@@ -124,10 +135,10 @@ def load_eval_weights(learner: Learner, checkpoint: dict, path: Path) -> None:
     learner.eval_model.load_state_dict(weights)
 
 
-def load_training_state(learner: Learner, checkpoint: dict, path: Path) -> None:
-    """Weights, optimizer, loss scaler, EMA and step count, each checked first."""
+def load_training_state(learner: Learner, checkpoint: dict, path: Path, optimizer: OptimizerSection) -> None:
+    """Weights, optimizer (as `optimizer` configures it), loss scaler, EMA and step count, each checked first."""
     check_tensors("the model weights", learner.model.state_dict(), checkpoint["model"], path)
-    check_optimizer_state(learner, checkpoint["optimizer"], path)
+    check_optimizer_state(learner, checkpoint["optimizer"], path, optimizer)
     averaged = _averaged(checkpoint, path)
     if learner.ema is not None and averaged:
         check_tensors("the averaged (EMA) weights", learner.ema.module.state_dict(), averaged["weights"], path)
@@ -136,8 +147,13 @@ def load_training_state(learner: Learner, checkpoint: dict, path: Path) -> None:
     step = checkpoint["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise UserError(f"{path}: step is {step!r}, not a whole number of 0 or more; {DAMAGED}")
+    settings = [set(group) for group in learner.optimizer.param_groups]
     with loading_state(path, "the model, optimizer and loss-scaler state"):
         learner.load_state_dict(checkpoint)
+    for built, group in zip(settings, learner.optimizer.param_groups):  # torch fills in settings it added since
+        if built - set(group):
+            raise UserError(f"{path}: the optimizer state has no setting {', '.join(sorted(built - set(group)))}; "
+                            f"{DAMAGED}")
 
 
 def _averaged(checkpoint: dict, path: Path) -> dict | None:
@@ -187,9 +203,27 @@ def _same_kind(built: Any, saved: Any) -> bool:
     return True
 
 
-def check_optimizer_state(learner: Learner, saved: Any, path: Path) -> None:
-    """Groups of the same sizes, settings of the right types, and every per-parameter tensor
-    either a scalar (a step count) or shaped like its parameter."""
+def _kept_per_parameter(optimizer: OptimizerSection, device: torch.device) -> dict[bool, set[str]]:
+    """The state the configured optimizer keeps for a parameter, by whether the parameter is a
+    matrix (or more) or a vector: seen after one step of it on a 1x1 weight and a bias. Empty
+    for an optimizer that cannot take that step (one of your own that needs a closure, say)."""
+    probe = nn.Module()
+    probe.weight = nn.Parameter(torch.zeros(1, 1, device=device))
+    probe.bias = nn.Parameter(torch.zeros(1, device=device))
+    for parameter in probe.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    try:
+        built = build_optimizer(optimizer, probe)
+        built.step()
+    except Exception:  # noqa: BLE001 - whatever it raises, its checkpoints are checked without this
+        return {}
+    return {parameter.ndim >= 2: set(built.state[parameter]) for parameter in probe.parameters()}
+
+
+def check_optimizer_state(learner: Learner, saved: Any, path: Path, optimizer: OptimizerSection) -> None:
+    """Groups of the same sizes, settings of the right types, every per-parameter entry with
+    the state the optimizer keeps, and every per-parameter tensor either a scalar (a step count)
+    or shaped like its parameter."""
     built = learner.optimizer.state_dict()
     if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
             or not isinstance(saved.get("param_groups"), list) \
@@ -207,11 +241,16 @@ def check_optimizer_state(learner: Learner, saved: Any, path: Path) -> None:
     names = {id(parameter): name for name, parameter in learner.model.named_parameters()}
     parameters = [parameter for group in learner.optimizer.param_groups for parameter in group["params"]]
     by_index = dict(zip((index for group in saved["param_groups"] for index in group["params"]), parameters))
+    kept = _kept_per_parameter(optimizer, learner.device) if saved["state"] else {}
     for index, values in saved["state"].items():
         parameter = by_index.get(index)
         if parameter is None or not isinstance(values, dict):
             raise UserError(f"{path}: the optimizer state has an entry for parameter {index!r}, which its "
                             f"parameter groups do not list; {DAMAGED}")
+        missing = kept.get(parameter.ndim >= 2, set()) - set(values)
+        if missing:
+            raise UserError(f"{path}: the optimizer state of {names.get(id(parameter), index)} has no "
+                            f"{', '.join(sorted(missing))}; {DAMAGED}")
         for key, value in values.items():
             fits = value.ndim == 0 or value.shape == parameter.shape if isinstance(value, torch.Tensor) \
                 else value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
@@ -10,9 +12,13 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .errors import UserError
+from .errors import TrainingFailed, UserError
+
+# In every directory `mltrain fit` makes: it tells a run from any other folder, and the process
+# writing the run holds an exclusive lock on it and writes its pid into it.
+MARKER = ".mltrain-run"
 
 
 def json_safe(data: Any) -> Any:
@@ -40,16 +46,37 @@ def temporary_file(path: Path) -> tuple[int, str]:
     return fd, tmp_name
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A write the disk refuses (full, read-only) ends the command with one line naming the file."""
+    try:
+        yield
+    except OSError as error:
+        raise TrainingFailed(f"could not write {path}: {error.strerror or error}; free disk space or fix "
+                             "permissions (what was written before is intact)") from None
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never a half-written one."""
-    fd, tmp_name = temporary_file(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with _writing(path):
+        fd, tmp_name = temporary_file(path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+
+def _append_line(path: Path, line: str) -> None:
+    with _writing(path), path.open("a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
+def is_run_directory(path: Path) -> bool:
+    """Whether `mltrain fit` made `path`: its marker, or a summary.json (runs from before the marker)."""
+    return (path / MARKER).is_file() or (path / "summary.json").is_file()
 
 
 def _make_directory(path: Path) -> None:
@@ -102,12 +129,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class RunDir:
+    """A run's directory. Made by `create` or opened by `reopen`, it is also the lock that keeps
+    other processes from writing it until `release` (or `with run:` ends, or the process dies)."""
+
     def __init__(self, path: Path):
         self.path = path
         self.checkpoints = path / "checkpoints"
         self.plots = path / "plots"
         self.log_path = path / "train.log"
         self.records: list[dict[str, Any]] = []
+        self._lock: int | None = None  # the marker's file descriptor while this process holds the lock
 
     @classmethod
     def create(cls, output_dir: str | Path, name: str, explicit: str | Path | None = None) -> RunDir:
@@ -118,7 +149,7 @@ class RunDir:
             if path.exists() and (not path.is_dir() or any(path.iterdir())):
                 raise UserError(f"--run-dir {path} already exists and is not empty; it may hold another "
                                 "run. Use `mltrain fit --resume` to continue a run, or pick a new directory")
-            if not path.exists():
+            with contextlib.suppress(FileExistsError):  # another fit made it just now: the marker decides
                 _make_directory(path)
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -134,9 +165,79 @@ class RunDir:
         if not os.access(path, os.W_OK):
             raise UserError(f"run directory {path} is not writable; choose a writable output.dir or --run-dir")
         run = cls(path)
+        run._take_lock(new=True)
         run.checkpoints.mkdir(exist_ok=True)
         run.plots.mkdir(exist_ok=True)
         return run
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunDir:
+        """An existing run, to write into (resume, eval's report). Refused unless `mltrain fit` made
+        it, nothing in it links outside it, and no other process writes it; the temporary files
+        of a writer that was killed are removed."""
+        if not is_run_directory(path):
+            config = f": to train with its config.yaml, run `mltrain fit {path / 'config.yaml'}`" \
+                if (path / "config.yaml").is_file() else ""
+            raise UserError(f"{path} is not a run directory made by `mltrain fit` (it has no {MARKER} or "
+                            f"summary.json), so mltrain does not write into it{config}")
+        run = cls(path)
+        run._refuse_outside_links()
+        run._take_lock()
+        run._remove_stale_files()
+        return run
+
+    def _take_lock(self, new: bool = False) -> None:
+        """The exclusive lock on the marker (made here for a `new` run), with this process's pid
+        written into it. The kernel drops the lock when the process ends, however it ends."""
+        try:
+            fd = os.open(self.path / MARKER, os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0), 0o666)
+        except FileExistsError:  # two fits given the same new --run-dir at once
+            raise UserError(f"--run-dir {self.path} already holds another run; use `mltrain fit --resume` to "
+                            "continue a run, or pick a new directory") from None
+        except OSError as error:
+            raise UserError(f"run directory {self.path} is not writable ({error.strerror}); mltrain writes "
+                            "a run's files into it") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{self.path}: another mltrain process (pid {holder}) is writing this run; wait "
+                            "for it to end or stop it, then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def release(self) -> None:
+        """Lets other processes write the run again."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the only descriptor releases the flock
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def _refuse_outside_links(self) -> None:
+        """A checkpoint, a metrics file or a folder of the run that is a link to another place would
+        have this run's writes land there (in another run's checkpoints, say)."""
+        root = self.path.resolve()
+        for directory in (self.path, self.checkpoints, self.plots):  # the top level first: a linked folder
+            for entry in directory.iterdir() if directory.is_dir() else ():
+                if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                    raise UserError(f"{entry} is a link to {entry.resolve()}, outside the run directory "
+                                    f"{self.path}; mltrain writes a run only inside its own directory: put a "
+                                    "copy of the file in place of the link")
+
+    def _remove_stale_files(self) -> None:
+        """The hidden temporary files (.NAME.*.tmp) of atomic writes that a killed process left:
+        with the lock held, no write of another process is in flight."""
+        for directory in (self.path, self.checkpoints):
+            for stale in directory.glob(".*.tmp"):
+                if stale.is_file() and not stale.is_symlink():
+                    stale.unlink(missing_ok=True)
 
     def cut_back(self, step: int) -> None:
         """Metrics cut back to what happened up to `step` (the checkpoint being resumed): later
@@ -166,13 +267,11 @@ class RunDir:
         write_atomically(self.path / "config.yaml", text)
 
     def log(self, line: str) -> None:
-        with self.log_path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        _append_line(self.log_path, line)
 
     def append_record(self, record: dict[str, Any]) -> None:
         """A line of metrics.jsonl."""
-        with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
-            file.write(to_json(record) + "\n")
+        _append_line(self.path / "metrics.jsonl", to_json(record))
 
     def add_epoch_row(self, record: dict[str, Any]) -> None:
         """An epoch's record as a row of metrics.csv."""

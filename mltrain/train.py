@@ -17,7 +17,7 @@ from .data import InMemoryData
 from .data.dataset import batches, epoch_order, shard
 from .devices import pick_device
 from .distributed import Distributed
-from .errors import StopTraining, TrainingFailed, UserError
+from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .learner import Learner
 from .metrics import Accumulator, samples_per_s
 from .models import count_parameters
@@ -76,16 +76,18 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
     Under torchrun (WORLD_SIZE > 1) every process trains its shard; rank 0 writes the run."""
     job = Distributed.from_env()
     torch_device = job.device_for(pick_device(device or cfg.train.device))
-    with job.joined(torch_device):
-        run = _shared(job, lambda: RunDir.create(cfg.output.dir, cfg.name, run_dir))
+    with (stop_on_signals(at_once=True),  # start-up writes nothing that matters: a stop ends it at once
+          job.joined(torch_device),
+          _shared(job, lambda: RunDir.create(cfg.output.dir, cfg.name, run_dir)) as run):
         try:
             prepared = prepare(cfg, torch_device, job.local_world_size)
             training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
         except BaseException:
             if job.is_main:
-                shutil.rmtree(run.path, ignore_errors=True)  # bad data or model: leave no empty run behind
+                shutil.rmtree(run.path, ignore_errors=True)  # bad data or model, or a stop: leave no run behind
             raise
-        return training.run()
+        with stop_on_signals():  # from here a stop waits for the end of a step or of a write
+            return training.run()
 
 
 def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
@@ -94,24 +96,29 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
     A run stopped before its first checkpoint starts again from its config.yaml."""
     target = Path(target)
     job = Distributed.from_env()
-    if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
-        cfg = load_config(target / "config.yaml", overrides)
-        torch_device = job.device_for(pick_device(device or cfg.train.device))
-        with job.joined(torch_device):
-            prepared = prepare(cfg, torch_device, job.local_world_size)
-            return Training(cfg, RunDir(target), prepared.data, prepared.learner, prepared.threads, quiet, sinks,
-                            job=job).run()
-    restored = restore(target, prefer=("last.pt",), device=device, overrides=overrides, resume=True)
-    if restored.run_dir is None:
-        raise UserError(f"{restored.path}: --resume needs a checkpoint inside its run directory "
-                        "(<run>/checkpoints/last.pt), where the run's metrics and log continue")
-    with job.joined(restored.learner.device):
-        return Training(restored.cfg, RunDir(restored.run_dir), restored.data(), restored.learner, restored.threads,
-                        quiet, sinks, restored, job=job).run()
+    with stop_on_signals(at_once=True):  # start-up writes nothing: a stop ends it at once
+        if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
+            cfg = load_config(target / "config.yaml", overrides)
+            torch_device = job.device_for(pick_device(device or cfg.train.device))
+            with job.joined(torch_device), _shared(job, lambda: RunDir.reopen(target)) as run:
+                prepared = prepare(cfg, torch_device, job.local_world_size)
+                training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
+                with stop_on_signals():  # from here a stop waits for the end of a step or of a write
+                    return training.run()
+        restored = restore(target, prefer=("last.pt",), device=device, overrides=overrides, resume=True)
+        if restored.run_dir is None:
+            raise UserError(f"{restored.path}: --resume needs a checkpoint inside its run directory "
+                            "(<run>/checkpoints/last.pt), where the run's metrics and log continue")
+        with job.joined(restored.learner.device), _shared(job, lambda: RunDir.reopen(restored.run_dir)) as run:
+            training = Training(restored.cfg, run, restored.data(), restored.learner, restored.threads, quiet, sinks,
+                                restored, job=job)
+            with stop_on_signals():  # from here a stop waits for the end of a step or of a write
+                return training.run()
 
 
 def _shared(job: Distributed, create: Callable[[], RunDir]) -> RunDir:
-    """Rank 0 makes the run directory; every rank learns its path, or rank 0's error."""
+    """Rank 0 makes (or reopens) the run directory and holds it; every rank learns its path, or
+    rank 0's error."""
     if not job.enabled:
         return create()
     made, error = None, None
@@ -196,11 +203,13 @@ class Training:
             early = self.monitor.stop_reason() is not None
             if self.position.stopped and not early:  # a sink stopped it on purpose (a pruned trial)
                 raise UserError(f"{self.run_dir.path}: nothing to resume: it was stopped ({self.position.stopped})")
+            if self.run_dir.read_summary().get("status") != "completed":
+                return  # stopped after its last checkpoint: run() scores the test split and finishes it
             why = self.position.stopped or f"it finished its {self.total_steps} steps"
             longer = f"train.max_steps={self.total_steps * 2}" if self.cfg.train.max_steps \
                 else f"train.epochs={self.epochs + 10}"
-            raise UserError(f"{self.run_dir.path}: nothing to resume: {why}. To train longer, extend it, "
-                            f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
+            raise RunComplete(f"{self.run_dir.path} is already complete: {why}. To train longer, extend it, "
+                              f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
 
     def _rescaled(self, checkpoint: dict[str, Any], saved_processes: int) -> dict[str, Any]:
         """The checkpoint's position counted in this job's optimizer steps: a run resumed with
@@ -269,11 +278,15 @@ class Training:
                             self._save_last()
                     self._end_epoch()
                 test = self._test()
+                stop.check()
         except TrainingFailed as failure:
             self._finish("failed", error=str(failure))
             raise
         except StopRequested:
-            self._stop_with_checkpoint("interrupted")
+            if position.step >= self.total_steps or position.stopped:  # stopped while scoring the test split:
+                self._finish("interrupted")  # last.pt holds the end already (the learner, best.pt's weights)
+            else:
+                self._stop_with_checkpoint("interrupted")
             raise
         except StopTraining as stopped:
             position.stopped = f"{stopped.status}: {stopped.reason}"
@@ -285,7 +298,9 @@ class Training:
                          **({} if interrupted else {"error": str(error).splitlines()[0] if str(error) else
                                                     type(error).__name__}))
             raise
-        return FitResult(self.run_dir.path, self._finish("completed", **test))
+        summary = self._finish("completed", **test)
+        stop.check()  # a stop while the summary and plots were written: they were finished first
+        return FitResult(self.run_dir.path, summary)
 
     def _start(self) -> None:
         run = RunStart(self.cfg, self.run_dir.path, self.position.step, self.total_steps, self.epochs,

@@ -107,6 +107,38 @@ def test_an_edited_checkpoint_is_refused_before_any_kernel_runs(trained, tmp_pat
     assert "damaged or was edited" in result.stderr or "do not fit" in result.stderr
 
 
+def missing_moment(checkpoint):
+    del checkpoint["optimizer"]["state"][0]["exp_avg"]
+
+
+def missing_lr(checkpoint):
+    del checkpoint["optimizer"]["param_groups"][0]["lr"]
+
+
+def missing_numpy_rng(checkpoint):
+    del checkpoint["rng"]["numpy"]
+
+
+def foreign_data_state(checkpoint):
+    checkpoint["data_state"] = {"vocabulary": ["a", "b"]}
+
+
+@pytest.mark.parametrize("tamper, needle, commands", [
+    (missing_moment, "the optimizer state of 1.weight has no exp_avg", ["resume"]),
+    (missing_lr, "the optimizer state has no setting lr", ["resume"]),
+    (missing_numpy_rng, "RNG states could not be restored: 'numpy'", ["resume"]),
+    (foreign_data_state, "the data encoding (data_state) could not be restored", ["resume", "eval"]),
+])
+def test_a_checkpoint_missing_state_is_refused_in_one_line(trained, tmp_path, cli, tamper, needle, commands):
+    run = copy_run(trained[0], tmp_path / "run")
+    for name in ("best.pt", "last.pt"):
+        edit_checkpoint(run / "checkpoints" / name, tamper)
+    for command in commands:
+        result = cli(*(["fit", "--resume", run, "--set", "train.epochs=2"] if command == "resume" else ["eval", run]))
+        assert result.exit_code == 2, result.output
+        assert needle in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_edited_weights_are_refused_by_eval(trained, tmp_path, cli):
     run = copy_run(trained[0], tmp_path / "run")
     edit_checkpoint(run / "checkpoints/best.pt", wrong_weight_shape)

@@ -103,8 +103,9 @@ def test_a_finished_run_can_be_extended(reference, tmp_path):
     subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(run), "--set", "train.epochs=1"], check=True,
                    capture_output=True)
     before = {name: (run / name).read_text() for name in ("config.yaml", "metrics.jsonl", "metrics.csv")}
-    again = resume(run)
-    assert again.returncode == 2 and "train.epochs=" in again.stderr
+    again = resume(run)  # complete: a requeued job succeeds, and learns how to extend the run
+    assert again.returncode == 0 and again.stdout.count("\n") == 1 and "already complete" in again.stdout
+    assert "--set train.epochs=" in again.stdout
     assert resume(run, "optimizer.lr=5").returncode == 2
     assert {name: (run / name).read_text() for name in before} == before  # a refused resume writes nothing
     extended = resume(run, "train.epochs=2")

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import typer
 
-from ..errors import TrainingFailed, UserError
+from ..errors import RunComplete, TrainingFailed, UserError
 from ..signals import StopRequested
 
 
@@ -20,6 +20,10 @@ def exit_codes() -> Iterator[None]:
     keeps the exit code."""
     try:
         yield
+    except RunComplete as done:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(done)
+        raise typer.Exit(0) from None
     except UserError as error:
         _fail(f"error: {error}", 2)
     except TrainingFailed as error:

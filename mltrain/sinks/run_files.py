@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 from ..config import dump_config
+from ..errors import TrainingFailed
 from ..run_dir import RunDir
 from . import Record, RunStart, Sink
 
@@ -44,7 +45,7 @@ class RunFiles(Sink):
         """summary.json (best effort when the run failed: the disk may be full), and the plots
         of a completed run."""
         failed = summary["status"] == "failed"
-        with contextlib.suppress(OSError) if failed else contextlib.nullcontext():
+        with contextlib.suppress(TrainingFailed) if failed else contextlib.nullcontext():  # a write refused
             if failed:
                 self.run.log(f"failed: {summary['error']}")  # train.log keeps what stderr showed
             self.run.write_json("summary.json", summary)

@@ -1,0 +1,286 @@
+"""A run directory is written by one mltrain process at a time and only inside itself, and faults
+outside the loop (a stop at start-up or at the very end, a full disk, odd files) lose nothing:
+exit 2 with one line for bad input, exit 130 for a stop, exit 1 for a disk that refuses."""
+
+import errno
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import mltrain
+from conftest import MLTRAIN, write_config
+from mltrain.run_dir import temporary_file
+
+# A dataset and a model that pause where a test wants to send a signal: at start-up (loading the
+# data) and while the test split is scored (the only eval-mode forward pass in these runs).
+SLOW = '''
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+
+def pause(where):
+    """Once per SLOW_DIR: marks that `where` began, then waits SLOW_<WHERE> seconds."""
+    seconds = float(os.environ.get(f"SLOW_{where.upper()}", 0))
+    if seconds and not (Path(os.environ["SLOW_DIR"]) / where).exists():
+        (Path(os.environ["SLOW_DIR"]) / where).touch()
+        time.sleep(seconds)
+
+
+def blobs(points: int = 90):
+    pause("start")
+    rng = np.random.default_rng(0)
+    y = np.arange(points) % 3
+    x = (rng.normal(size=(points, 2)) + 2 * y[:, None]).astype("float32")
+    return {"train": (x, y), "test": (x[:30], y[:30]), "classes": ["a", "b", "c"]}
+
+
+class Net(nn.Sequential):
+    def __init__(self, input_shape, num_outputs):
+        super().__init__(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, num_outputs))
+
+    def forward(self, x):
+        if not self.training:
+            pause("test")
+        return super().forward(x)
+'''
+
+
+@pytest.fixture
+def slow(tmp_path, monkeypatch):
+    """A config of the pausing dataset and model (importable here and in subprocesses), and the
+    environment that makes them pause."""
+    (tmp_path / "slowpkg.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SLOW_DIR", str(tmp_path))
+    config = tmp_path / "slow.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "slowpkg:blobs", "val_split": 0.0, "batch_size": 16},
+        "model": {"arch": "slowpkg:Net"}, "optimizer": {"name": "adam", "lr": 0.05},
+        "train": {"epochs": 2, "monitor": "train/loss", "preflight": False}, "output": {"dir": str(tmp_path / "runs")},
+    }))
+    return config
+
+
+def start(*args, **pauses):
+    env = {**os.environ, **{f"SLOW_{where.upper()}": str(seconds) for where, seconds in pauses.items()}}
+    return subprocess.Popen([MLTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def wait_for(path, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, f"{path.name} never began"
+        time.sleep(0.02)
+
+
+def one_line(result, needle):
+    stderr = result.stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert needle in stderr, stderr
+
+
+def files_of(run):
+    """Every file of a run by relative path, with its bytes (the marker holds the last writer's pid)."""
+    return {str(path.relative_to(run)): path.read_bytes() for path in sorted(run.rglob("*"))
+            if path.is_file() and path.name != ".mltrain-run"}
+
+
+def test_resume_only_continues_a_directory_mltrain_made(cli, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    handwritten = "# my settings, with comments\nseed: 0\ndata: {dataset: spirals}\n"
+    (folder / "config.yaml").write_text(handwritten)
+    result = cli("fit", "--resume", folder)
+    assert result.exit_code == 2
+    one_line(result, "not a run directory made by `mltrain fit`")
+    assert f"mltrain fit {folder / 'config.yaml'}" in result.stderr
+    assert [path.name for path in folder.iterdir()] == ["config.yaml"]
+    assert (folder / "config.yaml").read_text() == handwritten
+
+    # A run killed before its first checkpoint (and its first summary) has the marker: it resumes.
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1})).run_dir
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "summary.json", "metrics.jsonl", "metrics.csv"):
+        (run / name).unlink()
+    result = cli("fit", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("link", ["checkpoints/last.pt", "checkpoints"])
+def test_a_link_into_another_run_is_never_written_through(cli, tmp_path, link):
+    runs = [mltrain.fit(write_config(tmp_path, train={"epochs": 1}), run_dir=tmp_path / name).run_dir
+            for name in ("mine", "other")]
+    mine, other = runs
+    target = other / link
+    if (mine / link).is_dir():
+        shutil.rmtree(mine / link)
+    else:
+        (mine / link).unlink()
+    (mine / link).symlink_to(target)
+    before = [files_of(run) for run in runs]
+
+    result = cli("fit", "--resume", mine, "--set", "train.epochs=2")
+    assert result.exit_code == 2
+    one_line(result, f"{mine / link} is a link to {target}, outside the run directory")
+    assert cli("eval", mine).exit_code == 2  # eval writes its report into the run too
+    assert [files_of(run) for run in runs] == before
+
+
+def test_one_writer_at_a_time_and_a_killed_writer_leaves_nothing_behind(cli, tmp_path):
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1})).run_dir
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mltrain.run_dir import RunDir; "
+         "RunDir.reopen(Path(sys.argv[1])); print('writing', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "writing\n"
+        for command in (("fit", "--resume", run, "--set", "train.epochs=2"), ("eval", run)):
+            refused = cli(*command)
+            assert refused.exit_code == 2
+            one_line(refused, f"another mltrain process (pid {holder.pid}) is writing this run")
+    finally:
+        holder.kill()  # kill -9: the kernel drops its lock
+        holder.wait()
+    # What a kill -9 in the middle of atomic writes leaves: hidden temporary files.
+    leftovers = [Path(temporary_file(path)[1]) for path in (run / "checkpoints/last.pt", run / "metrics.csv")]
+    assert all(path.exists() for path in leftovers)
+
+    resumed = cli("fit", "--resume", run, "--set", "train.epochs=2")
+    assert resumed.exit_code == 0, resumed.output
+    assert not any(path.exists() for path in leftovers)
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 2
+
+
+@pytest.mark.parametrize("resuming", [False, True], ids=["fit", "resume"])
+def test_a_stop_during_start_up_exits_130_and_leaves_the_run_as_it_was(slow, cli, tmp_path, resuming):
+    if resuming:
+        run = mltrain.fit(slow, run_dir=tmp_path / "run").run_dir
+        before = files_of(run)
+        process = start("fit", "--resume", run, "--set", "train.epochs=3", start=60)
+    else:
+        process = start("fit", slow, "--run-dir", tmp_path / "run", start=60)
+    wait_for(tmp_path / "start", process)  # loading the data
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
+    if resuming:
+        assert files_of(run) == before
+        assert cli("fit", "--resume", run, "--set", "train.epochs=3").exit_code == 0
+    else:
+        assert not (tmp_path / "run").exists()  # nothing left behind that --run-dir would refuse
+
+
+def test_a_stop_while_scoring_the_test_split_is_finished_by_resume(slow, cli, tmp_path):
+    run = tmp_path / "run"
+    process = start("fit", slow, "--run-dir", run, test=4)
+    wait_for(tmp_path / "test", process)  # every step and its checkpoint done; the test split is scored
+    refused = cli("fit", "--resume", run)  # the running fit holds the run
+    assert refused.exit_code == 2 and f"(pid {process.pid})" in refused.stderr
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "test" not in summary
+
+    resumed = cli("fit", "--resume", run)  # scores the test split and completes the run
+    assert resumed.exit_code == 0, resumed.output
+    reference = mltrain.fit(slow, run_dir=tmp_path / "reference").run_dir
+    summaries = [json.loads((r / "summary.json").read_text()) for r in (run, reference)]
+    assert summaries[0]["status"] == "completed"
+    assert summaries[0]["test"] == summaries[1]["test"] and summaries[0]["final"] == summaries[1]["final"]
+    weights = [torch.load(r / "checkpoints/last.pt", weights_only=True)["model"] for r in (run, reference)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[1])
+
+    again = cli("fit", "--resume", run)  # a requeued job: done, and says so
+    assert again.exit_code == 0 and again.stdout.count("\n") == 1, again.output
+    assert "already complete" in again.stdout and "--set train.epochs=" in again.stdout
+
+
+class FullDisk:
+    """A file that takes `room` bytes and then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, file, room):
+        self.file, self.room = file, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_old_one(cli, tmp_path, monkeypatch):
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1})).run_dir
+    before = (run / "checkpoints/last.pt").read_bytes()
+    real_save = torch.save
+    # torch.save's own writer meets the full disk: it raises a RuntimeError, not the OSError.
+    monkeypatch.setattr(torch, "save", lambda obj, file, **kwargs: real_save(obj, FullDisk(file, 4096), **kwargs))
+    result = cli("fit", "--resume", run, "--set", "train.epochs=2")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    one_line(result, "could not write checkpoint")
+    assert "No space left on device" in result.stderr and "the previous one is intact" in result.stderr
+    assert (run / "checkpoints/last.pt").read_bytes() == before
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_while_resume_trims_the_metrics_is_one_line_and_loses_nothing(cli, tmp_path, monkeypatch):
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1})).run_dir
+    before = files_of(run)
+
+    def on_a_full_disk(path):
+        fd, name = temporary_file(path)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)  # the bytes go where every write fails with ENOSPC
+        os.close(full)
+        return fd, name
+
+    monkeypatch.setattr("mltrain.run_dir.temporary_file", on_a_full_disk)
+    result = cli("fit", "--resume", run, "--set", "train.epochs=2")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    one_line(result, f"could not write {run / 'metrics.jsonl'}: No space left on device")
+    after = files_of(run)
+    assert {name: after[name] for name in before if name != "train.log"} == \
+        {name: data for name, data in before.items() if name != "train.log"}
+    assert not [name for name in after if name.endswith(".tmp")]
+
+
+def test_bytes_that_are_not_a_checkpoint_are_called_so(cli, tmp_path):
+    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    (tmp_path / "text.pt").write_text("hello, this is not a checkpoint\n")
+    with open(tmp_path / "plain.pt", "wb") as file:
+        pickle.dump({"weights": [1.0, 2.0]}, file, protocol=4)
+    for name in ("random.pt", "text.pt", "plain.pt"):
+        result = cli("eval", tmp_path / name)
+        assert result.exit_code == 2
+        one_line(result, f"{name}: not a checkpoint")
+        assert "weights_only" not in result.stderr and "could run code" not in result.stderr
+
+    torch.save({"format": "mltrain-checkpoint", "run": os.system}, tmp_path / "runs_code.pt")
+    result = cli("eval", tmp_path / "runs_code.pt")
+    assert result.exit_code == 2
+    one_line(result, "it names posix.system, which is neither a tensor nor plain data, so loading it could run code")
+    assert "weights_only" not in result.stderr
