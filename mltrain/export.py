@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import time
 import warnings
@@ -41,8 +42,9 @@ EXTRAS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "pt2": (), "safetensors
 CHECKED_WITH = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "a model rebuilt from the sidecar"}
 SIDECAR_FORMAT = "mltrain-safetensors"
 CHECK_SAMPLES = 16  # samples of the batch the export is checked on
-TRACE_SAMPLES = 2  # the batch the graph is traced with: not 1 (that size is specialised), not CHECK_SAMPLES,
-#                    so the check also proves the batch dimension dynamic
+# The batch the graph is traced with: not 1 (torch.export specialises that size), and not the check's
+# size, so the check also proves the batch dimension dynamic.
+TRACE_SAMPLES = 2
 TOLERANCE = 1e-4  # largest abs difference accepted, per unit of the largest |output| (at least 1)
 ONNX_SINGLE_FILE_BYTES = 2 ** 31 - 2 ** 20  # protobuf's 2 GiB limit, less room for the graph: weights go beside
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -143,6 +145,17 @@ def _exporting(format: str, restored: Restored) -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+@contextlib.contextmanager
+def _running_back(path: Path, reader: str) -> Iterator[None]:
+    """A written file its reader refuses is a failed check (exit 1), as a wrong output is."""
+    try:
+        yield
+    except Exception as error:  # the readers raise their own kinds
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise TrainingFailed(f"{path}: written, but {reader} cannot run it ({type(error).__name__}: {detail}); "
+                             "the file is kept for inspection") from None
+
+
 def _dynamic_batch() -> tuple[dict[int, Any]]:
     return ({0: torch.export.Dim("batch")},)
 
@@ -156,16 +169,18 @@ def _onnx(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path
         torch.onnx.export(model, (trace,), str(path), dynamo=True, verbose=False, dynamic_shapes=_dynamic_batch(),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           external_data=weight_bytes > ONNX_SINGLE_FILE_BYTES)
-    onnx.checker.check_model(str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0])
+    with _running_back(path, "onnxruntime"):
+        onnx.checker.check_model(str(path))
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0])
 
 
 def _pt2(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path, restored: Restored) -> torch.Tensor:
     with _exporting("pt2", restored):
         program = torch.export.export(model, (trace,), dynamic_shapes=_dynamic_batch())
         torch.export.save(program, str(path))
-    return torch.export.load(str(path)).module()(batch)
+    with _running_back(path, "torch.export.load"):
+        return torch.export.load(str(path)).module()(batch)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -198,8 +213,6 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
     no data), in eval mode on the CPU, computing what the other formats do (see `exportable`);
     and the sidecar (config, spec, data_state: class names, normalisation statistics, CSV
     encoding, vocabulary)."""
-    import json
-
     from safetensors.torch import load_model
 
     path = Path(path)
@@ -208,8 +221,10 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
     except (OSError, ValueError) as error:
         raise UserError(f"{sidecar_path(path)}: cannot read the sidecar of {path.name} ({error}); export again "
                         "with `mltrain export RUN --format safetensors`") from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (no '{SIDECAR_FORMAT}' marker)")
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT \
+            or not {"config", "spec", "target_scale"} <= set(sidecar):
+        raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (a '{SIDECAR_FORMAT}' marker, "
+                        "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
     cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
     spec = spec_from_state(sidecar["spec"], sidecar_path(path))
     head = build_head(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
@@ -218,6 +233,7 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
     return exportable(model, head).eval(), sidecar
 
 
+# Each writes the file and returns what the written file computes for the check batch.
 WRITERS: dict[str, Callable[..., torch.Tensor]] = {"onnx": _onnx, "pt2": _pt2, "safetensors": _safetensors}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -127,14 +128,13 @@ def _sources(arguments: Sequence[str | Path], preprocessing: Preprocessing) -> l
             raise UserError(f"{KEY} {path}: no such file or folder")
         suffix = path.suffix.lower()
         if path.is_dir():
-            files = _image_files(path)
-            readers.append(lambda files=files: preprocessing.images(files))
+            readers.append(partial(preprocessing.images, _image_files(path)))
         elif suffix in IMAGE_SUFFIXES:
-            readers.append(lambda path=path: preprocessing.images([path]))
+            readers.append(partial(preprocessing.images, [path]))
         elif suffix == ".csv":
-            readers.append(lambda path=path: preprocessing.table(path))
+            readers.append(partial(preprocessing.table, path))
         elif suffix == ".npz":
-            readers.append(lambda path=path, name=name: preprocessing.arrays(path, name or NPZ_DEFAULT_ARRAY))
+            readers.append(partial(preprocessing.arrays, path, name or NPZ_DEFAULT_ARRAY))
         else:
             raise UserError(f"{KEY} {path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a .csv table or a .npz file; "
                             "give one of those or a folder of images")
@@ -155,7 +155,7 @@ def _refuse_language_models(restored: Restored) -> None:
                         f"`mltrain sample {restored.run_dir or restored.path} --prompt TEXT --tokens N`")
 
 
-def rows_of(restored: Restored, logits: torch.Tensor, names: list[str], top_k: int) -> list[dict]:
+def _rows(restored: Restored, logits: torch.Tensor, names: list[str], top_k: int) -> list[dict]:
     """One row per sample of a batch of logits."""
     head, spec = restored.learner.head, restored.spec
     if not head.classifies:
@@ -200,13 +200,13 @@ def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch
                 x = source.take(start, start + batch_size).to(learner.device)
                 with learner.autocast():
                     logits = model(x).float()
-                rows += rows_of(restored, logits, source.names[start:start + batch_size], top_k)
+                rows += _rows(restored, logits, source.names[start:start + batch_size], top_k)
                 advance(len(x))
     task = "classification" if learner.head.classifies else "regression"
     return Predictions(restored.path, task, rows)
 
 
-def flat(row: dict) -> dict:
+def _flat(row: dict) -> dict:
     """A row as CSV columns: class_1, probability_1, ... (or value_1, ... for several values)."""
     columns = {"input": row["input"]}
     if "classes" in row:
@@ -222,16 +222,21 @@ def flat(row: dict) -> dict:
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
 
-def write_predictions(predictions: Predictions, path: Path) -> None:
-    """The rows as a CSV table (flat columns) or JSON lines (one row object per line)."""
+def check_output(path: Path) -> None:
+    """An --output path predictions can be written to: checked before any prediction is made."""
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"--output {path}: give a file ending in {' or '.join(OUTPUT_SUFFIXES)}")
     if not path.parent.is_dir():
         raise UserError(f"--output {path}: no such folder {path.parent}; create it first")
+
+
+def write_predictions(predictions: Predictions, path: Path) -> None:
+    """The rows as a CSV table (flat columns) or JSON lines (one row object per line)."""
+    check_output(path)
     if path.suffix.lower() == ".jsonl":
         text = "".join(to_json(row) + "\n" for row in predictions.rows)
     else:
-        rows = [flat(row) for row in predictions.rows]
+        rows = [_flat(row) for row in predictions.rows]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["input"], lineterminator="\n")
         writer.writeheader()

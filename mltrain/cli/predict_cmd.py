@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from .errors import exit_codes
 from .options import JSON
+
+if TYPE_CHECKING:
+    from ..prediction import Predictions
 
 SHOWN_ROWS = 50  # rows printed as a table; --output or --json give them all
 
@@ -31,8 +34,10 @@ def predict(
     Example: mltrain predict runs/flowers-20260101-120000 photos/ --top-k 3 --output predictions.csv
     """
     with exit_codes():
-        from ..prediction import predict as predict_inputs, write_predictions
+        from ..prediction import check_output, predict as predict_inputs, write_predictions
 
+        if output is not None:
+            check_output(output)
         predictions = predict_inputs(target, inputs, top_k, batch_size, progress=True)
         if output is not None:
             write_predictions(predictions, output)
@@ -45,9 +50,10 @@ def predict(
     _print(predictions, output)
 
 
-def _print(predictions, output: Path | None) -> None:
+def _print(predictions: Predictions, output: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=True)
     rows = predictions.rows
@@ -56,12 +62,12 @@ def _print(predictions, output: Path | None) -> None:
         table.add_column("input")
         table.add_column("prediction" if predictions.task == "classification" else "value", justify="left")
         for row in rows[:SHOWN_ROWS]:
-            table.add_row(row["input"], _prediction(row))
-        console.print(table, markup=False)
+            table.add_row(Text(row["input"]), Text(_prediction(row)))  # file and class names as they are
+        console.print(table)
         if len(rows) > SHOWN_ROWS:
             console.print(f"... and {len(rows) - SHOWN_ROWS:,} more: --output FILE.csv or --json gives them all")
     if output is not None:
-        console.print(f"{len(rows):,} predictions written to {output}")
+        console.print(f"{len(rows):,} predictions written to {output}", markup=False)
 
 
 def _prediction(row: dict) -> str:
