@@ -37,3 +37,13 @@ def evaluate(checkpoint: str | Path, split: str | None = None,
     from .evaluation import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, split, overrides)[0]
+
+
+def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch_size: int | None = None,
+            device: str = "auto") -> list[dict[str, Any]]:
+    """Predict image files or folders, CSV files and .npz files (`file.npz` reads array x,
+    `file.npz:name` another) with a run directory or checkpoint; returns one row per sample:
+    {"input", "classes", "probabilities"} (top_k, most likely first) or {"input", "value"}."""
+    from .prediction import predict as predict_inputs
+
+    return predict_inputs(run, inputs, top_k, batch_size, device).rows

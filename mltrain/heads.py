@@ -41,6 +41,10 @@ class SoftmaxHead:
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return self._per_class(logits).argmax(dim=-1)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, *target_shape, classes), summing to 1 over the classes."""
+        return self._per_class(logits).softmax(dim=-1)
+
     def initial_loss(self, y: torch.Tensor) -> float:
         """The loss a model with uniform outputs gets: ln(classes)."""
         return math.log(self.classes)
@@ -86,6 +90,12 @@ class SigmoidHead:
             return (logits.squeeze(-1) > 0).long()
         return logits.argmax(dim=-1)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, *target_shape, classes): binary, (1 - p, p) of the one logit; one-vs-rest, each
+        class's own sigmoid (they need not sum to 1)."""
+        probabilities = self._per_target(logits).sigmoid()
+        return torch.cat([1 - probabilities, probabilities], dim=-1) if self.per_target == 1 else probabilities
+
     def initial_loss(self, y: torch.Tensor) -> float:
         return math.log(2.0)
 
@@ -98,24 +108,52 @@ class SigmoidHead:
 
 @HEADS.register("linear", "regression: raw outputs, mean squared error", NoKeys, tags={REGRESSION})
 class LinearHead:
-    """Raw outputs for regression; mean squared error."""
+    """Raw outputs for regression; mean squared error.
+
+    With a target scale (the training targets' mean and std per output, from the data state) the
+    model learns standardised targets: the loss compares its outputs with (y - mean) / std, and
+    `predict` gives outputs * std + mean, in the target's own units.
+    """
 
     classifies = False
     initial_loss_is = "the mean square of the targets"  # what initial_loss() computes, in words
 
-    def __init__(self, spec: DataSpec):
+    def __init__(self, spec: DataSpec, target_scale: dict[str, list[float]] | None = None):
         self.num_outputs = math.prod(spec.target_shape)  # 1 for a scalar target
         self.target_shape = spec.target_shape
+        self.target_scale = target_scale
+        self._scales: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) per device
+
+    def _scale(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) shaped like one sample's targets on `like`'s device, made once per device
+        (a copy to the GPU at every step would wait for it)."""
+        if like.device not in self._scales:
+            self._scales[like.device] = tuple(
+                torch.tensor(self.target_scale[key], dtype=torch.float32, device=like.device).reshape(self.target_shape)
+                for key in ("mean", "std"))
+        return self._scales[like.device]
+
+    def standardised(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets in the units the model learns: (y - mean) / std, or y without a target scale."""
+        if self.target_scale is None:
+            return y
+        mean, std = self._scale(y)
+        return (y - mean) / std
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(logits.reshape(y.shape), y)
+        return F.mse_loss(logits.reshape(y.shape), self.standardised(y))
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.reshape(len(logits), *self.target_shape)
+        """(B, *target_shape) in the target's units."""
+        outputs = logits.reshape(logits.shape[0], *self.target_shape)
+        if self.target_scale is None:
+            return outputs
+        mean, std = self._scale(outputs)
+        return outputs * std + mean
 
     def initial_loss(self, y: torch.Tensor) -> float:
-        """The loss of predicting zero everywhere: the mean square of the targets."""
-        return float(y.float().pow(2).mean())
+        """The loss of predicting zero everywhere: the mean square of the (standardised) targets."""
+        return float(self.standardised(y.float()).pow(2).mean())
 
     def prior_logits(self, y: torch.Tensor) -> torch.Tensor:
         """(outputs,): the mean of each target over `y`, the best constant prediction for MSE."""
@@ -125,9 +163,13 @@ class LinearHead:
 Head = SoftmaxHead | SigmoidHead | LinearHead
 
 
-def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0) -> Head:
-    """Label smoothing is a softmax-head option; config validation keeps it off the others."""
+def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0,
+               target_scale: dict[str, list[float]] | None = None) -> Head:
+    """Label smoothing is a softmax-head option (config validation keeps it off the others); a
+    target scale (the data state's `target_scale`) a regression head's."""
     options = {"label_smoothing": label_smoothing} if label_smoothing else {}
+    if target_scale is not None and REGRESSION in HEADS[name].tags:
+        options["target_scale"] = target_scale
     return HEADS[name].factory(spec, **options)
 
 

@@ -1,4 +1,5 @@
-"""Every metric rule in one place: loss averaging, accuracy, perplexity, per-class scores.
+"""Every metric rule in one place: loss averaging, accuracy, perplexity, per-class scores, and the
+regression errors (mse, mae, r2).
 
 Sums stay on the device while a split is processed; `compute` is the one host sync.
 """
@@ -17,8 +18,33 @@ def perplexity(mean_token_loss: float) -> float:
     return math.exp(mean_token_loss) if mean_token_loss < 700 else math.inf
 
 
+REGRESSION_SUMS = ("squared_error", "absolute_error", "target", "target_square")  # per output, over samples
+
+
+def regression_sums(predicted: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch's sums of REGRESSION_SUMS, float64, each shaped like one sample's targets."""
+    y = y.double()
+    error = predicted.double().reshape(y.shape) - y
+    return {"squared_error": error.square().sum(dim=0), "absolute_error": error.abs().sum(dim=0),
+            "target": y.sum(dim=0), "target_square": y.square().sum(dim=0)}
+
+
+def regression_metrics(sums: dict[str, torch.Tensor], samples: int, split: str) -> dict[str, float]:
+    """In the target's units, averaged over the outputs: mse (squared units), mae; and r2 = 1 -
+    SSE/SST of each output (1 for a perfect fit, 0 for predicting the mean), averaged as
+    scikit-learn's r2_score does. An output whose targets are all equal has r2 1 when predicted
+    exactly, else 0. `sums` are on the host."""
+    samples = max(samples, 1)
+    squared, absolute = sums["squared_error"].double(), sums["absolute_error"].double()
+    spread = sums["target_square"].double() - sums["target"].double().square() / samples  # SST per output
+    r2 = torch.where(spread > 0, 1 - squared / spread.clamp(min=1e-300), (squared == 0).double())
+    return {f"{split}/mse": float(squared.mean()) / samples, f"{split}/mae": float(absolute.mean()) / samples,
+            f"{split}/r2": float(r2.mean())}
+
+
 class Accumulator:
-    """Running sums over batches: target-weighted loss and, for classifiers, correct predictions.
+    """Running sums over batches: target-weighted loss and, for classifiers, correct predictions;
+    for regression (given predictions in the target's units) the sums of `regression_metrics`.
 
     A target is one value of y: one per sample, or one per position (token) for per-position
     tasks, so loss and accuracy average over tokens there, as the loss itself does.
@@ -30,6 +56,7 @@ class Accumulator:
         self.classifies, self.across = classifies, across
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.errors: dict[str, torch.Tensor] = {}  # regression: REGRESSION_SUMS, from the first batch on
         self.count = 0  # samples, known on the host, no sync needed
         self.targets = 0  # values of y: samples x positions per sample
         self.per_position = False
@@ -37,33 +64,43 @@ class Accumulator:
     def update(self, loss: torch.Tensor, predictions: torch.Tensor | None, y: torch.Tensor) -> None:
         """Add one batch; `loss` is the mean over its targets."""
         self.loss_sum.add_(loss.detach(), alpha=y.numel())
-        if predictions is not None:
+        if predictions is not None and self.classifies:
             self.correct += (predictions == y).sum()
+        elif predictions is not None:
+            batch = regression_sums(predictions.detach(), y)
+            self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors else batch
         self.count += len(y)
         self.targets += y.numel()
         self.per_position = y.dim() > 1
 
     def state_dict(self) -> dict:
         return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count,
-                "targets": self.targets, "per_position": self.per_position}
+                "targets": self.targets, "per_position": self.per_position, **self.errors}
 
     def load_state_dict(self, state: dict) -> None:
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
+        self.errors = {key: state[key].to(self.loss_sum.device) for key in REGRESSION_SUMS if key in state}
 
     def compute(self, split: str, across_processes: bool = True) -> dict[str, float]:
         """The metrics so far: one host sync (and, across processes, one all-reduce)."""
-        sums = torch.stack([self.loss_sum, self.correct.double(),
-                            torch.tensor(float(self.targets), dtype=torch.float64, device=self.loss_sum.device)])
+        sizes = [value.numel() for value in self.errors.values()]
+        counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
+        values = torch.cat([self.loss_sum.view(1), self.correct.double().view(1), counts,
+                            *(value.double().flatten() for value in self.errors.values())])
         if across_processes and self.across is not None:
-            sums = self.across(sums)
-        loss_sum, correct, targets = sums.tolist()
+            values = self.across(values)
+        values = values.cpu()  # the one host sync
+        loss_sum, correct, targets, count = values[:4].tolist()
         metrics = {f"{split}/loss": loss_sum / max(targets, 1)}
         if self.classifies:
             metrics[f"{split}/accuracy"] = correct / max(targets, 1)
             if self.per_position:
                 metrics[f"{split}/perplexity"] = perplexity(metrics[f"{split}/loss"])
+        elif self.errors:
+            sums = dict(zip(self.errors, values[4:].split(sizes)))
+            metrics.update(regression_metrics(sums, int(count), split))
         return metrics
 
 

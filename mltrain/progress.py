@@ -4,7 +4,8 @@ written to the run's train.log."""
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -81,3 +82,17 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+@contextlib.contextmanager
+def counting(total: int, what: str, shown: bool = True) -> Iterator[Callable[[int], None]]:
+    """A transient bar on stderr counting `total` items, when `shown` and stderr is a terminal
+    (stdout stays free for results); yields the function that advances it by some items."""
+    console = Console(stderr=True, highlight=False)
+    if not shown or not console.is_terminal:
+        yield lambda count: None
+        return
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda count: progress.advance(task, count)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import mean_absolute_error, mean_squared_error, precision_recall_fscore_support, r2_score
 
 from mltrain.config import section_config
-from mltrain.data import build_data
+from mltrain.data import TARGET_SCALE, build_data
 from mltrain.data.dataset import batches, epoch_order
 from mltrain.metrics import Accumulator, confusion_matrix, per_class_scores
 
@@ -118,3 +118,34 @@ def test_digits_split_is_stratified_and_seeded():
     assert sorted(np.concatenate([keep_x, held_x]).tolist()) == list(range(100))
     assert hold_out(np.arange(100), y, 0.2, seed=3)[2].tolist() == held_x.tolist()
     assert hold_out(np.arange(100), y, 0.2, seed=4)[2].tolist() != held_x.tolist()
+
+
+@pytest.mark.parametrize("target_shape", [(), (3,)])
+def test_regression_errors_match_scikit_learn_over_batches_and_a_saved_state(target_shape):
+    rng = np.random.default_rng(0)
+    y = rng.normal(50.0, 20.0, (70, *target_shape))
+    predicted = y + rng.normal(0.0, 5.0, y.shape)
+    totals = Accumulator(torch.device("cpu"), classifies=False)
+    for start in (0, 32):  # two batches, then the rest after a save and load (a mid-epoch resume)
+        totals.update(torch.tensor(1.0), torch.tensor(predicted[start:start + 32]), torch.tensor(y[start:start + 32]))
+    resumed = Accumulator(torch.device("cpu"), classifies=False)
+    resumed.load_state_dict(totals.state_dict())
+    resumed.update(torch.tensor(1.0), torch.tensor(predicted[64:]), torch.tensor(y[64:]))
+    metrics = resumed.compute("test")
+    assert metrics["test/mse"] == pytest.approx(mean_squared_error(y, predicted), rel=1e-9)
+    assert metrics["test/mae"] == pytest.approx(mean_absolute_error(y, predicted), rel=1e-9)
+    assert metrics["test/r2"] == pytest.approx(r2_score(y, predicted), rel=1e-9)
+    assert metrics["test/loss"] == pytest.approx(1.0) and "test/accuracy" not in metrics
+
+
+def test_regression_data_keeps_its_training_targets_scale():
+    cfg = section_config("data", dataset="adding", length=4, samples=100)
+    data = build_data(cfg, seed=0, device=torch.device("cpu"))
+    train_y = data.splits["train"][1].double()
+    scale = data.state[TARGET_SCALE]
+    assert scale["mean"] == pytest.approx([train_y.mean().item()]) and scale["std"] == pytest.approx(
+        [train_y.std(correction=0).item()])
+    stored = {TARGET_SCALE: {"mean": [1.0], "std": [2.0]}}
+    assert build_data(cfg, seed=0, device=torch.device("cpu"), state=stored).state == stored
+    assert TARGET_SCALE not in build_data(section_config("data", dataset="parity", samples=40), 0,
+                                          torch.device("cpu")).state

@@ -7,8 +7,8 @@ import sys
 import typer
 
 from . import (
-    check_cmd, compare_cmd, config_cmd, eval_cmd, fit_cmd, list_cmd, lr_find_cmd, preflight_cmd, runs_cmd, sample_cmd,
-    sweep_cmd,
+    check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
+    preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
 
 app = typer.Typer(
@@ -38,6 +38,8 @@ def _options(
 
 app.command("fit")(fit_cmd.fit)
 app.command("eval")(eval_cmd.eval_)
+app.command("predict")(predict_cmd.predict)
+app.command("export")(export_cmd.export)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)
 app.command("preflight")(preflight_cmd.preflight)
 app.command("sample")(sample_cmd.sample)

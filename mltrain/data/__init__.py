@@ -14,20 +14,35 @@ if TYPE_CHECKING:
 
     from ..schema import DataSection
 
-__all__ = ["DataSpec", "InMemoryData", "build_data"]
+__all__ = ["DataSpec", "InMemoryData", "TARGET_SCALE", "build_data", "target_scale"]
 
 _APPLIED_HERE = ("augment",)  # dataset keys applied to whatever the source loaded, not by the source
+TARGET_SCALE = "target_scale"  # data-state key: regression targets' training mean and std, per output
+
+
+def target_scale(y: torch.Tensor) -> dict[str, list[float]]:
+    """Mean and (population) std of training targets (N, *target_shape), per output, flattened;
+    an output that never varies gets std 1."""
+    y = y.double()
+    std = y.std(dim=0, correction=0)
+    return {"mean": y.mean(dim=0).flatten().tolist(), "std": std.where(std > 0, 1.0).flatten().tolist()}
 
 
 def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> InMemoryData:
     """Load the configured dataset, split it with the seed, keep the first data.limit training
-    samples, augment the training batches and move it all to the device.
+    samples, augment the training batches and move it all to the device. Regression data also
+    gets its training targets' `target_scale` in its state (the targets themselves stay in
+    their units; the head standardises them).
     `state` is the data state a checkpoint stored (e.g. a text's vocabulary): passing it back
     rebuilds exactly the encoding the model was trained on."""
     keys = {name: value for name, value in cfg.own_values().items() if name not in _APPLIED_HERE}
-    data = DATASETS[cfg.dataset].factory(val_split=cfg.val_split, seed=seed, **keys, **(state or {}))
+    source_state = {name: value for name, value in (state or {}).items() if name != TARGET_SCALE}
+    data = DATASETS[cfg.dataset].factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
     if cfg.limit is not None:
         data = data.limited(cfg.limit)
+    if data.spec.num_classes is None:
+        scale = (state or {}).get(TARGET_SCALE) or target_scale(data.splits["train"][1])
+        data = InMemoryData(data.spec, data.splits, {**data.state, TARGET_SCALE: scale})
     augment = getattr(cfg, "augment", ())
     if augment:
         data = data.augmented(Augment(augment, seed, device))

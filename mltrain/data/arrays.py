@@ -33,20 +33,44 @@ def _declared_bytes(archive: np.lib.npyio.NpzFile) -> int:
     return total
 
 
-def _open(file: Path) -> dict[str, np.ndarray]:
-    regular_file(file, "data.path", "a .npz file with arrays x_train and y_train")
+def _open(file: Path, key: str = "data.path",
+          what: str = "a .npz file with arrays x_train and y_train") -> dict[str, np.ndarray]:
+    """Every array of the file, refused before loading when they would not fit in memory; `key`
+    names where the path came from in a message about it, `what` what it should be."""
+    regular_file(file, key, what)
     try:
         with np.load(file, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise ValueError("a single array")
             needed, free = _declared_bytes(archive), available_memory()
             if needed > free // 2:
-                raise UserError(f"data.path {file}: its arrays would take {needed / 2**30:.1f} GiB once loaded, "
+                raise UserError(f"{key} {file}: its arrays would take {needed / 2**30:.1f} GiB once loaded, "
                                 f"more than half the memory free ({free / 2**30:.1f} GiB); use a smaller file")
             return {name: archive[name] for name in archive.files}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        raise UserError(f"data.path {file}: not a readable NumPy .npz archive (a zip of .npy arrays, as "
+        raise UserError(f"{key} {file}: not a readable NumPy .npz archive (a zip of .npy arrays, as "
                         "numpy.savez writes); check the file") from None
+
+
+def _samples(file: Path, name: str, x: np.ndarray, key: str = "data.path") -> np.ndarray:
+    """The array as float32 samples, each value a finite number."""
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{key} {file}: {name} holds {x.dtype} values; samples must be numbers")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise UserError(f"{key} {file}: {name} has a NaN or inf at index {tuple(map(int, np.argwhere(bad)[0]))}; "
+                        "samples must be finite")
+    return x
+
+
+def read_samples(file: Path, name: str, key: str) -> np.ndarray:
+    """Array `name` of an .npz file as float32 samples, read and checked as a dataset's x arrays are."""
+    arrays = _open(file, key, f"a .npz file with an array '{name}'")
+    if name not in arrays:
+        raise UserError(f"{key} {file}: no array '{name}' (arrays present: {', '.join(arrays) or 'none'}); name "
+                        f"the one to read after a colon, e.g. {file}:{next(iter(arrays), 'x_test')}")
+    return _samples(file, name, arrays[name], key)
 
 
 def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -61,16 +85,10 @@ def _pair(file: Path, arrays: dict[str, np.ndarray], split: str, task: str) -> t
     x, y = arrays[x_name], arrays[y_name]
     if len(x) != len(y):
         raise UserError(f"data.path {file}: {x_name} has {len(x)} samples but {y_name} has {len(y)}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"data.path {file}: {x_name} holds {x.dtype} values; samples must be numbers")
+    x = _samples(file, x_name, x)
     if not 2 <= x.ndim <= 4:
         raise UserError(f"data.path {file}: {x_name} is shaped {x.shape}; give (N, features), (N, steps, features) "
                         "or (N, channels, height, width)")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise UserError(f"data.path {file}: {x_name} has a NaN or inf at index {tuple(map(int, np.argwhere(bad)[0]))}; "
-                        "samples must be finite")
     if task == "regression":
         if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y.astype(np.float64)).all():
             raise UserError(f"data.path {file}: {y_name} must hold finite numbers for regression")

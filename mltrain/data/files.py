@@ -30,8 +30,9 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def check_image_header(path: Path) -> None:
-    """Refuse images whose header declares more than MAX_IMAGE_PIXELS, before any decoding."""
+def check_image_header(path: Path, key: str = "data.root") -> None:
+    """Refuse images whose header declares more than MAX_IMAGE_PIXELS, before any decoding;
+    `key` names where the path came from in the message."""
     from PIL import Image
 
     pillow_bound, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the size, whatever it is
@@ -43,7 +44,7 @@ def check_image_header(path: Path) -> None:
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_bound
     if width * height > MAX_IMAGE_PIXELS:
-        raise UserError(f"data.root: image {path} declares {width}x{height} pixels, more than "
+        raise UserError(f"{key}: image {path} declares {width}x{height} pixels, more than "
                         f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?); resize or remove it")
 
 

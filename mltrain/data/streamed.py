@@ -18,16 +18,17 @@ from .files import check_image_header
 from .inputs import Normalise
 
 
-def decode(path: Path, image_size: int) -> torch.Tensor:
-    """One image file as uint8 (C, image_size, image_size)."""
+def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
+    """One image file as uint8 (C, image_size, image_size); `key` names where the path came from
+    in a message about it."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
-    check_image_header(path)
+    check_image_header(path, key)
     try:
         image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
     except (RuntimeError, OSError) as error:
-        raise UserError(f"data.root: cannot decode image {path}: {str(error).splitlines()[0]}; "
+        raise UserError(f"{key}: cannot decode image {path}: {str(error).splitlines()[0]}; "
                         "replace or remove the file") from None
     return resize(image, [image_size, image_size], antialias=True)
 

@@ -22,10 +22,13 @@ from .files import regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
 
+LISTED_CATEGORIES = 20  # categories a message lists before it only counts them
 
-def _read_table(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """The header, the rows (as strings) and each row's line number in the file."""
-    regular_file(file, "data.path", "a CSV file with a header row")
+
+def _read_table(file: Path, key: str = "data.path") -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows (as strings) and each row's line number in the file; `key` names
+    where the path came from in a message about it."""
+    regular_file(file, key, "a CSV file with a header row")
     try:
         with open(file, newline="", encoding="utf-8") as handle:
             reader = csv_module.reader(handle)
@@ -40,18 +43,18 @@ def _read_table(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
                 rows.append([value.strip() for value in row])
                 lines.append(reader.line_num)
     except UnicodeDecodeError as error:
-        raise UserError(f"data.path {file}: not UTF-8 text (invalid byte at offset {error.start}); "
+        raise UserError(f"{key} {file}: not UTF-8 text (invalid byte at offset {error.start}); "
                         "convert it to UTF-8 first") from None
     except (OSError, csv_module.Error) as error:
         problem = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
-        raise UserError(f"data.path {file}: cannot read it as CSV ({problem}); give a comma-separated UTF-8 "
+        raise UserError(f"{key} {file}: cannot read it as CSV ({problem}); give a comma-separated UTF-8 "
                         "file with a header row") from None
     if header is None or not rows:
-        raise UserError(f"data.path {file}: no data rows; give a header row and at least one row of values")
+        raise UserError(f"{key} {file}: no data rows; give a header row and at least one row of values")
     header = [name.strip() for name in header]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
-        raise UserError(f"data.path {file}: column name{'s' if len(repeated) > 1 else ''} "
+        raise UserError(f"{key} {file}: column name{'s' if len(repeated) > 1 else ''} "
                         f"{', '.join(repr(name) for name in repeated)} appear more than once in the header; "
                         "give every column its own name")
     return header, rows, lines
@@ -140,6 +143,30 @@ def _encode(file: Path, header: list[str], rows: list[list[str]], lines: list[in
             numbers = _numbers(file, column["name"], values, lines, "numeric features")
             parts.append(((numbers - column["mean"]) / column["std"]).astype(np.float32)[:, None])
     return np.concatenate(parts, axis=1)
+
+
+def encode_rows(file: Path, columns: list[dict], key: str) -> tuple[np.ndarray, list[int]]:
+    """New rows of a table encoded as the training rows were (`columns`: the stored encoding), and
+    their line numbers. Other columns (the target, say) are ignored. A missing feature column or a
+    category the training rows did not have is a UserError naming the file and the encoding."""
+    header, rows, lines = _read_table(file, key)
+    missing = [column["name"] for column in columns if column["name"] not in header]
+    if missing:
+        raise UserError(f"{key} {file}: no column {', '.join(repr(name) for name in missing)}; the model reads the "
+                        f"feature columns {', '.join(column['name'] for column in columns)} "
+                        f"(columns here: {', '.join(header)})")
+    for column in columns:
+        if "categories" in column:
+            index, known = header.index(column["name"]), set(column["categories"])
+            for row, line in zip(rows, lines):
+                if row[index] not in known:
+                    categories = column["categories"]
+                    shown = ", ".join(map(repr, categories[:LISTED_CATEGORIES])) \
+                        + (f", ... ({len(categories)} in all)" if len(categories) > LISTED_CATEGORIES else "")
+                    raise UserError(f"{file}:{line}: column '{column['name']}' is {row[index]!r}, a category the "
+                                    f"training rows did not have; the column is one-hot encoded over {shown}: "
+                                    "use one of those")
+    return _encode(file, header, rows, lines, columns), lines
 
 
 class CSVConfig(FileDataConfig, HeldOutTest):

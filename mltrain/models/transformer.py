@@ -113,7 +113,7 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = self.embedding(x)  # (B, T, d_model)
         if self.class_token is not None:
-            steps = torch.cat([self.class_token.expand(len(steps), -1, -1), steps], dim=1)
+            steps = torch.cat([self.class_token.expand(steps.shape[0], -1, -1), steps], dim=1)
         hidden = self.final_norm(self.blocks(self.dropout(steps + self.positions)))
         pooled = hidden[:, 0] if self.class_token is not None else hidden.mean(dim=1)
         return self.output(pooled)
