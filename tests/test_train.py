@@ -103,15 +103,23 @@ def test_unwritable_output_is_reported_before_training(cli, tmp_path):
 
 
 def test_non_finite_loss_stops_with_exit_1_and_no_bad_checkpoint(cli, tmp_path):
-    config = write_config(tmp_path, optimizer={"name": "sgd", "lr": 1e12}, train={"log_every_steps": 2})
+    # 27 steps an epoch (216 samples, batch 8); the lr jumps by 1e30 after step 27, so step 28's update
+    # (its own loss still finite) blows the weights up and step 29's loss is the first non-finite one.
+    # Nothing is checked on the host before the epoch ends (step 54): only the on-device guard
+    # can name step 29.
+    config = write_config(tmp_path, data={"batch_size": 8}, optimizer={"name": "sgd", "lr": 0.1},
+                          scheduler={"name": "torch.optim.lr_scheduler:StepLR", "step_size": 27, "gamma": 1e30},
+                          train={"epochs": 3, "log_every_steps": 1000})
     result = cli("fit", config)
     assert result.exit_code == 1
-    assert "non-finite" in result.stderr and "optimizer.lr=" in result.stderr and "step" in result.stderr
+    assert "non-finite at step 29 " in result.stderr and "optimizer.lr=0.01" in result.stderr
     run = only_run(tmp_path)
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
-    for path in (run / "checkpoints").glob("*.pt"):
-        state = torch.load(path, weights_only=True)["model"]
-        assert all(torch.isfinite(t).all() for t in state.values())
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [27]
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert state["step"] == 27, name
+        assert all(torch.isfinite(t).all() for t in state["model"].values()), name
 
 
 def test_early_stopping_stops_and_says_why(tmp_path):
