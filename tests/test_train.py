@@ -91,7 +91,15 @@ def test_bad_data_leaves_no_run_directory_behind(cli, tmp_path):
 
 def test_train_monitor_with_mid_epoch_validation(tmp_path):
     config = write_config(tmp_path, train={"monitor": "train/loss", "val_every_steps": 2, "epochs": 1})
-    assert mltrain.fit(config).summary["best"]["metric"] == "train/loss"
+    result = mltrain.fit(config)
+    records = read_jsonl(result.run_dir / "metrics.jsonl")
+    # 7 steps in the epoch: validations at steps 2, 4, 6, then the epoch's own at 7
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (1, 4), (1, 6), (1, 7)]
+    assert all("val/loss" in r for r in records)
+    best = min(records, key=lambda r: r["train/loss"])
+    assert result.summary["best"] == {"metric": "train/loss", "value": best["train/loss"], "epoch": 1,
+                                      "step": best["step"]}
+    assert torch.load(result.run_dir / "checkpoints" / "best.pt", weights_only=True)["step"] == best["step"]
 
 
 def test_unwritable_output_is_reported_before_training(cli, tmp_path):
