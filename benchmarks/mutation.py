@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # module -> the fast tests that concern it (pytest node ids or -k free: whole files)
 SCOPES = {
-    "mltrain/heads.py": ["tests/test_training_promises.py", "tests/test_models.py", "tests/test_sequences.py"],
+    "mltrain/heads.py": ["tests/test_sequences.py", "tests/test_training_promises.py"],
     "mltrain/optim.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_config.py"],
     "mltrain/learner.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_engine.py"],
     "mltrain/checkpoint.py": ["tests/test_restore.py", "tests/test_resume.py", "tests/test_eval_and_checks.py"],

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 
 import mltrain
 from conftest import read_jsonl, write_config
-from mltrain.config import load_config
-from mltrain.setup import prepare
 
 
 def val_logits(config, run_dir):
     """The val split's labels and the logits of last.pt's weights on it, rebuilt from the config."""
+    from mltrain.config import load_config
+    from mltrain.setup import prepare
+
     cfg = load_config(config)
     prepared = prepare(cfg, torch.device("cpu"))
     model = prepared.learner.model
