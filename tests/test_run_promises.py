@@ -1,0 +1,69 @@
+"""What a user sees of a run: plain output against --quiet, threads in summary.json, a failure
+mid-run, and the changes a resume refuses."""
+
+import json
+
+import pytest
+
+import mltrain
+from conftest import only_run, write_config
+from mltrain.sinks import Sink
+
+
+def test_plain_output_has_an_epoch_line_each_and_quiet_only_the_last_line(cli, tmp_path):
+    config = write_config(tmp_path, train={"epochs": 2})
+    plain = cli("fit", config)
+    assert plain.exit_code == 0, plain.output
+    lines = plain.output.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("epoch ")] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert any(line.startswith("model mlp") for line in lines) and lines[-1].startswith("done in ")
+
+    quiet = cli("fit", config, "--quiet")
+    assert quiet.exit_code == 0, quiet.output
+    (line,) = quiet.output.splitlines()
+    assert line.startswith("done in ") and "best val/loss" in line
+
+
+def test_the_thread_count_is_in_the_summary(tmp_path):
+    config = write_config(tmp_path, train={"epochs": 1, "threads": 1})
+    result = mltrain.fit(config)
+    assert result.summary["threads"] == 1
+    assert json.loads((result.run_dir / "summary.json").read_text())["threads"] == 1
+
+
+class FailsInEpoch2(Sink):
+    def epoch(self, record):
+        if record["epoch"] == 2:
+            raise RuntimeError("the disk went away")
+
+
+def test_an_error_mid_run_marks_the_run_failed_and_keeps_the_last_checkpoint(tmp_path):
+    config = write_config(tmp_path, train={"epochs": 3})
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        mltrain.fit(config, sinks=[FailsInEpoch2()])
+    run = only_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "the disk went away" in summary["error"]
+    assert (run / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("refusals")
+    mltrain.fit(write_config(directory, train={"epochs": 1}))
+    return only_run(directory)
+
+
+@pytest.mark.parametrize("change, named", [
+    ("optimizer.weight_decay=0.1", "resuming cannot change optimizer "),
+    ("optimizer.lr=0.5", "resuming cannot change optimizer "),
+    ("scheduler.name=step", "resuming cannot change scheduler.name (the checkpoint was trained with 'constant')"),
+    ("train.accumulate=2", "resuming cannot change train.accumulate (the checkpoint was trained with 1)"),
+])
+def test_resume_refuses_changes_to_the_optimizer_schedule_and_accumulation(cli, one_epoch_run, change, named):
+    before = {path.name: path.read_bytes() for path in one_epoch_run.iterdir() if path.is_file()}
+    result = cli("fit", "--resume", one_epoch_run, "--set", change, "--set", "train.epochs=2")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert named in line and "start a new run with `mltrain fit`" in line
+    assert {path.name: path.read_bytes() for path in one_epoch_run.iterdir() if path.is_file()} == before
