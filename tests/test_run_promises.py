@@ -67,3 +67,18 @@ def test_resume_refuses_changes_to_the_optimizer_schedule_and_accumulation(cli, 
     (line,) = result.stderr.splitlines()
     assert named in line and "start a new run with `mltrain fit`" in line
     assert {path.name: path.read_bytes() for path in one_epoch_run.iterdir() if path.is_file()} == before
+
+
+def test_device_cpu_is_used_and_unusable_devices_are_refused(cli, tmp_path):
+    config = write_config(tmp_path, train={"epochs": 1})
+    result = cli("fit", config, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0 and json.loads((only_run(tmp_path) / "summary.json").read_text())["device"] == "cpu"
+    refusals = [("tpu", "unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps")]
+    import torch
+
+    if not torch.cuda.is_available():
+        refusals.append(("cuda", "device 'cuda' asked for, but this machine has no CUDA GPU usable by torch"))
+    for device, message in refusals:
+        result = cli("fit", config, "--device", device)
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, device
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # a refused device starts no run
