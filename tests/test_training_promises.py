@@ -128,3 +128,17 @@ def test_rmsprop_trains_with_its_momentum(tmp_path):
     optimizer = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert optimizer["param_groups"][0]["momentum"] == 0.5
     assert {"square_avg", "momentum_buffer"} <= set(optimizer["state"][0])
+
+
+def test_plateau_state_survives_a_resume_through_the_python_api(tmp_path):
+    settings = dict(scheduler={"name": "plateau", "gamma": 0.5, "patience": 0},
+                    optimizer={"name": "sgd", "lr": 0.1}, train={"epochs": 8, "monitor": "val/accuracy"})
+    whole = epoch_records(mltrain.fit(write_config(tmp_path, name="whole", **settings)).run_dir)
+    half = mltrain.fit(write_config(tmp_path, name="half", **settings), overrides=["train.epochs=4"])
+    resumed = mltrain.resume(half.run_dir, ["train.epochs=8"])
+    assert resumed.run_dir == half.run_dir and resumed.summary["epochs_completed"] == 8
+    records = epoch_records(half.run_dir)
+    assert [r["lr"] for r in records] == [r["lr"] for r in whole]
+    assert [r["val/accuracy"] for r in records] == [r["val/accuracy"] for r in whole]
+    lrs = [r["lr"] for r in whole]
+    assert lrs[4] < lrs[0] and len(set(lrs[4:])) > 1  # drops before and after the resume point
