@@ -82,3 +82,18 @@ def test_device_cpu_is_used_and_unusable_devices_are_refused(cli, tmp_path):
         result = cli("fit", config, "--device", device)
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, device
     assert len(list((tmp_path / "runs").iterdir())) == 1  # a refused device starts no run
+
+
+def test_overfit_tiny_prints_its_checks_then_pass_or_fail(cli, tmp_path):
+    config = write_config(tmp_path)
+    passed = cli("overfit-tiny", config, "--samples", "8", "--steps", "60")
+    assert passed.exit_code == 0, passed.output
+    lines = passed.output.splitlines()
+    assert lines[0] == "overfit-tiny: 8 samples, 60 steps, lr 0.01"
+    assert lines[-1] == "PASS: the model can fit this data; go on to a full run"
+    assert "100.0% of 8 samples" in passed.output and "FAIL" not in passed.output
+
+    failed = cli("overfit-tiny", config, "--samples", "8", "--steps", "60", "--set", "optimizer.lr=1e-9")
+    assert failed.exit_code == 1
+    assert failed.output.splitlines()[-1].startswith("FAIL: the mlp could not memorise the subset: "
+                                                     "try a larger optimizer.lr (now 1e-09)")
