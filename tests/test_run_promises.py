@@ -97,3 +97,22 @@ def test_overfit_tiny_prints_its_checks_then_pass_or_fail(cli, tmp_path):
     assert failed.exit_code == 1
     assert failed.output.splitlines()[-1].startswith("FAIL: the mlp could not memorise the subset: "
                                                      "try a larger optimizer.lr (now 1e-09)")
+
+
+@pytest.mark.parametrize("classes, tables", [(50, True), (51, False)])
+def test_eval_leaves_out_per_class_tables_above_50_classes(tmp_path, classes, tables):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(2 * classes) % classes
+    np.savez(tmp_path / "many.npz", x_train=rng.normal(size=(2 * classes, 4)).astype(np.float32), y_train=labels,
+             x_test=rng.normal(size=(classes, 4)).astype(np.float32), y_test=np.arange(classes))
+    config = {"data": {"dataset": "npz", "path": str(tmp_path / "many.npz"), "val_split": 0.0, "batch_size": 32},
+              "model": {"arch": "mlp", "hidden": [8]}, "train": {"epochs": 1, "max_steps": 2, "monitor": "train/loss"},
+              "output": {"dir": str(tmp_path / "runs")}}
+    report = mltrain.evaluate(mltrain.fit(config).run_dir)
+    assert "test/accuracy" in report["metrics"]
+    for key in ("class_names", "per_class", "confusion_matrix"):
+        assert (key in report) == tables, key
+    if tables:
+        assert len(report["confusion_matrix"]) == classes and len(report["per_class"]["f1"]) == classes
