@@ -1,9 +1,6 @@
 """Every shipped config trains, one epoch of it, to better than where it started."""
 
-import math
-
 import pytest
-import torch
 
 import mltrain
 from conftest import REPO
@@ -17,12 +14,12 @@ def test_shipped_config_trains_one_epoch(path, tmp_path):
     epochs = SHORT_RUN_EPOCHS.get(path.stem, 1)
     result = mltrain.fit(path, overrides=[f"train.epochs={epochs}", f"output.dir={tmp_path}"])
     assert result.summary["status"] == "completed" and result.summary["steps"] > 0
-    # Better than a uniform guess over the classes (or the target's variance, for regression) on
-    # val: the model learned something in its short run.
-    num_classes = torch.load(result.run_dir / "checkpoints/last.pt", weights_only=True)["spec"]["num_classes"]
-    final = result.summary["final"]
-    chance = math.log(num_classes) if num_classes else 1.0  # regression targets are standardised
-    assert final["val/loss"] < chance, final
+    # Better on val than the same model untrained (one step at a negligible lr): each config's
+    # model learned something in its short run. (Not ln(classes): an output bias set to the class
+    # prior already beats that for text.)
+    untrained = mltrain.fit(path, overrides=["train.epochs=1", "train.max_steps=1", "optimizer.lr=1e-12",
+                                             "scheduler.warmup_steps=0", f"output.dir={tmp_path / 'untrained'}"])
+    assert result.summary["final"]["val/loss"] < untrained.summary["final"]["val/loss"]
 
 
 def test_the_readme_config_reference_is_the_reference_file_and_loads():
