@@ -133,7 +133,10 @@ def test_a_partial_metrics_line_is_dropped_on_resume(reference, tmp_path):
     wait_for_step(run, 30, process)
     process.kill()
     process.wait()
-    with (run / "metrics.jsonl").open("a") as file:
-        file.write('{"epoch": 2, "step": 3')  # what a crash in the middle of a write leaves
+    # The records up to the checkpoint's step, then what a crash in the middle of a write leaves:
+    # the resume must meet the half-written line itself, not stop at a later record first.
+    step = torch.load(run / "checkpoints/last.pt", weights_only=True)["step"]
+    whole = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in whole) + '{"epoch": 2, "st')
     assert resume(run).returncode == 0
     assert_same(run, reference_run)

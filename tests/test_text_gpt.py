@@ -164,3 +164,25 @@ def test_eval_defaults_to_val_when_there_is_no_test_split(text_run, cli):
     result = cli("eval", text_run, "--json")
     assert result.exit_code == 0, result.output
     assert '"split": "val"' in result.stdout
+
+
+def test_sample_top_k_1_is_the_most_likely_character_at_any_temperature(cli, text_run):
+    def sample(*extra):
+        result = cli("sample", text_run, "--prompt", "the c", "--tokens", "30", *extra)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    greedy = sample("--temperature", "0")
+    assert sample("--top-k", "1", "--temperature", "5", "--seed", "3") == greedy
+    assert sample("--top-k", "1", "--temperature", "5", "--seed", "4") == greedy
+    assert sample("--top-k", "3", "--temperature", "5", "--seed", "3") != greedy  # only k=1 is greedy
+
+
+@pytest.mark.parametrize("arguments, needle", [
+    (("--top-k", "0"), "--top-k"),
+    (("--temperature=-1",), "--temperature"),
+    (("--tokens", "x"), "--tokens"),
+])
+def test_sample_argument_errors_exit_2_naming_the_flag(cli, text_run, arguments, needle):
+    result = cli("sample", text_run, "--prompt", "the c", *arguments)
+    assert result.exit_code == 2 and needle in result.stderr and "Traceback" not in result.output

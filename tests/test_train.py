@@ -91,7 +91,15 @@ def test_bad_data_leaves_no_run_directory_behind(cli, tmp_path):
 
 def test_train_monitor_with_mid_epoch_validation(tmp_path):
     config = write_config(tmp_path, train={"monitor": "train/loss", "val_every_steps": 2, "epochs": 1})
-    assert mltrain.fit(config).summary["best"]["metric"] == "train/loss"
+    result = mltrain.fit(config)
+    records = read_jsonl(result.run_dir / "metrics.jsonl")
+    # 7 steps in the epoch: validations at steps 2, 4, 6, then the epoch's own at 7
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (1, 4), (1, 6), (1, 7)]
+    assert all("val/loss" in r for r in records)
+    best = min(records, key=lambda r: r["train/loss"])
+    assert result.summary["best"] == {"metric": "train/loss", "value": best["train/loss"], "epoch": 1,
+                                      "step": best["step"]}
+    assert torch.load(result.run_dir / "checkpoints" / "best.pt", weights_only=True)["step"] == best["step"]
 
 
 def test_unwritable_output_is_reported_before_training(cli, tmp_path):
@@ -103,15 +111,23 @@ def test_unwritable_output_is_reported_before_training(cli, tmp_path):
 
 
 def test_non_finite_loss_stops_with_exit_1_and_no_bad_checkpoint(cli, tmp_path):
-    config = write_config(tmp_path, optimizer={"name": "sgd", "lr": 1e12}, train={"log_every_steps": 2})
+    # 27 steps an epoch (216 samples, batch 8); the lr jumps by 1e30 after step 27, so step 28's update
+    # (its own loss still finite) blows the weights up and step 29's loss is the first non-finite one.
+    # Nothing is checked on the host before the epoch ends (step 54): only the on-device guard
+    # can name step 29.
+    config = write_config(tmp_path, data={"batch_size": 8}, optimizer={"name": "sgd", "lr": 0.1},
+                          scheduler={"name": "torch.optim.lr_scheduler:StepLR", "step_size": 27, "gamma": 1e30},
+                          train={"epochs": 3, "log_every_steps": 1000})
     result = cli("fit", config)
     assert result.exit_code == 1
-    assert "non-finite" in result.stderr and "optimizer.lr=" in result.stderr and "step" in result.stderr
+    assert "non-finite at step 29 " in result.stderr and "optimizer.lr=0.01" in result.stderr
     run = only_run(tmp_path)
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
-    for path in (run / "checkpoints").glob("*.pt"):
-        state = torch.load(path, weights_only=True)["model"]
-        assert all(torch.isfinite(t).all() for t in state.values())
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [27]
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert state["step"] == 27, name
+        assert all(torch.isfinite(t).all() for t in state["model"].values()), name
 
 
 def test_early_stopping_stops_and_says_why(tmp_path):
@@ -129,7 +145,16 @@ def test_cosine_schedule_with_warmup_reaches_min_lr(tmp_path):
 
 
 def test_bf16_trains_on_cpu_and_fp16_is_refused(cli, tmp_path):
-    assert mltrain.fit(write_config(tmp_path, train={"precision": "bf16", "epochs": 1})).summary["status"] == "completed"
+    runs = {precision: mltrain.fit(write_config(tmp_path, name=precision, train={"precision": precision, "epochs": 2}))
+            for precision in ("fp32", "bf16")}
+    assert runs["bf16"].summary["status"] == "completed"
+    assert "precision bf16" in (runs["bf16"].run_dir / "train.log").read_text()
+    losses = {precision: [r["train/loss"] for r in read_jsonl(run.run_dir / "metrics.jsonl")]
+              for precision, run in runs.items()}
+    # the same seed and data: only bf16's rounding tells the two apart, and it learns all the same
+    assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    weights = torch.load(runs["bf16"].run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(t.dtype == torch.float32 for t in weights.values())  # autocast: fp32 master weights
     result = cli("fit", write_config(tmp_path, name="half", train={"precision": "fp16"}))
     assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.stderr
 
