@@ -98,6 +98,10 @@ class Registry:
             self._loaded = True
             for module in self._modules:
                 importlib.import_module(module)
+            # Listed in the order of `modules`, whichever module another import loaded first.
+            rank = {module: index for index, module in enumerate(self._modules)}
+            ordered = sorted(self._builtins.values(), key=lambda component: rank.get(_module_of(component), len(rank)))
+            self._builtins = {component.name: component for component in ordered}
 
     def names(self) -> list[str]:
         self._load_builtins()
@@ -160,6 +164,11 @@ class Registry:
     def plugins(self) -> list[Component]:
         """Every installed plugin, imported (for `mltrain list`)."""
         return [self.get(name) for name in self.plugin_names()]
+
+
+def _module_of(component: Component) -> str | None:
+    factory = getattr(component.factory, "func", component.factory)  # a functools.partial's function
+    return getattr(factory, "__module__", None)
 
 
 def import_callable(path: str, kind: str) -> Callable:
