@@ -128,6 +128,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+# Lock descriptors this process holds. A forked child (a DataLoader worker) closes its copies at
+# once: a flock lasts while any descriptor of it is open, and persistent workers outlive a run.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 class RunDir:
     """A run's directory. Made by `create` or opened by `reopen`, it is also the lock that keeps
     other processes from writing it until `release` (or `with run:` ends, or the process dies)."""
@@ -207,10 +222,12 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock = fd
+        _HELD_LOCKS.add(fd)
 
     def release(self) -> None:
         """Lets other processes write the run again."""
         if self._lock is not None:
+            _HELD_LOCKS.discard(self._lock)
             os.close(self._lock)  # closing the only descriptor releases the flock
             self._lock = None
 
