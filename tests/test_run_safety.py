@@ -285,21 +285,3 @@ def test_bytes_that_are_not_a_checkpoint_are_called_so(cli, tmp_path):
     one_line(result, "it names posix.system, which is neither a tensor nor plain data, so loading it could run code")
     assert "weights_only" not in result.stderr
 
-
-def test_the_python_api_releases_the_run_after_fit_even_with_dataloader_workers(tmp_path):
-    """Forked DataLoader workers outlive a run; they must not keep its lock."""
-    import os
-
-    import mltrain
-    from mltrain.run_dir import RunDir
-
-    path = tmp_path / "c.yaml"
-    path.write_text("data: {dataset: digits, batch_size: 64}\\ntrain: {epochs: 1}\\n"
-                    f"output: {{dir: {tmp_path / 'runs'}}}\\n")
-    result = mltrain.fit(path)
-    child = os.fork()
-    if child == 0:  # a child forked while the run was open would hold the lock; after release, nothing
-        os._exit(0)
-    os.waitpid(child, 0)
-    with RunDir.reopen(result.run_dir):  # refused if any descriptor of the fit's lock were left open
-        pass
