@@ -64,10 +64,12 @@ class Learner:
         self._first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
 
     @classmethod
-    def build(cls, cfg: Config, spec: DataSpec, device: torch.device, training: bool = True) -> Learner:
+    def build(cls, cfg: Config, spec: DataSpec, device: torch.device, training: bool = True,
+              target_scale: dict[str, list[float]] | None = None) -> Learner:
         """`training=False` (scoring, generating, exporting) builds no optimizer: torch's first
-        optimizer imports torch._dynamo, about 1.1 s of start-up."""
-        head = build_head(cfg.model.head, spec, cfg.train.label_smoothing)
+        optimizer imports torch._dynamo, about 1.1 s of start-up. `target_scale`: the data state's,
+        which a regression head learns and predicts with."""
+        head = build_head(cfg.model.head, spec, cfg.train.label_smoothing, target_scale)
         model = build_model(cfg.model, spec, head.num_outputs).to(device)
         optimizer = build_optimizer(cfg.optimizer, model) if training else None
         return cls(model, head, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
@@ -96,8 +98,9 @@ class Learner:
         """The weights validation, best.pt and eval use: the EMA when there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    def predictions(self, logits: torch.Tensor) -> torch.Tensor | None:
-        return self.head.predict(logits) if self.head.classifies else None
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Classes, or values in the target's units: what the metrics compare with y."""
+        return self.head.predict(logits)
 
     def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last and x.ndim == 4:

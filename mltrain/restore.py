@@ -16,7 +16,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, run_directory_of, spec_from_state, spec_state
 from .config import Config, config_from_dict, get_key, updated
-from .data import DataSpec, InMemoryData, build_data
+from .data import TARGET_SCALE, DataSpec, InMemoryData, build_data
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
@@ -101,7 +101,7 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
         spec = data.spec
     else:
         spec = spec_from_state(checkpoint["spec"], path)
-    learner = Learner.build(cfg, spec, torch_device, training=resume)
+    learner = Learner.build(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE))
     if resume:
         load_training_state(learner, checkpoint, path, cfg.optimizer)
     else:

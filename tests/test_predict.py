@@ -225,7 +225,13 @@ def test_regression_gives_values_and_language_models_point_to_sample(cli, tmp_pa
     values = torch.tensor([row["value"] for row in report["predictions"]])
     assert report["task"] == "regression" and set(report["predictions"][0]) == {"input", "value"}
     evaluated = json.loads(cli("eval", run, "--json").stdout)["metrics"]
-    assert (values - y_test).square().mean().item() == pytest.approx(evaluated["test/loss"], rel=1e-5)
+    errors = values - y_test
+    assert errors.square().mean().item() == pytest.approx(evaluated["test/mse"], rel=1e-5)
+    assert errors.abs().mean().item() == pytest.approx(evaluated["test/mae"], rel=1e-5)
+    spread = (y_test - y_test.mean()).square().sum()
+    assert (1 - errors.square().sum() / spread).item() == pytest.approx(evaluated["test/r2"], rel=1e-5)
+    std = restored.data_state["target_scale"]["std"][0]  # the loss is the standardised objective
+    assert evaluated["test/loss"] == pytest.approx(evaluated["test/mse"] / std ** 2, rel=1e-5)
 
     (tmp_path / "corpus.txt").write_text("abcabcabd " * 30)
     gpt = fit(tmp_path, "gpt", {"dataset": "text", "path": str(tmp_path / "corpus.txt"), "block_size": 8,
@@ -272,3 +278,21 @@ def test_predict_and_export_help_do_not_import_torch():
             "    assert CliRunner().invoke(app, [command, '--help']).exit_code == 0\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_targets_in_large_units_train_standardised_and_predict_in_their_units(cli, tmp_path):
+    """Prices in the hundreds of thousands: the head learns them standardised with the training
+    statistics, and every report and prediction is in the target's units."""
+    rng = np.random.default_rng(0)
+    lines = ["area,town,price"]
+    for i in range(300):
+        area, town = rng.uniform(30, 200), ("north", "south")[i % 2]
+        lines.append(f"{area:.1f},{town},{2000 * area + (50000 if town == 'north' else 0) + rng.normal(0, 5000):.0f}")
+    (tmp_path / "houses.csv").write_text("\n".join(lines) + "\n")
+    run = fit(tmp_path, "houses", {"dataset": "csv", "path": str(tmp_path / "houses.csv"), "target": "price",
+                                   "batch_size": 32}, {"arch": "mlp", "hidden": [16], "head": "linear"}, epochs=15)
+    evaluated = json.loads(cli("eval", run, "--json").stdout)["metrics"]
+    assert evaluated["test/r2"] > 0.95 and evaluated["test/mae"] < 15000
+    (tmp_path / "new.csv").write_text("area,town\n100,north\n50,south\n")
+    values = [row["value"] for row in mltrain.predict(run, [tmp_path / "new.csv"])]
+    assert values == pytest.approx([250000, 100000], abs=15000)
