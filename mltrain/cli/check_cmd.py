@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from ..run_dir import to_json
+from .checks_table import show_report
 from .errors import exit_codes
 from .options import JSON, SET
 
@@ -27,12 +27,7 @@ def overfit_tiny(
         from ..config import load_config
 
         report = run_check(load_config(config, set_), samples=samples, steps=steps)
-    if as_json:
-        typer.echo(to_json(report))
-    else:
-        _print(report)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    show_report(report, as_json, _print)
 
 
 def _print(report: dict) -> None:

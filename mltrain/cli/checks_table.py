@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rich.table import Table
 
@@ -20,3 +20,17 @@ def checks_table(title: str, checks: list[dict[str, Any]], with_fix: bool = Fals
         row = [check["name"], f"[{STYLES[status]}]{status.upper()}[/]", check["detail"]]
         table.add_row(*row, *([check.get("fix", "")] if with_fix else []))
     return table
+
+
+def show_report(report: dict[str, Any], as_json: bool, draw: Callable[[dict[str, Any]], None]) -> None:
+    """A checks report as one JSON object (--json) or drawn as tables; exit 1 when a check failed."""
+    import typer
+
+    from ..run_dir import to_json
+
+    if as_json:
+        typer.echo(to_json(report))
+    else:
+        draw(report)
+    if not report["passed"]:
+        raise typer.Exit(1)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from ..run_dir import to_json
+from .checks_table import show_report
 from .errors import exit_codes
 from .options import JSON, SET
 
@@ -29,12 +29,7 @@ def preflight(
         from ..config import load_config
 
         report = run_checks(load_config(config, set_), output_dir)
-    if as_json:
-        typer.echo(to_json(report))
-    else:
-        _print(report)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    show_report(report, as_json, _print)
 
 
 def _print(report: dict) -> None:
