@@ -199,3 +199,12 @@ def test_the_set_example_in_eval_help_is_one_eval_takes(cli, tmp_path, monkeypat
     result = cli("eval", only_run(tmp_path), "--set", "data.path=new.csv", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 8  # the 20 % test hold-out of the new file's 40 rows
+
+
+def test_overfit_tiny_hint_for_a_regression_mentions_the_target_scale(cli, tmp_path):
+    config = write_config(tmp_path, model={"arch": "mlp", "hidden": [8], "head": "linear"})
+    config.write_text(config.read_text().replace("dataset: spirals", "dataset: adding").replace("points: 100",
+                                                                                               "samples: 200"))
+    result = cli("overfit-tiny", config, "--steps", "2", "--json")
+    assert result.exit_code == 1, result.output
+    assert "targets' scale" in json.loads(result.stdout)["hint"]

@@ -100,11 +100,14 @@ class Memorisation:
     def advice(self, cfg: Config) -> str:
         """What to try when the subset was not memorised."""
         lr = cfg.optimizer.lr
+        scale = ("; for a regression, also look at the targets' scale: they are standardised with the "
+                 "training mean and std, so a few huge values or outliers still dominate the squared error"
+                 if cfg.model.head == "linear" else "")
         if not math.isfinite(self.final["tiny/loss"]) or self.final["tiny/loss"] > self.initial_loss:
             return (f"the loss rose or diverged: try a smaller optimizer.lr (now {lr:g}), "
-                    f"e.g. --set optimizer.lr={lr / 10:g}")
+                    f"e.g. --set optimizer.lr={lr / 10:g}{scale}")
         return (f"the {cfg.model.arch} could not memorise the subset: try a larger optimizer.lr (now {lr:g}), "
-                "more steps (mltrain overfit-tiny --steps), or a bigger model")
+                f"more steps (mltrain overfit-tiny --steps), or a bigger model{scale}")
 
 
 def memorise(learner: Learner, x: torch.Tensor, y: torch.Tensor, steps: int, initial_loss: float,
