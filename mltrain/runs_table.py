@@ -17,30 +17,26 @@ from .monitor import mode_of
 from .registry import did_you_mean
 
 
+def _read_mapping(path: Path, parse: Callable[[str], Any], what: str) -> dict[str, Any]:
+    """A file that must hold a mapping, or a UserError saying what is wrong with it."""
+    try:
+        content = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: cannot be read ({str(error).splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: not {what}")
+    return content
+
+
 def read_hyperparameters(run: Path) -> dict[str, Any]:
     """The run's config.yaml flattened to dotted keys."""
-    path = run / "config.yaml"
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"{path}: cannot be read ({str(error).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: not a config (a mapping of sections)")
-    return flatten(config)
+    return flatten(_read_mapping(run / "config.yaml", yaml.safe_load, "a config (a mapping of sections)"))
 
 
 def read_summary(run: Path) -> dict[str, Any]:
     """The run's summary.json; {} if it has none yet (stopped before its first summary)."""
     path = run / "summary.json"
-    if not path.exists():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot be read ({str(error).splitlines()[0]})") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{path}: not a summary (a JSON object)")
-    return summary
+    return _read_mapping(path, json.loads, "a summary (a JSON object)") if path.exists() else {}
 
 
 def _row(run: Path, summary: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any]:
