@@ -110,14 +110,6 @@ class Distributed:
         torch.distributed.gather_object(value, gathered, dst=0)
         return gathered
 
-    def scatter(self, values: list[Any] | None) -> Any:
-        """Rank r receives values[r] from rank 0."""
-        if not self.enabled:
-            return values[0]
-        received: list[Any] = [None]
-        torch.distributed.scatter_object_list(received, values if self.is_main else None, src=0)
-        return received[0]
-
     def broadcast(self, value: Any) -> Any:
         """Rank 0's value on every rank."""
         if not self.enabled:

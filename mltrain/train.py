@@ -378,13 +378,14 @@ class Training:
         position = self.position
         validated_now = self.last_validation.get("step") == position.step
         record = self.last_validation if validated_now else self._validate()
-        position.end_epoch(self.totals.samples())
+        samples = self.totals.samples()  # over every process: one all-reduce under DDP
+        position.end_epoch(samples)
         self.final = record
         self._save_last()
         if not validated_now:
             for sink in self.sinks:
                 sink.validation(record)
-        timed = {**record, "samples_per_s": samples_per_s(self.totals.samples(), position.epoch_seconds),
+        timed = {**record, "samples_per_s": samples_per_s(samples, position.epoch_seconds),
                  "epoch_s": position.epoch_seconds}
         for sink in self.sinks:
             sink.epoch(timed)
