@@ -344,6 +344,8 @@ def _check_pairings(cfg: Config, locations: Locations) -> Config:
     task = getattr(cfg.data, "task", None)
     if task == "auto":
         cfg = _replace(cfg, "data", task=head_task)
+        if hasattr(cfg.data, "_task_from_head"):  # a source that guards against a guess gone wrong
+            cfg.data._task_from_head = True
     elif task is not None and task != head_task:
         raise ConfigError(locations.of("data.task"), "data.task",
                           f"'{task}' does not match head '{head.name}', which does {head_task}; "

@@ -258,6 +258,29 @@ def test_csv_regression_with_a_linear_head(cli, tmp_path):
     assert "task: regression" in resolved
 
 
+def test_a_quantity_is_not_guessed_into_classes_but_explicit_class_ids_are_kept(cli, tmp_path):
+    write_table(tmp_path / "table.csv")  # weight: 60 distinct decimals
+    config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "weight",
+                                     "features": ["size"]}, train=FEW_STEPS)
+    guessed = cli("fit", config, "--quiet")
+    assert guessed.exit_code == 2
+    assert "data.target 'weight'" in guessed.output and "60 distinct numbers" in guessed.output
+    assert "model.head: linear" in guessed.output and "data.task: classification" in guessed.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    explicit = cli("fit", config, "--quiet", "--set", "data.task=classification")
+    assert explicit.exit_code == 0, explicit.output
+    classes = torch.load(only_run(tmp_path) / "checkpoints/best.pt", weights_only=True)["data_state"]["class_names"]
+    assert len(classes) == 60
+
+
+def test_a_few_whole_numbers_are_still_guessed_to_be_classes(cli, tmp_path):
+    rows = ["x,grade"] + [f"{i / 10},{i % 3 + 1}" for i in range(60)]
+    (tmp_path / "grades.csv").write_text("\n".join(rows) + "\n")
+    config = write_config(tmp_path, {"dataset": "csv", "path": "grades.csv", "target": "grade"}, train=FEW_STEPS)
+    state = torch.load(fit_ok(cli, config) / "checkpoints/best.pt", weights_only=True)["data_state"]
+    assert state["class_names"] == ["1", "2", "3"]
+
+
 def test_csv_unknown_target_suggests_the_closest_column(cli, tmp_path):
     write_table(tmp_path / "table.csv")
     config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "knd"})

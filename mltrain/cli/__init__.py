@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
 
@@ -10,6 +12,7 @@ from . import (
     check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
     preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
+from .errors import exit_now
 
 app = typer.Typer(
     name="mltrain",
@@ -52,8 +55,22 @@ app.command("sweep")(sweep_cmd.sweep)
 
 
 def main() -> None:
-    """Run the app; a usage error (a bad flag or value) is one line on stderr and exit 2, like
-    every other input error, instead of click's usage box."""
+    """Run the app and exit with its code; a worker of a distributed job ends with `exit_now`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        sys.exit(_run())
+    try:
+        code = _run()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # a crash: its traceback, as the interpreter would print it
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
+
+
+def _run() -> int:
+    """The app's exit code; a usage error (a bad flag or value) is one line on stderr and exit 2,
+    like every other input error, instead of click's usage box."""
     try:
         from typer._click import exceptions as click_errors  # typer 0.29 and later carry their own click
     except ImportError:
@@ -71,4 +88,4 @@ def main() -> None:
     except typer.Abort:
         print("interrupted", file=sys.stderr)
         code = 130
-    sys.exit(code or 0)
+    return code or 0

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from .errors import exit_codes
+from .errors import exit_codes, exit_now
 from .options import SET
 
 
@@ -40,7 +40,7 @@ def fit(
 
             if config is not None:
                 load_config(config, set_)  # a bad config is one message here, not one per worker
-            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
+            exit_now(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
         if resume is not None:
             if config is not None or run_dir is not None:
                 raise UserError("--resume continues a run with its own config and directory: "

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv as csv_module
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import PrivateAttr
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, did_you_mean
@@ -23,6 +25,7 @@ from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
 
 LISTED_CATEGORIES = 20  # categories a message lists before it only counts them
+MAX_GUESSED_CLASSES = 50  # more distinct numbers than this look like a quantity, not class ids
 
 
 def _read_table(file: Path, key: str = "data.path") -> tuple[list[str], list[list[str]], list[int]]:
@@ -89,10 +92,11 @@ def _numbers(file: Path, name: str, values: list[str], lines: list[int], what: s
     return np.array([float(value) for value in values], dtype=np.float64)
 
 
-def _targets(file: Path, name: str, values: list[str], lines: list[int], task: str,
+def _targets(file: Path, name: str, values: list[str], lines: list[int], task: str, task_from_head: bool,
              class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
     """Regression: float32 targets. Classification: int64 class ids and the class names
-    (numeric names in numeric order, others sorted), or the stored names when rebuilding."""
+    (numeric names in numeric order, others sorted), or the stored names when rebuilding.
+    A task that only the head chose refuses to turn a quantity into classes."""
     if task == "regression":
         if sum(_as_number(value) is not None for value in values) < len(values) / 2:  # mostly text
             raise UserError(f"data.target '{name}': {file} holds text labels there, but model.head linear does "
@@ -104,12 +108,24 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
         if len(class_names) < 2:
             raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
                             "classification needs at least 2 classes")
+        if task_from_head and _looks_like_a_quantity(class_names):
+            raise UserError(f"data.target '{name}': {file} holds {len(class_names)} distinct numbers there "
+                            f"({', '.join(class_names[:3])}, ..., {class_names[-1]}), and a classification head "
+                            "would make each one a class; for a quantity use model.head: linear (regression), "
+                            "or if they are class ids say so with data.task: classification")
     index = {class_name: i for i, class_name in enumerate(class_names)}
     for value, line in zip(values, lines):
         if value not in index:
             raise UserError(f"{file}:{line}: target '{value}' in column '{name}' is not one of the classes the "
                             f"model was trained on: {', '.join(class_names)}")
     return np.array([index[value] for value in values], dtype=np.int64), class_names
+
+
+def _looks_like_a_quantity(class_names: list[str]) -> bool:
+    """Numbers with a fraction, or too many distinct ones to be class ids."""
+    if not _is_numeric(class_names):
+        return False
+    return len(class_names) > MAX_GUESSED_CLASSES or any(not float(name).is_integer() for name in class_names)
 
 
 def _encoding(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
@@ -176,13 +192,17 @@ class CSVConfig(FileDataConfig, HeldOutTest):
     """the input columns; null: every column but the target"""
     task: Task = "auto"
     """what the target is; auto: from model.head (linear: regression)"""
+    _task_from_head: bool = PrivateAttr(False)  # auto was resolved from model.head, not written
+
+    def own_values(self) -> dict[str, Any]:
+        return {**super().own_values(), "task_from_head": self._task_from_head}
 
 
 @DATASETS.register("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
                    "text columns one-hot, numbers standardised", CSVConfig,
                    tags={VECTOR, CLASSIFICATION, REGRESSION})
 def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
-        test_split: float, columns: list[dict] | None = None,
+        test_split: float, task_from_head: bool = False, columns: list[dict] | None = None,
         class_names: list[str] | None = None) -> InMemoryData:
     """`columns` and `class_names` are the stored encoding when rebuilding for a checkpoint."""
     file = Path(path)
@@ -193,7 +213,8 @@ def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str
         _column(file, header, name, "data.features")
     if target in chosen or not chosen:
         raise UserError(f"data.features: give at least one column other than the target '{target}'")
-    y, class_names = _targets(file, target, [row[target_index] for row in rows], lines, task, class_names)
+    y, class_names = _targets(file, target, [row[target_index] for row in rows], lines, task, task_from_head,
+                              class_names)
     held = split_arrays((np.arange(len(rows)), y), val_split, seed, test_split)  # row indices per split
     if columns is None:
         train_rows = held["train"][0]
