@@ -1,3 +1,4 @@
+import errno
 import json
 
 import pytest
@@ -27,6 +28,24 @@ def test_lr_find_stops_when_the_loss_diverges(cli, tmp_path):
 def test_lr_find_refuses_a_backwards_range(cli, tmp_path):
     result = cli("lr-find", write_config(tmp_path), "--start-lr", "1", "--end-lr", "0.1")
     assert result.exit_code == 2 and "start < end" in result.stderr
+
+
+def test_lr_find_refuses_an_output_dir_it_cannot_write_before_the_test(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = cli("lr-find", write_config(tmp_path, output={"dir": str(blocker / "runs")}), "--steps", "100")
+    assert result.exit_code == 2 and f"cannot write the plot into output.dir {blocker / 'runs'}" in result.stderr
+    assert "lr range test" not in result.stdout  # refused before the test ran
+
+
+def test_lr_find_says_when_the_plot_cannot_be_written(cli, tmp_path, monkeypatch):
+    def full_disk(plt, figure, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mltrain.plots._save", full_disk)
+    result = cli("lr-find", write_config(tmp_path), "--steps", "20")
+    assert result.exit_code == 2
+    assert "cannot write the plot into output.dir" in result.stderr and "No space left on device" in result.stderr
 
 
 def test_suggestion_is_the_steepest_fall_before_the_minimum():

@@ -19,7 +19,9 @@ import yaml
 
 import mltrain
 from conftest import MLTRAIN, write_config
+from mltrain.errors import TrainingFailed
 from mltrain.run_dir import temporary_file
+from mltrain.sinks import Sink
 
 # A dataset and a model that pause where a test wants to send a signal: at start-up (loading the
 # data) and while the test split is scored (the only eval-mode forward pass in these runs).
@@ -285,3 +287,40 @@ def test_bytes_that_are_not_a_checkpoint_are_called_so(cli, tmp_path):
     one_line(result, "it names posix.system, which is neither a tensor nor plain data, so loading it could run code")
     assert "weights_only" not in result.stderr
 
+
+
+def test_a_run_directory_that_may_not_be_made_is_refused_before_training(cli, tmp_path, monkeypatch):
+    make = Path.mkdir
+
+    def denied(path, *args, **kwargs):
+        if path.parent == tmp_path / "runs":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return make(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    result = cli("fit", write_config(tmp_path))
+    assert result.exit_code == 2
+    assert "cannot create run directory" in result.stderr and "permission denied" in result.stderr
+    assert "choose a writable output.dir or --run-dir" in result.stderr and "epoch" not in result.stdout
+
+
+class MetricsFileTakenAway(Sink):
+    """After epoch 1, metrics.jsonl is a directory: the next line cannot be appended."""
+
+    def start(self, run):
+        self.run_dir = run.run_dir
+
+    def epoch(self, record):
+        if record["epoch"] == 1:
+            (self.run_dir / "metrics.jsonl").unlink()
+            (self.run_dir / "metrics.jsonl").mkdir()
+
+
+def test_a_run_file_that_cannot_be_written_fails_the_run_in_one_line(tmp_path):
+    config = write_config(tmp_path, train={"epochs": 3, "log_every_steps": 1})
+    with pytest.raises(TrainingFailed, match=r"could not write .*metrics\.jsonl: Is a directory") as failed:
+        mltrain.fit(config, sinks=[MetricsFileTakenAway()])
+    run = next((tmp_path / "runs").iterdir())
+    assert "what was written before is intact" in str(failed.value)
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -32,15 +34,27 @@ def lr_find(
         if not 0 < start_lr < end_lr:
             raise UserError(f"--start-lr {start_lr:g} and --end-lr {end_lr:g}: need 0 < start < end")
         cfg = load_config(config, set_)
+        plot = Path(cfg.output.dir) / f"{cfg.name}-lr-find.png"
+        with _plot_writing(cfg.output.dir):
+            plot.parent.mkdir(parents=True, exist_ok=True)  # refused before the test, not after it
         report = run_test(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps)
-        try:
-            report["plot"] = str(plot_lr_curve(report, Path(cfg.output.dir) / f"{cfg.name}-lr-find.png"))
-        except OSError as error:
-            raise UserError(f"cannot write the plot into output.dir {cfg.output.dir}: {error.strerror}") from None
+        with _plot_writing(cfg.output.dir):
+            report["plot"] = str(plot_lr_curve(report, plot))
     if as_json:
         typer.echo(to_json(report))
         return
     _print(report)
+
+
+@contextlib.contextmanager
+def _plot_writing(directory: str) -> Iterator[None]:
+    from ..errors import UserError
+
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f"cannot write the plot into output.dir {directory}: {error.strerror}; "
+                        "choose a writable one (--set output.dir=DIR)") from None
 
 
 def _print(report: dict) -> None:
