@@ -39,12 +39,15 @@ def test_fit_writes_the_run_directory(cli, tmp_path, tiny_config):
 
 
 def test_checkpoint_holds_everything_and_loads_safely(cli, tmp_path, tiny_config):
-    cli("fit", tiny_config)
+    assert cli("fit", tiny_config).exit_code == 0
     run = only_run(tmp_path)
-    checkpoint = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    checkpoint = torch.load(run / "checkpoints/last.pt", weights_only=True)  # no arbitrary object to unpickle
     for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "config", "metrics", "rng"):
         assert key in checkpoint
     assert checkpoint["epoch"] == 3 and checkpoint["config"]["model"]["hidden"] == [32, 32]
+    scored = cli("eval", run / "checkpoints/last.pt", "--split", "val", "--json")  # eval loads it the same way
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["metrics"]["val/loss"] == pytest.approx(checkpoint["metrics"]["val/loss"], rel=1e-5)
 
 
 def test_loss_decreases_and_spirals_are_learned(tmp_path):
