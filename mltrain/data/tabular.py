@@ -109,8 +109,9 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
             raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
                             "classification needs at least 2 classes")
         if task_from_head and _looks_like_a_quantity(class_names):
+            shown = ", ".join(class_names[:3]) + (f", ..., {class_names[-1]}" if len(class_names) > 3 else "")
             raise UserError(f"data.target '{name}': {file} holds {len(class_names)} distinct numbers there "
-                            f"({', '.join(class_names[:3])}, ..., {class_names[-1]}), and a classification head "
+                            f"({shown}), and a classification head "
                             "would make each one a class; for a quantity use model.head: linear (regression), "
                             "or if they are class ids say so with data.task: classification")
     index = {class_name: i for i, class_name in enumerate(class_names)}
