@@ -269,13 +269,15 @@ class RunDir:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     break  # a line cut short by a crash is always the last one
-                if record.get("step", 0) > step:
+                line_step = record.get("step", 0) if isinstance(record, dict) else None
+                if not isinstance(line_step, int) or line_step > step:  # a later record, or not one of ours
                     break
                 kept.append(line + "\n")
         write_atomically(jsonl, "".join(kept))
         csv_path = path / "metrics.csv"
         if csv_path.exists():
-            run.records = [row for row in read_epoch_rows(csv_path) if row.get("step", 0) <= step]
+            rows = read_epoch_rows(csv_path)
+            run.records = [row for row in rows if isinstance(row.get("step", 0), int) and row.get("step", 0) <= step]
             run._write_csv()
         run.checkpoints.mkdir(exist_ok=True)
         run.plots.mkdir(exist_ok=True)

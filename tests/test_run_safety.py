@@ -20,7 +20,7 @@ import yaml
 import mltrain
 from conftest import MLTRAIN, write_config
 from mltrain.errors import TrainingFailed
-from mltrain.run_dir import temporary_file
+from mltrain.run_dir import RunDir, temporary_file
 from mltrain.sinks import Sink
 
 # A dataset and a model that pause where a test wants to send a signal: at start-up (loading the
@@ -324,3 +324,13 @@ def test_a_run_file_that_cannot_be_written_fails_the_run_in_one_line(tmp_path):
     assert "what was written before is intact" in str(failed.value)
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_cutting_metrics_back_stops_at_a_line_that_is_not_a_record(tmp_path):
+    run = RunDir.create(tmp_path, "cut")
+    lines = ['{"epoch": 1, "step": 4, "train/loss": 1.0}', "7", '{"epoch": 2, "step": "eight"}', "[]"]
+    (run.path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    (run.path / "metrics.csv").write_text("epoch,step,train/loss\n1,4,1.0\n2,eight,0.5\n")
+    run.cut_back(step=10)
+    assert (run.path / "metrics.jsonl").read_text() == lines[0] + "\n"  # the rest is not a record of the run
+    assert [row["step"] for row in run.records] == [4]
