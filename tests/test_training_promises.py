@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 import mltrain
-from conftest import read_jsonl, write_config
+from conftest import only_run, read_jsonl, write_config
 
 
 def val_logits(config, run_dir):
@@ -45,6 +46,40 @@ def test_the_sigmoid_head_trains_and_is_scored_with_binary_cross_entropy(tmp_pat
     assert records[-1]["val/loss"] == pytest.approx(
         F.binary_cross_entropy_with_logits(logits, F.one_hot(y, 3).float()).item(), rel=1e-5)
     assert records[-1]["val/accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+
+
+def test_a_binary_sigmoid_head_has_one_logit_and_predicts_its_sign(tmp_path):
+    config = write_config(tmp_path, data={"classes": 2}, model={"hidden": [32, 32], "head": "sigmoid"},
+                          optimizer={"name": "adam", "lr": 0.03}, train={"epochs": 4})
+    records = epoch_records(mltrain.fit(config).run_dir)
+    logits, y = val_logits(config, only_run(tmp_path))
+    assert logits.shape == (len(y), 1)
+    assert records[-1]["val/loss"] == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits[:, 0], y.float()).item(), rel=1e-5)
+    assert records[-1]["val/accuracy"] == pytest.approx(((logits[:, 0] > 0).long() == y).float().mean().item())
+    assert records[-1]["val/accuracy"] > 0.6
+
+
+def test_regression_learns_standardised_targets_and_reports_in_their_units(tmp_path):
+    config = tmp_path / "adding.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "adding", "samples": 400, "length": 8, "batch_size": 32},
+        "model": {"arch": "gru", "hidden_size": 16, "head": "linear"}, "optimizer": {"lr": 0.01},
+        "train": {"epochs": 2}, "output": {"dir": str(tmp_path / "runs")}}))
+    run = mltrain.fit(config).run_dir
+    last = epoch_records(run)[-1]
+    scale = torch.load(run / "checkpoints/last.pt", weights_only=True)["data_state"]["target_scale"]
+    mean, std = scale["mean"][0], scale["std"][0]
+    assert 0.5 < mean < 1.5 and std > 0.1  # the sum of two values in [0, 1]
+    logits, y = val_logits(config, run)
+    predicted = logits[:, 0] * std + mean
+    assert last["val/mse"] == pytest.approx(((predicted - y) ** 2).mean().item(), rel=1e-4)
+    assert last["val/loss"] == pytest.approx(last["val/mse"] / std ** 2, rel=1e-4)  # the loss: standardised
+    from mltrain.config import load_config
+    from mltrain.setup import prepare
+
+    prepared = prepare(load_config(config), torch.device("cpu"))  # predicting zero, the standardised mean:
+    assert prepared.learner.head.initial_loss(prepared.data.splits["train"][1]) == pytest.approx(1.0, rel=0.01)
 
 
 def test_label_smoothing_from_the_config_is_in_the_loss(tmp_path):
@@ -84,12 +119,12 @@ def test_step_schedules_record_the_lr_of_their_formula(tmp_path, scheduler, expe
         assert record["lr"] == pytest.approx(expected(record["step"]), rel=1e-6), record
 
 
-def test_onecycle_rises_to_lr_then_anneals(tmp_path):
-    config = write_config(tmp_path, scheduler={"name": "onecycle", "pct_start": 0.25},
-                          train={"epochs": 2, "log_every_steps": 1})
-    lrs = [r["lr"] for r in step_records(mltrain.fit(config).run_dir)]
+def test_onecycle_rises_to_lr_then_anneals_and_leaves_the_momentum_alone(tmp_path):
+    config = write_config(tmp_path, scheduler={"name": "onecycle"}, train={"epochs": 2, "log_every_steps": 1})
+    run = mltrain.fit(config).run_dir
+    lrs = [r["lr"] for r in step_records(run)]
     total = 14 + 1  # the run's 14 steps and one more, so that the last step stays on the curve
-    peak = 0.25 * total - 1  # the step at which the rise ends (torch's OneCycleLR phases)
+    peak = 0.3 * total - 1  # the step at which the rise ends (torch's OneCycleLR phases), pct_start 0.3
 
     def lr_after(step):
         if step <= peak:
@@ -100,6 +135,8 @@ def test_onecycle_rises_to_lr_then_anneals(tmp_path):
 
     assert lrs == pytest.approx([lr_after(step) for step in range(1, 15)], rel=1e-6)
     assert max(lrs) == pytest.approx(0.01, rel=0.05) and lrs[-1] < 0.01 / 1000
+    groups = torch.load(run / "checkpoints/last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert all(tuple(group["betas"]) == (0.9, 0.999) for group in groups)  # no momentum cycling
 
 
 def test_plateau_drops_the_lr_after_validations_without_improvement(tmp_path):
