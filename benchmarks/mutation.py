@@ -11,6 +11,7 @@ Not part of CI: the whole set takes tens of minutes on 2 cores.
 
     python benchmarks/mutation.py mltrain/heads.py [--every N] [--json out.json]
     python benchmarks/mutation.py all --every 8 --tree ../an-older-checkout   # its code and its tests
+    python benchmarks/mutation.py all --recheck out.json   # only the survivors of an earlier run
 """
 
 from __future__ import annotations
@@ -110,12 +111,16 @@ def run_tests(copy_root: Path, tests: list[str], timeout: float) -> tuple[bool, 
     return passed, time.monotonic() - started
 
 
-def check_module(checkout: Path, module: str, every: int) -> dict:
-    """Every `every`-th mutant of `module` in `checkout`, against that checkout's own tests."""
+def check_module(checkout: Path, module: str, every: int, only: list[dict] | None = None) -> dict:
+    """Every `every`-th mutant of `module` in `checkout`, against that checkout's own tests; or
+    `only` those (line and change, as a result's survivors list them)."""
     tests = [test for test in SCOPES[module] if (checkout / test).is_file()]
     source = (checkout / module).read_text()
     tree = ast.parse(source)
     spots = mutations(tree)[::every]
+    if only is not None:
+        wanted = {(survivor["line"], survivor["change"]) for survivor in only}
+        spots = [spot for spot in mutations(tree) if (spot[2], spot[1]) in wanted]
     with tempfile.TemporaryDirectory(prefix="mltrain-mutation-") as tmp:
         root = Path(tmp)
         for name in ("mltrain", "tests", "configs"):
@@ -144,13 +149,18 @@ def main() -> None:
     parser.add_argument("module", help=f"one of {', '.join(SCOPES)}, or all")
     parser.add_argument("--every", type=int, default=1, help="every N-th mutant of each module (a spread sample)")
     parser.add_argument("--tree", type=Path, default=REPO, help="the checkout whose code and tests to check")
+    parser.add_argument("--recheck", type=Path, help="a --json file of an earlier run: try only its survivors")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     modules = list(SCOPES) if args.module == "all" else [args.module]
     unknown = [m for m in modules if m not in SCOPES]
     if unknown:
         raise SystemExit(f"unknown module {unknown[0]}; one of {', '.join(SCOPES)}")
-    results = [check_module(args.tree.resolve(), module, args.every) for module in modules]
+    earlier = {result["module"]: result["survivors"] for result in json.loads(args.recheck.read_text())} \
+        if args.recheck else {}
+    if args.recheck:
+        modules = [module for module in modules if module in earlier]
+    results = [check_module(args.tree.resolve(), module, args.every, earlier.get(module)) for module in modules]
     for result in results:
         print(f"{result['module']}: {result['killed']}/{result['mutants']} killed (score {result['score']}), "
               f"tests {result['tests_s']} s per run ({', '.join(result['tests'])})")

@@ -20,7 +20,7 @@ from .metrics import Accumulator
 from .models import build_model
 from .optim import build_optimizer
 
-NO_BAD_STEP = 2**62  # the NaN guard's "none yet": larger than any step, so a minimum keeps the first bad one
+NO_BAD_STEP = torch.iinfo(torch.int64).max  # the NaN guard's "none yet": a minimum keeps the first bad step
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
 
 
