@@ -36,7 +36,8 @@ SCOPES = {
     "mltrain/optim.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_config.py"],
     "mltrain/learner.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_engine.py"],
     "mltrain/checkpoint.py": ["tests/test_restore.py", "tests/test_resume.py", "tests/test_eval_and_checks.py"],
-    "mltrain/train.py": ["tests/test_train.py", "tests/test_training_promises.py", "tests/test_resume.py"],
+    "mltrain/train.py": ["tests/test_train.py", "tests/test_training_promises.py", "tests/test_resume.py",
+                         "tests/test_distributed.py"],
     "mltrain/data/splits.py": ["tests/test_data_and_metrics.py", "tests/test_data_sources.py"],
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -100,3 +101,26 @@ def _text(state: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{key} is {value!r}, not text")
     return value
+
+
+@dataclass(frozen=True)
+class Renumbering:
+    """A run resumed with another number of processes takes global batches of another size, so it
+    counts steps in other units. This maps the earlier part's steps to the resumed part's: an
+    epoch's end stays its end; mid-epoch, a step becomes the number of the new, larger or smaller
+    steps whose samples it had consumed."""
+    saved_step: int  # the checkpoint's step, in the earlier units
+    old_in_epoch: int  # optimizer steps per epoch, earlier and now
+    new_in_epoch: int
+    old_samples_per_step: int  # samples per optimizer step (every process's), earlier and now
+    new_samples_per_step: int
+
+    def epoch_step(self, old_epoch_step: int) -> int:
+        if old_epoch_step >= self.old_in_epoch:
+            return self.new_in_epoch
+        return min(old_epoch_step * self.old_samples_per_step // self.new_samples_per_step, self.new_in_epoch)
+
+    def step(self, epoch: int, old_step: int) -> int:
+        """The new step of an earlier record made at `old_step` in `epoch` (counted from 1)."""
+        done = max(epoch - 1, 0)
+        return done * self.new_in_epoch + self.epoch_step(old_step - done * self.old_in_epoch)

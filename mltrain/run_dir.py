@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import TrainingFailed, UserError
+from .position import Renumbering
 
 # In every directory `mltrain fit` makes: it tells a run from any other folder, and the process
 # writing the run holds an exclusive lock on it and writes its pid into it.
@@ -256,12 +257,19 @@ class RunDir:
                 if stale.is_file() and not stale.is_symlink():
                     stale.unlink(missing_ok=True)
 
-    def cut_back(self, step: int) -> None:
+    def cut_back(self, step: int, renumbering: Renumbering | None = None) -> None:
         """Metrics cut back to what happened up to `step` (the checkpoint being resumed): later
         records and a half-written last line are dropped, so the files read as if the run had
-        never stopped."""
-        run, path = self, self.path
-        jsonl = path / "metrics.jsonl"
+        never stopped. With a `renumbering` (resumed with another number of processes) the cut is
+        at its saved step and the records kept take the resumed run's step numbers."""
+        cut = renumbering.saved_step if renumbering else step
+
+        def renumbered(record: dict[str, Any]) -> dict[str, Any]:
+            if renumbering is None:
+                return record
+            return {**record, "step": renumbering.step(record.get("epoch", 1), record["step"])}
+
+        jsonl = self.path / "metrics.jsonl"
         kept = []
         if jsonl.exists():
             for line in jsonl.read_text(encoding="utf-8").splitlines():
@@ -270,17 +278,18 @@ class RunDir:
                 except json.JSONDecodeError:
                     break  # a line cut short by a crash is always the last one
                 line_step = record.get("step", 0) if isinstance(record, dict) else None
-                if not isinstance(line_step, int) or line_step > step:  # a later record, or not one of ours
+                if not isinstance(line_step, int) or line_step > cut:  # a later record, or not one of ours
                     break
-                kept.append(line + "\n")
+                kept.append(to_json(renumbered(record)) + "\n" if renumbering else line + "\n")
         write_atomically(jsonl, "".join(kept))
-        csv_path = path / "metrics.csv"
+        csv_path = self.path / "metrics.csv"
         if csv_path.exists():
             rows = read_epoch_rows(csv_path)
-            run.records = [row for row in rows if isinstance(row.get("step", 0), int) and row.get("step", 0) <= step]
-            run._write_csv()
-        run.checkpoints.mkdir(exist_ok=True)
-        run.plots.mkdir(exist_ok=True)
+            self.records = [renumbered(row) for row in rows
+                            if isinstance(row.get("step", 0), int) and row.get("step", 0) <= cut]
+            self._write_csv()
+        self.checkpoints.mkdir(exist_ok=True)
+        self.plots.mkdir(exist_ok=True)
 
     def write_config(self, text: str) -> None:
         write_atomically(self.path / "config.yaml", text)

@@ -23,7 +23,7 @@ from .metrics import Accumulator, samples_per_s
 from .models import count_parameters
 from .monitor import Monitor
 from .optim import LRSchedule, run_length
-from .position import Position
+from .position import Position, Renumbering
 from .progress import ProgressView
 from .restore import DAMAGED, Restored, check_numbers, load_eval_weights, loading_state, restore
 from .run_dir import RunDir
@@ -160,6 +160,7 @@ class Training:
         self.schedule = LRSchedule(cfg.scheduler, learner.optimizer, self.total_steps, self.monitor.mode)
         self.totals = self._accumulator()  # of the epoch in progress
         self.final: Record = {}  # the record of the last completed epoch
+        self.renumbering: Renumbering | None = None  # resumed with another number of processes
         self.last_validation: Record = {}
 
         view = ProgressView(quiet or not job.is_main)
@@ -221,11 +222,10 @@ class Training:
         per_step = self.cfg.train.accumulate * self.cfg.data.batch_size
         saved_in_epoch, _ = run_length(self.data.size("train"), self.cfg.data.batch_size, self.cfg.train.accumulate,
                                        1, None, saved_processes)
-        in_epoch = self.position.steps_in_epoch
-        consumed = state["epoch_step"] * per_step * saved_processes
-        state["epoch_step"] = in_epoch if state["epoch_step"] >= saved_in_epoch else \
-            min(consumed // (per_step * self.job.world_size), in_epoch)
-        state["step"] = max(state["epoch"] - 1, 0) * in_epoch + state["epoch_step"]
+        self.renumbering = Renumbering(state["step"], saved_in_epoch, self.position.steps_in_epoch,
+                                       per_step * saved_processes, per_step * self.job.world_size)
+        state["epoch_step"] = self.renumbering.epoch_step(state["epoch_step"])
+        state["step"] = self.renumbering.step(state["epoch"], state["step"])
         self.learner.steps = state["step"]
         if self.job.is_main:
             print(f"resuming with {self.job.world_size} process(es) a run last trained with {saved_processes}: "
@@ -304,7 +304,7 @@ class Training:
 
     def _start(self) -> None:
         run = RunStart(self.cfg, self.run_dir.path, self.position.step, self.total_steps, self.epochs,
-                       self.position.steps_in_epoch)
+                       self.position.steps_in_epoch, self.renumbering)
         for sink in self.sinks:
             sink.start(run)
             self.started.append(sink)

@@ -152,7 +152,13 @@ def test_resuming_with_another_number_of_processes_says_the_order_changes(tmp_pa
     assert first.returncode == 0, first.stderr
     resumed = fit("--resume", tmp_path / "run", "--nproc", "2", "--set", "train.epochs=2")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming with 2 process(es) a run last trained with 1" in resumed.stdout
+    assert "resuming with 2 process(es) a run last trained with 1: the global batch is now 32" in resumed.stdout
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2 and summary["processes"] == 2
     assert summary["steps"] == 2 * 14  # 432 samples: 14 global batches of 2 x 16 an epoch, counted anew
+    logged = [(r["epoch"], r["step"]) for r in map(json.loads, (tmp_path / "run/metrics.jsonl").read_text().splitlines())
+              if "grad_norm" in r]
+    # Epoch 1's 27 steps of 16 samples kept, renumbered in steps of 32: step k became k * 16 // 32, its end 14.
+    assert logged == [(1, k // 2) for k in range(1, 27)] + [(1, 14)] + [(2, step) for step in range(15, 29)]
+    rows = (tmp_path / "run/metrics.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in rows[1:]] == [["1", "14"], ["2", "28"]]  # epoch 1's row is kept

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..position import Renumbering
 
 Record = dict[str, Any]  # "epoch", "step" and metrics named "<split>/<metric>", "lr", ...
 
@@ -22,6 +23,7 @@ class RunStart:
     total_steps: int
     epochs: int
     steps_in_epoch: int
+    renumbering: Renumbering | None = None  # resumed with another number of processes: the earlier steps' units
 
 
 class Sink:

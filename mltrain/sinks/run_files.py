@@ -28,7 +28,7 @@ class RunFiles(Sink):
         self.run.log(line)
 
     def start(self, run: RunStart) -> None:
-        self.run.cut_back(run.resumed_step)
+        self.run.cut_back(run.resumed_step, run.renumbering)
         self.run.write_config(dump_config(run.cfg))
         self.run.write_json("summary.json", {**self.run.read_summary(), "status": "running"})
 
