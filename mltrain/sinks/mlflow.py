@@ -47,6 +47,8 @@ class MLflowSink(Sink):
         if run_id and self._exists(run_id):
             self.client.update_run(run_id, status="RUNNING")
             self.sent_step = state.get("sent_step", 0)
+            if run.renumbering is not None:  # it counted in the earlier steps: from here on, the new ones
+                self.sent_step = run.resumed_step
         else:
             experiment_id = self._experiment_id(run.cfg.name)
             run_id = self.client.create_run(experiment_id, run_name=self.run_dir.name,
