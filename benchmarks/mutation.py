@@ -114,14 +114,15 @@ def run_tests(copy_root: Path, tests: list[str], timeout: float) -> tuple[bool, 
 
 def check_module(checkout: Path, module: str, every: int, only: list[dict] | None = None) -> dict:
     """Every `every`-th mutant of `module` in `checkout`, against that checkout's own tests; or
-    `only` those (line and change, as a result's survivors list them)."""
+    `only` those (code and change, as a result's survivors list them)."""
     tests = [test for test in SCOPES[module] if (checkout / test).is_file()]
     source = (checkout / module).read_text()
     tree = ast.parse(source)
     spots = mutations(tree)[::every]
-    if only is not None:
-        wanted = {(survivor["line"], survivor["change"]) for survivor in only}
-        spots = [spot for spot in mutations(tree) if (spot[2], spot[1]) in wanted]
+    if only is not None:  # matched by the line's code, which edits above it do not move
+        wanted = {(survivor["code"], survivor["change"]) for survivor in only}
+        lines = source.splitlines()
+        spots = [spot for spot in mutations(tree) if (lines[spot[2] - 1].strip(), spot[1]) in wanted]
     with tempfile.TemporaryDirectory(prefix="mltrain-mutation-") as tmp:
         root = Path(tmp)
         for name in ("mltrain", "tests", "configs"):
