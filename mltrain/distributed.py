@@ -137,7 +137,10 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     try:
         elastic_launch(config, entrypoint=sys.executable)("-u", "-m", "mltrain", *argv)
     except ChildFailedError as failure:
-        rank, reason = min(failure.failures.items(), key=lambda item: item[1].timestamp)  # the first to fail
+        # A worker killed or crashed is the cause (the others then fail on the lost connection);
+        # otherwise the first to fail. Timestamps are whole seconds, so a tie is common.
+        crashed = [item for item in failure.failures.items() if item[1].exitcode not in (1, 2, 130)]
+        rank, reason = min(crashed or failure.failures.items(), key=lambda item: item[1].timestamp)
         if reason.exitcode in (1, 2, 130):  # the worker said why on its stderr
             return reason.exitcode
         print(f"failed: worker rank {rank} ended with exit code {reason.exitcode} (killed or crashed); "

@@ -273,6 +273,25 @@ def test_a_quantity_is_not_guessed_into_classes_but_explicit_class_ids_are_kept(
     assert len(classes) == 60
 
 
+@pytest.mark.parametrize("targets, shown", [
+    ([str(i % 60) for i in range(120)], "60 distinct numbers there (0, 1, 2, ..., 59)"),  # too many to be ids
+    (["0.5", "1.5", "2.5"] * 20, "3 distinct numbers there (0.5, 1.5, 2.5)"),  # fractions
+])
+def test_each_sign_of_a_quantity_is_enough_to_refuse_the_guess(cli, tmp_path, targets, shown):
+    rows = ["x,y"] + [f"{i / 10},{target}" for i, target in enumerate(targets)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    result = cli("fit", write_config(tmp_path, {"dataset": "csv", "path": "t.csv", "target": "y"}, train=FEW_STEPS))
+    assert result.exit_code == 2 and shown in result.stderr
+
+
+@pytest.mark.parametrize("cell, problem", [("", "is empty there"), ("nan", "is not finite there")])
+def test_a_missing_class_label_names_its_row(cli, tmp_path, cell, problem):
+    rows = ["x,y"] + [f"{i},{cell if i == 7 else i % 2}" for i in range(20)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    result = cli("fit", write_config(tmp_path, {"dataset": "csv", "path": "t.csv", "target": "y"}, train=FEW_STEPS))
+    assert result.exit_code == 2 and f"t.csv:9: column 'y' {problem}" in result.stderr
+
+
 def test_a_few_whole_numbers_are_still_guessed_to_be_classes(cli, tmp_path):
     rows = ["x,grade"] + [f"{i / 10},{i % 3 + 1}" for i in range(60)]
     (tmp_path / "grades.csv").write_text("\n".join(rows) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -12,7 +11,7 @@ from . import (
     check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
     preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
-from .errors import exit_now
+from . import ending
 
 app = typer.Typer(
     name="mltrain",
@@ -55,17 +54,28 @@ app.command("sweep")(sweep_cmd.sweep)
 
 
 def main() -> None:
-    """Run the app and exit with its code; a worker of a distributed job ends with `exit_now`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        sys.exit(_run())
+    """Run the app and exit with its code. A process that held torch.distributed's threads (a
+    worker of a distributed job, the `fit --nproc` launcher) ends with `exit_now`."""
     try:
         code = _run()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    except BaseException:  # a crash: its traceback, as the interpreter would print it
-        traceback.print_exc()
-        code = 1
-    exit_now(code)
+    except BaseException as error:
+        if not ending.abrupt():
+            raise
+        code = _exit_code(error)
+    if ending.abrupt():
+        ending.exit_now(code)
+    sys.exit(code)
+
+
+def _exit_code(error: BaseException) -> int:
+    """What the interpreter would make of an exception that ends the program, printed the same way."""
+    if isinstance(error, SystemExit):
+        if error.code is None or isinstance(error.code, int):
+            return error.code or 0
+        print(error.code, file=sys.stderr)
+        return 1
+    traceback.print_exc()
+    return 1
 
 
 def _run() -> int:

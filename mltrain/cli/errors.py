@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 import traceback
-from typing import Iterator, NoReturn
+from typing import Iterator
 
 import typer
 
@@ -44,12 +44,3 @@ def _fail(message: str, code: int) -> None:
         print(f"rank {rank}: {message}", file=sys.stderr)
     raise typer.Exit(code) from None
 
-
-def exit_now(code: int) -> NoReturn:
-    """Exit with `code` once stdout and stderr are flushed, skipping the interpreter's teardown, as
-    Python's multiprocessing ends its children. For a process that held torch.distributed's threads
-    (a worker's process group, the launcher's rendezvous store): everything it writes is closed by
-    then, and the teardown can abort it (std::terminate from such a thread still running at exit)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -5,7 +5,8 @@ from typing import Optional
 
 import typer
 
-from .errors import exit_codes, exit_now
+from . import ending
+from .errors import exit_codes
 from .options import SET
 
 
@@ -31,16 +32,15 @@ def fit(
         from ..errors import UserError
 
         if nproc > 1:
-            import os
-
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if ending.is_distributed_worker():
                 raise UserError("--nproc under torchrun: torchrun already started the processes; leave --nproc out")
             from ..config import load_config
             from ..distributed import launch_local
 
             if config is not None:
                 load_config(config, set_)  # a bad config is one message here, not one per worker
-            exit_now(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
+            ending.launching_workers()
+            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
         if resume is not None:
             if config is not None or run_dir is not None:
                 raise UserError("--resume continues a run with its own config and directory: "

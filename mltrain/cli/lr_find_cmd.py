@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -35,8 +36,9 @@ def lr_find(
             raise UserError(f"--start-lr {start_lr:g} and --end-lr {end_lr:g}: need 0 < start < end")
         cfg = load_config(config, set_)
         plot = Path(cfg.output.dir) / f"{cfg.name}-lr-find.png"
-        with _plot_writing(cfg.output.dir):
-            plot.parent.mkdir(parents=True, exist_ok=True)  # refused before the test, not after it
+        with _plot_writing(cfg.output.dir):  # refused before the test, not after it
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=plot.parent).close()
         report = run_test(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps)
         with _plot_writing(cfg.output.dir):
             report["plot"] = str(plot_lr_curve(report, plot))

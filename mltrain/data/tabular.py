@@ -103,13 +103,20 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
                             "regression on numbers; the head is the problem: use model.head: softmax for classes")
         return _numbers(file, name, values, lines, "regression targets").astype(np.float32), None
     if class_names is None:
+        for value, line in zip(values, lines):
+            if not value.strip():
+                raise UserError(f"{file}:{line}: column '{name}' is empty there; every row needs its class: "
+                                "fill in or drop that row")
         distinct = set(values)
-        class_names = sorted(distinct, key=float) if _is_numeric(list(distinct)) else sorted(distinct)
+        numeric = _is_numeric(list(distinct))
+        if numeric:
+            _numbers(file, name, values, lines, "numeric class labels")  # finite, or the row is named
+        class_names = sorted(distinct, key=float) if numeric else sorted(distinct)
         if len(class_names) < 2:
             raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
                             "classification needs at least 2 classes")
         if task_from_head and _looks_like_a_quantity(class_names):
-            shown = ", ".join(class_names[:3]) + (f", ..., {class_names[-1]}" if len(class_names) > 3 else "")
+            shown = ", ".join(class_names if len(class_names) <= 4 else [*class_names[:3], "...", class_names[-1]])
             raise UserError(f"data.target '{name}': {file} holds {len(class_names)} distinct numbers there "
                             f"({shown}), and a classification head "
                             "would make each one a class; for a quantity use model.head: linear (regression), "
