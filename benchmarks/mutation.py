@@ -116,6 +116,8 @@ def check_module(checkout: Path, module: str, every: int, only: list[dict] | Non
     """Every `every`-th mutant of `module` in `checkout`, against that checkout's own tests; or
     `only` those (code and change, as a result's survivors list them)."""
     tests = [test for test in SCOPES[module] if (checkout / test).is_file()]
+    if not tests:  # pytest without paths would run the whole suite for every mutant
+        raise SystemExit(f"{module}: {checkout} has none of its tests ({', '.join(SCOPES[module])})")
     source = (checkout / module).read_text()
     tree = ast.parse(source)
     spots = mutations(tree)[::every]
@@ -154,6 +156,8 @@ def main() -> None:
     parser.add_argument("--recheck", type=Path, help="a --json file of an earlier run: try only its survivors")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.every < 1:
+        parser.error("--every takes 1 or more")
     modules = list(SCOPES) if args.module == "all" else [args.module]
     unknown = [m for m in modules if m not in SCOPES]
     if unknown:
