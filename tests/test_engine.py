@@ -95,6 +95,7 @@ def test_accumulation_end_to_end_matches_a_bigger_batch(tmp_path):
     common["data"] = {"batch_size": 16, "val_split": 0.0}
     small = mltrain.fit(write_config(tmp_path, name="small", train={"epochs": 3, "accumulate": 4}, **common))
     assert big.summary["steps"] == small.summary["steps"]
+    assert big.summary["global_batch_size"] == small.summary["global_batch_size"] == 64
     weights = [torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["model"] for r in (big, small)]
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-4, atol=1e-5)
