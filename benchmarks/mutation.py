@@ -37,7 +37,7 @@ SCOPES = {
     "mltrain/learner.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_engine.py"],
     "mltrain/checkpoint.py": ["tests/test_restore.py", "tests/test_resume.py", "tests/test_eval_and_checks.py"],
     "mltrain/train.py": ["tests/test_train.py", "tests/test_training_promises.py", "tests/test_resume.py",
-                         "tests/test_distributed.py"],
+                         "tests/test_engine.py", "tests/test_distributed.py"],
     "mltrain/data/splits.py": ["tests/test_data_and_metrics.py", "tests/test_data_sources.py"],
 }
 
