@@ -115,7 +115,7 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
         if len(class_names) < 2:
             raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
                             "classification needs at least 2 classes")
-        if task_from_head and _looks_like_a_quantity(class_names):
+        if task_from_head and numeric and _looks_like_a_quantity(class_names):
             shown = ", ".join(class_names if len(class_names) <= 4 else [*class_names[:3], "...", class_names[-1]])
             raise UserError(f"data.target '{name}': {file} holds {len(class_names)} distinct numbers there "
                             f"({shown}), and a classification head "
@@ -129,11 +129,9 @@ def _targets(file: Path, name: str, values: list[str], lines: list[int], task: s
     return np.array([index[value] for value in values], dtype=np.int64), class_names
 
 
-def _looks_like_a_quantity(class_names: list[str]) -> bool:
+def _looks_like_a_quantity(numbers: list[str]) -> bool:
     """Numbers with a fraction, or too many distinct ones to be class ids."""
-    if not _is_numeric(class_names):
-        return False
-    return len(class_names) > MAX_GUESSED_CLASSES or any(not float(name).is_integer() for name in class_names)
+    return len(numbers) > MAX_GUESSED_CLASSES or any(not float(number).is_integer() for number in numbers)
 
 
 def _encoding(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
