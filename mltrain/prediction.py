@@ -242,7 +242,4 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    try:
-        write_atomically(path, text)
-    except OSError as error:
-        raise UserError(f"--output {path}: cannot write it: {error.strerror or error}") from None
+    write_atomically(path, text)  # a write the disk refuses is one line naming the file, exit 1

@@ -86,8 +86,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = Non
             if job.is_main:
                 shutil.rmtree(run.path, ignore_errors=True)  # bad data or model, or a stop: leave no run behind
             raise
-        with stop_on_signals():  # from here a stop waits for the end of a step or of a write
-            return training.run()
+        return training.run()  # which waits for the end of a step or of a write to stop
 
 
 def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
@@ -103,8 +102,7 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
             with job.joined(torch_device), _shared(job, lambda: RunDir.reopen(target)) as run:
                 prepared = prepare(cfg, torch_device, job.local_world_size)
                 training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
-                with stop_on_signals():  # from here a stop waits for the end of a step or of a write
-                    return training.run()
+                return training.run()
         restored = restore(target, prefer=("last.pt",), device=device, overrides=overrides, resume=True)
         if restored.run_dir is None:
             raise UserError(f"{restored.path}: --resume needs a checkpoint inside its run directory "
@@ -112,8 +110,7 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
         with job.joined(restored.learner.device), _shared(job, lambda: RunDir.reopen(restored.run_dir)) as run:
             training = Training(restored.cfg, run, restored.data(), restored.learner, restored.threads, quiet, sinks,
                                 restored, job=job)
-            with stop_on_signals():  # from here a stop waits for the end of a step or of a write
-                return training.run()
+            return training.run()
 
 
 def _shared(job: Distributed, create: Callable[[], RunDir]) -> RunDir:

@@ -43,4 +43,3 @@ def _fail(message: str, code: int) -> None:
     elif code not in (2, 130):  # bad input and stops are the same on every process
         print(f"rank {rank}: {message}", file=sys.stderr)
     raise typer.Exit(code) from None
-

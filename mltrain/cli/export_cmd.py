@@ -19,8 +19,8 @@ def export(
 ) -> None:
     """Export a trained model, checked against PyTorch's outputs before it reports done.
 
-    The file takes a batch of preprocessed samples (dynamic batch size) and gives the raw outputs
-    (logits). The check runs it on the run's data, or on random inputs when the data is not here,
+    The file takes a batch of preprocessed samples (dynamic batch size) and gives a classifier's
+    logits, or a regression model's values in the target's units. The check runs it on the run's data, or on random inputs when the data is not here,
     and prints the largest difference; above the tolerance the exit code is 1.
 
     Example: mltrain export runs/quickstart-20260101-120000 --format onnx
