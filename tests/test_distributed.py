@@ -1,5 +1,6 @@
 """Two CPU processes with gloo, launched by `--nproc 2` (torch's elastic launcher) or by torchrun."""
 
+import contextlib
 import json
 import os
 import signal
@@ -34,7 +35,23 @@ def config(directory, name="ddp", batch_size=16, **train):
 
 
 def fit(*args, timeout=120):
-    return subprocess.run([MLTRAIN, "fit", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    process = subprocess.Popen([MLTRAIN, "fit", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        stop_job(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def stop_job(launcher):
+    """Kill a launcher (fit --nproc, torchrun) and its workers, which run in sessions of their own."""
+    workers = worker_pids(launcher.pid) if launcher.poll() is None else []
+    launcher.kill()
+    launcher.wait()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def weights(run):
@@ -82,9 +99,7 @@ def test_a_killed_worker_ends_the_job_and_the_run_resumes_bitwise(tmp_path):
         assert launcher.returncode != 0 and time.monotonic() - started < 30
         assert "killed or crashed" in stderr
     finally:
-        launcher.kill()
-        for pid in worker_pids(launcher.pid):
-            os.kill(pid, signal.SIGKILL)
+        stop_job(launcher)
 
     resumed = fit("--resume", run, "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
@@ -110,7 +125,7 @@ def test_two_nodes_rendezvous_through_torchrun(tmp_path):
         outputs = [node.communicate(timeout=120) for node in nodes]
     finally:
         for node in nodes:
-            node.kill()
+            stop_job(node)
     assert all(node.returncode == 0 for node in nodes), outputs
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["status"] == "completed" and summary["processes"] == 2
@@ -138,7 +153,7 @@ def test_ctrl_c_to_the_launcher_saves_once_and_exits_130(tmp_path):
         launcher.send_signal(signal.SIGINT)
         stdout, stderr = launcher.communicate(timeout=30)
     finally:
-        launcher.kill()
+        stop_job(launcher)
     assert launcher.returncode == 130, stderr
     assert stdout.count("interrupted at step") == 1 and stderr == "interrupted\n"
     summary = json.loads((run / "summary.json").read_text())

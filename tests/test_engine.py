@@ -162,7 +162,9 @@ def test_compile_gives_checkpoints_with_plain_keys(tmp_path):
 
 class DeterminismSeen(Sink):
     """Whether torch was set to deterministic algorithms while the run trained."""
-    seen: list[bool] = []
+
+    def __init__(self):
+        self.seen: list[bool] = []
 
     def step(self, record):
         self.seen.append(torch.are_deterministic_algorithms_enabled())
@@ -171,12 +173,15 @@ class DeterminismSeen(Sink):
 def test_deterministic_runs_repeat(tmp_path):
     config = write_config(tmp_path, model={"dropout": 0.2}, train={"epochs": 2, "deterministic": True,
                                                                     "log_every_steps": 3})
-    runs = [mltrain.fit(config, sinks=[DeterminismSeen()]) for _ in range(2)]
-    assert DeterminismSeen.seen and all(DeterminismSeen.seen)
+    sinks = [DeterminismSeen(), DeterminismSeen()]
+    try:
+        runs = [mltrain.fit(config, sinks=[sink]) for sink in sinks]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(sink.seen and all(sink.seen) for sink in sinks)
     assert runs[0].summary["final"]["val/loss"] == runs[1].summary["final"]["val/loss"]
     weights = [torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["model"] for r in runs]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
-    torch.use_deterministic_algorithms(False)
 
 
 def test_label_smoothing_raises_the_loss_of_confident_predictions():

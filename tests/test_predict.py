@@ -250,17 +250,21 @@ def test_a_terminal_shows_a_progress_bar_on_stderr_and_stdout_stays_json(table_r
                                     "--json"], stdout=stdout, stderr=follower, env={**os.environ, "COLUMNS": "80"})
     os.close(follower)
     seen = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        try:
-            chunk = os.read(leader, 4096) if ready else b""
-        except OSError:  # the process closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    process.wait(timeout=60)
-    os.close(leader)
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            try:
+                chunk = os.read(leader, 4096) if ready else b""
+            except OSError:  # the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+        os.close(leader)
     assert process.returncode == 0
     assert b"predicting" in seen and b"600" in seen
     assert json.loads((tmp_path / "stdout.json").read_text())["count"] == 600

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 import mltrain
-from conftest import MLTRAIN, write_config
+from conftest import MLTRAIN, only_run, write_config
 from mltrain.errors import TrainingFailed
 from mltrain.run_dir import RunDir, temporary_file
 from mltrain.sinks import Sink
@@ -35,11 +35,15 @@ from torch import nn
 
 
 def pause(where):
-    """Once per SLOW_DIR: marks that `where` began, then waits SLOW_<WHERE> seconds."""
+    """Once per SLOW_DIR: marks that `where` began, then waits until the test releases it (the file
+    release-<where>), SLOW_<WHERE> seconds at most."""
     seconds = float(os.environ.get(f"SLOW_{where.upper()}", 0))
-    if seconds and not (Path(os.environ["SLOW_DIR"]) / where).exists():
-        (Path(os.environ["SLOW_DIR"]) / where).touch()
-        time.sleep(seconds)
+    folder = Path(os.environ["SLOW_DIR"])
+    if seconds and not (folder / where).exists():
+        (folder / where).touch()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (folder / f"release-{where}").exists():
+            time.sleep(0.05)
 
 
 def blobs(points: int = 90):
@@ -78,10 +82,21 @@ def slow(tmp_path, monkeypatch):
     return config
 
 
-def start(*args, **pauses):
-    env = {**os.environ, **{f"SLOW_{where.upper()}": str(seconds) for where, seconds in pauses.items()}}
-    return subprocess.Popen([MLTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env)
+@pytest.fixture
+def start():
+    """Starts `mltrain ARGS` with the given pauses (seconds at most); kills what still runs at the end."""
+    processes = []
+
+    def launch(*args, **pauses):
+        env = {**os.environ, **{f"SLOW_{where.upper()}": str(seconds) for where, seconds in pauses.items()}}
+        processes.append(subprocess.Popen([MLTRAIN, *map(str, args)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True, env=env))
+        return processes[-1]
+
+    yield launch
+    for process in processes:
+        process.kill()
+        process.communicate()
 
 
 def wait_for(path, process, timeout=60):
@@ -161,8 +176,11 @@ def test_one_writer_at_a_time_and_a_killed_writer_leaves_nothing_behind(cli, tmp
         holder.kill()  # kill -9: the kernel drops its lock
         holder.wait()
     # What a kill -9 in the middle of atomic writes leaves: hidden temporary files.
-    leftovers = [Path(temporary_file(path)[1]) for path in (run / "checkpoints/last.pt", run / "metrics.csv")]
-    assert all(path.exists() for path in leftovers)
+    leftovers = []
+    for path in (run / "checkpoints/last.pt", run / "metrics.csv"):
+        fd, name = temporary_file(path)
+        os.close(fd)
+        leftovers.append(Path(name))
 
     resumed = cli("fit", "--resume", run, "--set", "train.epochs=2")
     assert resumed.exit_code == 0, resumed.output
@@ -171,7 +189,7 @@ def test_one_writer_at_a_time_and_a_killed_writer_leaves_nothing_behind(cli, tmp
 
 
 @pytest.mark.parametrize("resuming", [False, True], ids=["fit", "resume"])
-def test_a_stop_during_start_up_exits_130_and_leaves_the_run_as_it_was(slow, cli, tmp_path, resuming):
+def test_a_stop_during_start_up_exits_130_and_leaves_the_run_as_it_was(slow, cli, tmp_path, start, resuming):
     if resuming:
         run = mltrain.fit(slow, run_dir=tmp_path / "run").run_dir
         before = files_of(run)
@@ -189,13 +207,14 @@ def test_a_stop_during_start_up_exits_130_and_leaves_the_run_as_it_was(slow, cli
         assert not (tmp_path / "run").exists()  # nothing left behind that --run-dir would refuse
 
 
-def test_a_stop_while_scoring_the_test_split_is_finished_by_resume(slow, cli, tmp_path):
+def test_a_stop_while_scoring_the_test_split_is_finished_by_resume(slow, cli, tmp_path, start):
     run = tmp_path / "run"
-    process = start("fit", slow, "--run-dir", run, test=4)
+    process = start("fit", slow, "--run-dir", run, test=60)
     wait_for(tmp_path / "test", process)  # every step and its checkpoint done; the test split is scored
     refused = cli("fit", "--resume", run)  # the running fit holds the run
     assert refused.exit_code == 2 and f"(pid {process.pid})" in refused.stderr
     process.send_signal(signal.SIGTERM)
+    (tmp_path / "release-test").touch()  # after the signal: scoring ends, and the stop is taken
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     summary = json.loads((run / "summary.json").read_text())
@@ -320,7 +339,7 @@ def test_a_run_file_that_cannot_be_written_fails_the_run_in_one_line(tmp_path):
     config = write_config(tmp_path, train={"epochs": 3, "log_every_steps": 1})
     with pytest.raises(TrainingFailed, match=r"could not write .*metrics\.jsonl: Is a directory") as failed:
         mltrain.fit(config, sinks=[MetricsFileTakenAway()])
-    run = next((tmp_path / "runs").iterdir())
+    run = only_run(tmp_path)
     assert "what was written before is intact" in str(failed.value)
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
