@@ -12,19 +12,14 @@ import mltrain
 from conftest import only_run, read_jsonl, write_config
 
 
-def val_logits(config, run_dir):
-    """The val split's labels and the logits of last.pt's weights on it, rebuilt from the config."""
-    from mltrain.config import load_config
-    from mltrain.setup import prepare
+def val_logits(run_dir):
+    """The val split's labels and the logits of last.pt's weights on it, through mltrain's one rebuild path."""
+    from mltrain.restore import restore
 
-    cfg = load_config(config)
-    prepared = prepare(cfg, torch.device("cpu"))
-    model = prepared.learner.model
-    model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"])
-    model.eval()
-    x, y = prepared.data.splits["val"]
+    restored = restore(run_dir / "checkpoints" / "last.pt", device="cpu")
+    x, y = restored.data().splits["val"]
     with torch.no_grad():
-        return model(x), y
+        return restored.model.eval()(x), y
 
 
 def epoch_records(run_dir):
@@ -41,7 +36,7 @@ def test_the_sigmoid_head_trains_and_is_scored_with_binary_cross_entropy(tmp_pat
     result = mltrain.fit(config)
     records = epoch_records(result.run_dir)
     assert records[-1]["val/loss"] < records[0]["val/loss"] < math.log(2) + 0.05
-    logits, y = val_logits(config, result.run_dir)
+    logits, y = val_logits(result.run_dir)
     assert logits.shape == (len(y), 3)  # one-vs-rest: one logit per class
     assert records[-1]["val/loss"] == pytest.approx(
         F.binary_cross_entropy_with_logits(logits, F.one_hot(y, 3).float()).item(), rel=1e-5)
@@ -52,7 +47,7 @@ def test_a_binary_sigmoid_head_has_one_logit_and_predicts_its_sign(tmp_path):
     config = write_config(tmp_path, data={"classes": 2}, model={"hidden": [32, 32], "head": "sigmoid"},
                           optimizer={"name": "adam", "lr": 0.03}, train={"epochs": 4})
     records = epoch_records(mltrain.fit(config).run_dir)
-    logits, y = val_logits(config, only_run(tmp_path))
+    logits, y = val_logits(only_run(tmp_path))
     assert logits.shape == (len(y), 1)
     assert records[-1]["val/loss"] == pytest.approx(
         F.binary_cross_entropy_with_logits(logits[:, 0], y.float()).item(), rel=1e-5)
@@ -71,21 +66,20 @@ def test_regression_learns_standardised_targets_and_reports_in_their_units(tmp_p
     scale = torch.load(run / "checkpoints/last.pt", weights_only=True)["data_state"]["target_scale"]
     mean, std = scale["mean"][0], scale["std"][0]
     assert 0.5 < mean < 1.5 and std > 0.1  # the sum of two values in [0, 1]
-    logits, y = val_logits(config, run)
+    logits, y = val_logits(run)
     predicted = logits[:, 0] * std + mean
     assert last["val/mse"] == pytest.approx(((predicted - y) ** 2).mean().item(), rel=1e-4)
     assert last["val/loss"] == pytest.approx(last["val/mse"] / std ** 2, rel=1e-4)  # the loss: standardised
-    from mltrain.config import load_config
-    from mltrain.setup import prepare
+    from mltrain.restore import restore
 
-    prepared = prepare(load_config(config), torch.device("cpu"))  # predicting zero, the standardised mean:
-    assert prepared.learner.head.initial_loss(prepared.data.splits["train"][1]) == pytest.approx(1.0, rel=0.01)
+    restored = restore(run / "checkpoints/last.pt", device="cpu")  # predicting zero, the standardised mean:
+    assert restored.learner.head.initial_loss(restored.data().splits["train"][1]) == pytest.approx(1.0, rel=0.01)
 
 
 def test_label_smoothing_from_the_config_is_in_the_loss(tmp_path):
     config = write_config(tmp_path, train={"epochs": 1, "label_smoothing": 0.3})
     result = mltrain.fit(config)
-    logits, y = val_logits(config, result.run_dir)
+    logits, y = val_logits(result.run_dir)
     recorded = epoch_records(result.run_dir)[-1]["val/loss"]
     assert recorded == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.3).item(), rel=1e-5)
     assert recorded != pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
