@@ -295,6 +295,8 @@ class Training:
                          **({} if interrupted else {"error": str(error).splitlines()[0] if str(error) else
                                                     type(error).__name__}))
             raise
+        finally:
+            self.data.close()
         summary = self._finish("completed", **test)
         stop.check()  # a stop while the summary and plots were written: they were finished first
         return FitResult(self.run_dir.path, summary)

@@ -2,6 +2,7 @@
 CSV and npz; each bad-data case exits 2 naming the file and the problem."""
 
 import json
+import multiprocessing
 import subprocess
 import sys
 
@@ -174,6 +175,7 @@ def test_a_folder_above_max_memory_streams_from_disk_and_trains_alike(tmp_path):
     assert isinstance(streamed.splits["train"][0], StreamedImages)
     results = [mltrain.fit(write_config(tmp_path, {**common, **extra}, name=name, train={"epochs": 2}))
                for name, extra in (("memory", {}), ("disk", {"max_memory_mb": 0, "workers": 2}))]
+    assert not multiprocessing.active_children()  # the decoding workers ended with the run, not at some GC
     in_memory, from_disk = (r.summary["final"] for r in results)
     assert from_disk["val/loss"] == pytest.approx(in_memory["val/loss"], rel=1e-4)
     assert from_disk["train/loss"] == pytest.approx(in_memory["train/loss"], rel=1e-4)
