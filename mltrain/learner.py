@@ -20,14 +20,17 @@ from .metrics import Accumulator
 from .models import build_model
 from .optim import build_optimizer
 
-NO_BAD_STEP = torch.iinfo(torch.int64).max  # the NaN guard's "none yet": a minimum keeps the first bad step
+UNCHECKED_LOSSES = 1024  # losses the NaN guard holds before it reads them (a host sync on a GPU)
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
+
+
+NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
 def autocast_for(precision: str, device: torch.device):
     """Mixed precision as a context factory; fp32 runs plain."""
     if precision == "fp32":
-        return contextlib.nullcontext
+        return lambda: NO_CONTEXT
     if precision == "fp16" and device.type != "cuda":
         raise UserError(f"train.precision: fp16 needs a CUDA GPU (device here: {device}); "
                         "use bf16 on the CPU, or fp32")
@@ -61,7 +64,9 @@ class Learner:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
         self.steps = 0  # optimizer steps taken
-        self._first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
+        # The NaN guard: each micro-batch's (step, loss), read many at once by first_non_finite_step.
+        self._unchecked: list[tuple[int, torch.Tensor]] = []
+        self._first_bad_step: int | None = None
 
     @classmethod
     def build(cls, cfg: Config, spec: DataSpec, device: torch.device, training: bool = True,
@@ -90,7 +95,7 @@ class Learner:
     def accumulating(self, last: bool):
         """Around a micro-batch's backward: DDP averages gradients only on a step's last one."""
         if self.distributed is None or last:
-            return contextlib.nullcontext()
+            return NO_CONTEXT
         return self.distributed.no_sync()
 
     @property
@@ -117,10 +122,9 @@ class Learner:
         loss, logits = self._forward(self.forward_model, x, y)
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         loss = loss.detach()
-        # Remember the first step with a non-finite loss, on the device: no host sync here.
-        # (three small ops: the earliest step whose loss was not finite, or NO_BAD_STEP)
-        this_step = torch.where(torch.isfinite(loss), NO_BAD_STEP, self.steps + 1)
-        self._first_bad_step = torch.minimum(self._first_bad_step, this_step)
+        self._unchecked.append((self.steps + 1, loss))  # no device op and no host sync per step
+        if len(self._unchecked) >= UNCHECKED_LOSSES:
+            self._check_losses()
         return loss, logits.detach()
 
     def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
@@ -146,8 +150,17 @@ class Learner:
 
     def first_non_finite_step(self) -> int | None:
         """The first optimizer step whose loss was NaN or inf, if any (a host sync)."""
-        step = int(self._first_bad_step)
-        return step if step != NO_BAD_STEP else None
+        self._check_losses()
+        return self._first_bad_step
+
+    def _check_losses(self) -> None:
+        """Reads the losses not yet checked, all at once: two device ops and one host sync."""
+        if not self._unchecked:
+            return
+        finite = torch.isfinite(torch.stack([loss for _, loss in self._unchecked])).tolist()
+        if self._first_bad_step is None and not all(finite):
+            self._first_bad_step = self._unchecked[finite.index(False)][0]
+        self._unchecked.clear()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

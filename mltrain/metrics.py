@@ -18,6 +18,10 @@ def perplexity(mean_token_loss: float) -> float:
     return math.exp(mean_token_loss) if mean_token_loss < 700 else math.inf
 
 
+# A classifier's batches wait at most this long to have their correct predictions counted.
+UNCOUNTED_BATCHES = 64
+UNCOUNTED_VALUES = 1 << 22  # elements of their outputs (16 MB of float32 logits)
+
 REGRESSION_SUMS = ("squared_error", "absolute_error", "target", "target_square")  # per output, over samples
 
 
@@ -51,33 +55,60 @@ class Accumulator:
     """
 
     def __init__(self, device: torch.device, classifies: bool,
-                 across: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        """`across`: sums a tensor over every process of a distributed job (the identity alone)."""
-        self.classifies, self.across = classifies, across
+                 across: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 predict: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`across`: sums a tensor over every process of a distributed job (the identity alone).
+        `predict`: turns the outputs `update` is given (a head's logits) into predictions; without
+        it `update` is given predictions."""
+        self.classifies, self.across, self.predict = classifies, across, predict
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.errors: dict[str, torch.Tensor] = {}  # regression: REGRESSION_SUMS, from the first batch on
         self.count = 0  # samples, known on the host, no sync needed
         self.targets = 0  # values of y: samples x positions per sample
         self.per_position = False
+        self._uncounted: list[tuple[torch.Tensor, torch.Tensor]] = []  # a classifier's (outputs, y) to count
+        self._uncounted_values = 0  # elements of those outputs
 
-    def update(self, loss: torch.Tensor, predictions: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Add one batch; `loss` is the mean over its targets."""
-        self.loss_sum.add_(loss.detach(), alpha=y.numel())
-        if predictions is not None and self.classifies:
-            self.correct += (predictions == y).sum()
-        elif predictions is not None:
-            batch = regression_sums(predictions.detach(), y)
+    def update(self, loss: torch.Tensor, outputs: torch.Tensor | None, y: torch.Tensor) -> None:
+        """Add one batch (tensors outside autograd); `loss` is the mean over its targets. The loss
+        is summed now, in batch order (a float sum depends on its order, and an exact resume
+        repeats it); a classifier's correct predictions, an integer count, wait to be counted many
+        batches at once, so that a training step adds one device op."""
+        self.loss_sum.add_(loss, alpha=y.numel())
+        if outputs is not None and self.classifies:
+            self._uncounted.append((outputs, y))
+            self._uncounted_values += outputs.numel()
+            if len(self._uncounted) >= UNCOUNTED_BATCHES or self._uncounted_values >= UNCOUNTED_VALUES:
+                self._count_correct()
+        elif outputs is not None:
+            predictions = self.predict(outputs) if self.predict is not None else outputs
+            batch = regression_sums(predictions, y)
             self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors else batch
         self.count += len(y)
         self.targets += y.numel()
         self.per_position = y.dim() > 1
 
+    def _count_correct(self) -> None:
+        """Adds the waiting batches' correct predictions to `correct` (a few device ops, no sync)."""
+        alike: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # batches that concatenate
+        for outputs, y in self._uncounted:
+            alike.setdefault((outputs.shape[1:], y.shape[1:]), []).append((outputs, y))
+        for batches in alike.values():
+            outputs, targets = (torch.cat(parts) for parts in zip(*batches))
+            predictions = self.predict(outputs) if self.predict is not None else outputs
+            self.correct += (predictions == targets).sum()
+        self._uncounted.clear()
+        self._uncounted_values = 0
+
     def state_dict(self) -> dict:
+        self._count_correct()
         return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count,
                 "targets": self.targets, "per_position": self.per_position, **self.errors}
 
     def load_state_dict(self, state: dict) -> None:
+        self._uncounted.clear()
+        self._uncounted_values = 0
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
@@ -85,6 +116,7 @@ class Accumulator:
 
     def compute(self, split: str, across_processes: bool = True) -> dict[str, float]:
         """The metrics so far: one host sync (and, across processes, one all-reduce)."""
+        self._count_correct()
         sizes = [value.numel() for value in self.errors.values()]
         counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
         values = torch.cat([self.loss_sum.view(1), self.correct.double().view(1), counts,

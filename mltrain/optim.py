@@ -142,8 +142,8 @@ class PlateauConfig(SchedulerSection):
 
 
 @SCHEDULERS.register("constant", "the optimizer's lr throughout (after warmup)", SchedulerSection)
-def constant(optimizer: Optimizer, total_steps: int, mode: str) -> LRScheduler:
-    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+def constant(optimizer: Optimizer, total_steps: int, mode: str) -> None:
+    return None  # nothing to step: the lr stays as the optimizer (or the warmup) left it
 
 
 @SCHEDULERS.register("step", "multiply the lr by gamma every step_size steps", StepConfig)
@@ -191,7 +191,7 @@ def run_length(train_size: int, batch_size: int, accumulate: int, epochs: int,
 
 
 class LRSchedule:
-    """Linear warmup for `warmup_steps`, then the named torch scheduler.
+    """Linear warmup for `warmup_steps`, then the named torch scheduler (none for constant).
 
     `after_step` runs once per optimizer step; `after_validation` feeds the monitored metric
     to a plateau scheduler, the one kind that steps on validations instead of steps.
@@ -213,7 +213,7 @@ class LRSchedule:
         self.steps += 1
         if self.steps <= self.warmup_steps:
             self.warmup.step()
-        elif not self.on_plateau:
+        elif self.main is not None and not self.on_plateau:
             self.main.step()
 
     def after_validation(self, value: float) -> None:
@@ -225,7 +225,7 @@ class LRSchedule:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "main": self.main.state_dict(),
+        return {"steps": self.steps, "main": self.main.state_dict() if self.main is not None else None,
                 "warmup": self.warmup.state_dict() if self.warmup else None}
 
     def load_state_dict(self, state: dict) -> None:

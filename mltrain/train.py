@@ -256,7 +256,7 @@ class Training:
                             share = len(y) * job.world_size / global_size / len(group)
                             with learner.accumulating(last=index == len(group) - 1):
                                 loss, logits = learner.backward(x, y, scale=share)
-                            self.totals.update(loss, learner.predictions(logits), y)
+                            self.totals.update(loss, logits, y)
                         log_now = (position.step + 1) % cfg.train.log_every_steps == 0
                         grad_norm = learner.update(want_grad_norm=log_now)
                         self.schedule.after_step()
@@ -431,7 +431,7 @@ class Training:
             save_checkpoint(payload, self.run_dir.checkpoints / name)
 
     def _accumulator(self) -> Accumulator:
-        return Accumulator(self.device, self.learner.head.classifies, self.job.sum)
+        return Accumulator(self.device, self.learner.head.classifies, self.job.sum, self.learner.predictions)
 
     def _save_last(self) -> None:
         """last.pt where the run stands (its metrics: those of the last completed epoch)."""

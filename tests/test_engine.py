@@ -10,7 +10,7 @@ from conftest import read_jsonl, write_config
 from mltrain.config import section_config
 from mltrain.heads import SoftmaxHead
 from mltrain.data import DataSpec
-from mltrain.learner import Learner
+from mltrain.learner import UNCHECKED_LOSSES, Learner
 from mltrain.optim import LRSchedule
 from mltrain.sinks import Sink
 
@@ -87,6 +87,20 @@ def test_accumulated_micro_batches_match_one_big_batch():
     accumulating.update()
     for a, b in zip(big.parameters(), small.parameters()):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("steps, bad_step", [(5, 3), (UNCHECKED_LOSSES, UNCHECKED_LOSSES // 2)])
+def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, bad_step):
+    # Two micro-batches a step, the second one of `bad_step` non-finite. With more than
+    # UNCHECKED_LOSSES losses the guard reads them before the end, bad_step's among them.
+    learner = make_learner(torch.nn.Linear(4, 3))
+    x, y = torch.randn(4, 4), torch.randint(0, 3, (4,))
+    for step in range(1, steps + 1):
+        for micro_batch in range(2):
+            learner.backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
+        learner.update()
+    assert learner.first_non_finite_step() == bad_step
+    assert learner.first_non_finite_step() == bad_step  # read again: still the first
 
 
 def test_accumulation_end_to_end_matches_a_bigger_batch(tmp_path):
