@@ -35,7 +35,7 @@ class SoftmaxHead:
         return logits.reshape(len(logits), *self.target_shape, self.classes)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not self.target_shape and logits.dim() == 2:  # (B, classes) as it is: no reshaping per step
+        if not self.target_shape and logits.shape[1:] == (self.classes,):  # as it is: no reshaping a step
             return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return F.cross_entropy(self._per_class(logits).flatten(0, -2), y.flatten(),
                                label_smoothing=self.label_smoothing)

@@ -42,6 +42,14 @@ def _has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(module, nn.Conv2d) for module in model.modules())
 
 
+def _outliving_the_step(logits: torch.Tensor) -> torch.Tensor:
+    """The logits, detached, still as computed after the optimizer step (the running accuracy
+    reads them later): copied when they are, or view, a leaf tensor such as a parameter, which the
+    step changes in place (a model that returns its bias, say)."""
+    root = logits if logits._base is None else logits._base
+    return logits.detach().clone() if root.is_leaf else logits.detach()
+
+
 class Learner:
     """Owns the training step: forward under autocast, loss on logits, backward (accumulated
     over micro-batches), unscale, clip, optimizer step, EMA update."""
@@ -125,7 +133,7 @@ class Learner:
         self._unchecked.append((self.steps + 1, loss))  # no device op and no host sync per step
         if len(self._unchecked) >= UNCHECKED_LOSSES:
             self._check_losses()
-        return loss, logits.detach()
+        return loss, _outliving_the_step(logits)
 
     def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
         """Clip, step and clear the gradients accumulated since the last update. Returns the

@@ -18,9 +18,11 @@ def perplexity(mean_token_loss: float) -> float:
     return math.exp(mean_token_loss) if mean_token_loss < 700 else math.inf
 
 
-# A classifier's batches wait at most this long to have their correct predictions counted.
+# A classifier's batches wait at most this long to have their correct predictions counted; outputs
+# as large as COUNTED_AT_ONCE elements are counted as they come (their step dwarfs a count), so the
+# waiting ones hold at most 64 x 256 KB of float32 logits.
 UNCOUNTED_BATCHES = 64
-UNCOUNTED_VALUES = 1 << 22  # elements of their outputs (16 MB of float32 logits)
+COUNTED_AT_ONCE = 1 << 16
 
 REGRESSION_SUMS = ("squared_error", "absolute_error", "target", "target_square")  # per output, over samples
 
@@ -48,7 +50,7 @@ def regression_metrics(sums: dict[str, torch.Tensor], samples: int, split: str) 
 
 class Accumulator:
     """Running sums over batches: target-weighted loss and, for classifiers, correct predictions;
-    for regression (given predictions in the target's units) the sums of `regression_metrics`.
+    for regression (predictions in the target's units) the sums of `regression_metrics`.
 
     A target is one value of y: one per sample, or one per position (token) for per-position
     tasks, so loss and accuracy average over tokens there, as the loss itself does.
@@ -68,26 +70,26 @@ class Accumulator:
         self.targets = 0  # values of y: samples x positions per sample
         self.per_position = False
         self._uncounted: list[tuple[torch.Tensor, torch.Tensor]] = []  # a classifier's (outputs, y) to count
-        self._uncounted_values = 0  # elements of those outputs
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Add one batch (tensors outside autograd); `loss` is the mean over its targets. The loss
-        is summed now, in batch order (a float sum depends on its order, and an exact resume
-        repeats it); a classifier's correct predictions, an integer count, wait to be counted many
-        batches at once, so that a training step adds one device op."""
-        self.loss_sum.add_(loss, alpha=y.numel())
+        """Add one batch; `loss` is the mean over its targets. The loss is summed now, in batch
+        order (a float sum depends on its order, and an exact resume repeats it). A classifier's
+        small outputs wait to have their correct predictions (an integer count) counted many
+        batches at once, so that a step of a small model adds one device op per batch."""
+        self.loss_sum.add_(loss.detach(), alpha=y.numel())
         if outputs is not None and self.classifies:
-            self._uncounted.append((outputs, y))
-            self._uncounted_values += outputs.numel()
-            if len(self._uncounted) >= UNCOUNTED_BATCHES or self._uncounted_values >= UNCOUNTED_VALUES:
+            self._uncounted.append((outputs.detach(), y))
+            if len(self._uncounted) >= UNCOUNTED_BATCHES or outputs.numel() >= COUNTED_AT_ONCE:
                 self._count_correct()
         elif outputs is not None:
-            predictions = self.predict(outputs) if self.predict is not None else outputs
-            batch = regression_sums(predictions, y)
+            batch = regression_sums(self._predictions(outputs.detach()), y)
             self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors else batch
         self.count += len(y)
         self.targets += y.numel()
         self.per_position = y.dim() > 1
+
+    def _predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.predict(outputs) if self.predict is not None else outputs
 
     def _count_correct(self) -> None:
         """Adds the waiting batches' correct predictions to `correct` (a few device ops, no sync)."""
@@ -95,11 +97,9 @@ class Accumulator:
         for outputs, y in self._uncounted:
             alike.setdefault((outputs.shape[1:], y.shape[1:]), []).append((outputs, y))
         for batches in alike.values():
-            outputs, targets = (torch.cat(parts) for parts in zip(*batches))
-            predictions = self.predict(outputs) if self.predict is not None else outputs
-            self.correct += (predictions == targets).sum()
+            outputs, targets = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*batches))
+            self.correct += (self._predictions(outputs) == targets).sum()
         self._uncounted.clear()
-        self._uncounted_values = 0
 
     def state_dict(self) -> dict:
         self._count_correct()
@@ -108,7 +108,6 @@ class Accumulator:
 
     def load_state_dict(self, state: dict) -> None:
         self._uncounted.clear()
-        self._uncounted_values = 0
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]

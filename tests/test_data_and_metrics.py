@@ -7,7 +7,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, precision_r
 from mltrain.config import section_config
 from mltrain.data import TARGET_SCALE, build_data
 from mltrain.data.dataset import batches, epoch_order
-from mltrain.metrics import UNCOUNTED_BATCHES, Accumulator, confusion_matrix, per_class_scores
+from mltrain.metrics import COUNTED_AT_ONCE, UNCOUNTED_BATCHES, Accumulator, confusion_matrix, per_class_scores
 
 CPU = torch.device("cpu")
 
@@ -67,6 +67,9 @@ def test_accumulator_counts_waiting_logits_as_predicting_each_batch_would():
     torch.manual_seed(0)
     batches_of_logits = [torch.randn(size, 5) for size in [7] * (UNCOUNTED_BATCHES + 3) + [2]]
     targets = [torch.randint(0, 5, (len(logits),)) for logits in batches_of_logits]
+    large = -(-COUNTED_AT_ONCE // 5)  # samples whose logits are counted as they come
+    batches_of_logits.append(torch.randn(large, 5))
+    targets.append(torch.randint(0, 5, (large,)))
     waiting = Accumulator(CPU, classifies=True, predict=lambda logits: logits.argmax(dim=-1))
     at_once = Accumulator(CPU, classifies=True)
     expected = 0
@@ -74,6 +77,8 @@ def test_accumulator_counts_waiting_logits_as_predicting_each_batch_would():
         waiting.update(torch.tensor(1.0), logits, y)
         at_once.update(torch.tensor(1.0), logits.argmax(dim=-1), y)
         expected += int((logits.argmax(dim=-1) == y).sum())
+        assert len(waiting._uncounted) < UNCOUNTED_BATCHES  # what waits is bounded
+    assert not waiting._uncounted  # the large batch was counted at once, with those before it
     assert waiting.state_dict()["correct"] == expected  # a checkpoint holds every batch's count
     assert waiting.compute("train") == at_once.compute("train")
     assert waiting.compute("train")["train/accuracy"] == pytest.approx(expected / sum(map(len, targets)))

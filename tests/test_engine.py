@@ -11,6 +11,7 @@ from mltrain.config import section_config
 from mltrain.heads import SoftmaxHead
 from mltrain.data import DataSpec
 from mltrain.learner import UNCHECKED_LOSSES, Learner
+from mltrain.metrics import Accumulator
 from mltrain.optim import LRSchedule
 from mltrain.sinks import Sink
 
@@ -89,18 +90,46 @@ def test_accumulated_micro_batches_match_one_big_batch():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("steps, bad_step", [(5, 3), (UNCHECKED_LOSSES, UNCHECKED_LOSSES // 2)])
+@pytest.mark.parametrize("steps, bad_step", [(5, 3), (UNCHECKED_LOSSES, 300)])
 def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, bad_step):
-    # Two micro-batches a step, the second one of `bad_step` non-finite. With more than
-    # UNCHECKED_LOSSES losses the guard reads them before the end, bad_step's among them.
+    # Two micro-batches a step; the second one of `bad_step` alone is non-finite (its gradients are
+    # dropped). Past UNCHECKED_LOSSES losses the guard reads them early: bad_step's among them.
     learner = make_learner(torch.nn.Linear(4, 3))
     x, y = torch.randn(4, 4), torch.randint(0, 3, (4,))
     for step in range(1, steps + 1):
         for micro_batch in range(2):
             learner.backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
+        if step == bad_step:
+            learner.optimizer.zero_grad()
         learner.update()
+    assert len(learner._unchecked) < UNCHECKED_LOSSES  # what it holds between reads is bounded
     assert learner.first_non_finite_step() == bad_step
     assert learner.first_non_finite_step() == bad_step  # read again: still the first
+
+
+class BiasOnly(torch.nn.Module):
+    """Its output is a view of its parameter, which every optimizer step changes in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor([0.0, 0.1, 0.2]))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1)
+
+
+def test_running_accuracy_counts_each_batch_as_its_own_step_predicted_it():
+    torch.manual_seed(0)
+    learner = make_learner(BiasOnly())  # SGD at lr 1: the favoured class changes as it learns
+    totals = Accumulator(torch.device("cpu"), classifies=True, predict=learner.predictions)
+    correct = 0
+    for _ in range(30):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        loss, logits = learner.backward(x, y)
+        correct += int((logits.argmax(dim=-1) == y).sum())  # counted before the update changes the bias
+        totals.update(loss, logits, y)
+        learner.update()
+    assert totals.compute("train")["train/accuracy"] == correct / 240
 
 
 def test_accumulation_end_to_end_matches_a_bigger_batch(tmp_path):
