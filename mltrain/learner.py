@@ -22,8 +22,6 @@ from .optim import build_optimizer
 
 UNCHECKED_LOSSES = 1024  # losses the NaN guard holds before it reads them (a host sync on a GPU)
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
-
-
 NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
@@ -43,8 +41,8 @@ def _has_conv2d(model: nn.Module) -> bool:
 
 
 def _outliving_the_step(logits: torch.Tensor) -> torch.Tensor:
-    """The logits, detached, still as computed after the optimizer step (the running accuracy
-    reads them later): copied when they are, or view, a leaf tensor such as a parameter, which the
+    """The logits, detached, as computed even after the optimizer step (the running accuracy reads
+    them later): copied when they are a leaf tensor or a view of one, such as a parameter, which the
     step changes in place (a model that returns its bias, say)."""
     root = logits if logits._base is None else logits._base
     return logits.detach().clone() if root.is_leaf else logits.detach()
