@@ -266,9 +266,10 @@ def startup(args: argparse.Namespace, work: Path) -> None:
                     "mltrain eval RUN": [*MLTRAIN, "eval", run_dir]}
         for label, command in commands.items():
             seconds = run(command)
-            if repeat >= 0:
-                times.setdefault(label, []).append(seconds)
-            if label.startswith("mltrain fit") and repeat >= 0:
+            if repeat < 0:
+                continue
+            times.setdefault(label, []).append(seconds)
+            if label.startswith("mltrain fit"):
                 training.append(json.loads((Path(run_dir) / "summary.json").read_text())["duration_s"])
     median = {label: statistics.median(values) for label, values in times.items()}
     torch_import = median['python -c "import torch"']
