@@ -33,9 +33,6 @@ from .yaml_source import Locations, apply_overrides, parse_yaml, parse_value, re
 __all__ = ["Config", "TrainConfig", "OutputConfig", "EarlyStoppingConfig", "load_config", "config_from_dict",
            "config_to_dict", "dump_config", "get_key", "parse_value", "section_config", "updated"]
 
-LOGGERS = ("tensorboard", "mlflow")
-
-
 class EarlyStoppingConfig(Section):
     patience: PositiveInt = 5
     """validations (one per epoch unless train.val_every_steps) without improvement"""

@@ -18,7 +18,6 @@ import torch
 from .errors import UserError
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)  # a rank that stops answering ends the job, not hangs it
-RENDEZVOUS_TIMEOUT_S = 60  # how long workers on other machines are awaited
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from . import __version__
 from .checkpoint import spec_from_state, spec_state
 from .config import config_from_dict
 from .errors import TrainingFailed, UserError
-from .heads import Head, LinearHead, build_head
+from .losses import Loss, MeanSquaredError, build_loss
 from .models import build_model
 from .restore import Restored, restore
 from .run_dir import to_json, write_atomically
@@ -53,17 +53,17 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 class Values(nn.Module):
     """A regression model with its head's `predict`: values in the target's units, not raw outputs."""
 
-    def __init__(self, model: nn.Module, head: LinearHead):
+    def __init__(self, model: nn.Module, criterion: MeanSquaredError):
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.criterion = model, criterion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.predict(self.model(x))
+        return self.criterion.predict(self.model(x))
 
 
-def exportable(model: nn.Module, head: Head) -> nn.Module:
+def exportable(model: nn.Module, criterion: Loss) -> nn.Module:
     """What an exported file computes: a classifier's logits, a regression model's values."""
-    return model if head.classifies else Values(model, head)
+    return model if criterion.classifies else Values(model, criterion)
 
 
 @dataclass
@@ -200,7 +200,7 @@ def _safetensors(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, pat
         "input_dtype": str(batch.dtype).removeprefix("torch."),
         "config": checkpoint["config"], "spec": spec_state(restored.spec), "data_state": restored.data_state,
         # Regression: what the model's raw outputs are scaled by (null: they are in the target's units).
-        "target_scale": getattr(restored.learner.head, "target_scale", None),
+        "target_scale": getattr(restored.learner.criterion, "target_scale", None),
     }
     save_model(restored.model, str(path), metadata={"format": SIDECAR_FORMAT})  # shared (tied) weights stored once
     write_atomically(sidecar_path(path), to_json(sidecar, indent=2) + "\n")
@@ -227,10 +227,10 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
                         "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
     cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
     spec = spec_from_state(sidecar["spec"], sidecar_path(path))
-    head = build_head(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
-    model = build_model(cfg.model, spec, head.num_outputs)
+    criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
+    model = build_model(cfg.model, spec, criterion.num_outputs)
     load_model(model, str(path))
-    return exportable(model, head).eval(), sidecar
+    return exportable(model, criterion).eval(), sidecar
 
 
 # Each writes the file and returns what the written file computes for the check batch.
@@ -246,7 +246,7 @@ def export(target: str | Path, format: str, output: str | Path | None = None) ->
     require(format)
     started = time.perf_counter()
     restored = restore(target, device="cpu")  # exported graphs run anywhere; traced on the CPU
-    model = exportable(restored.model, restored.learner.head).eval()
+    model = exportable(restored.model, restored.learner.criterion).eval()
     batch, described = check_batch(restored)
     trace = torch.cat([batch, batch])[:TRACE_SAMPLES]
     with torch.no_grad():

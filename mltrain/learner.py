@@ -15,7 +15,7 @@ from .config import Config
 from .data import DataSpec
 from .data.dataset import batches
 from .errors import UserError
-from .heads import Head, build_head
+from .losses import Loss, build_loss
 from .metrics import Accumulator
 from .models import build_model
 from .optim import build_optimizer
@@ -52,10 +52,10 @@ class Learner:
     """Owns the training step: forward under autocast, loss on logits, backward (accumulated
     over micro-batches), unscale, clip, optimizer step, EMA update."""
 
-    def __init__(self, model: nn.Module, head: Head, optimizer: torch.optim.Optimizer | None, precision: str,
+    def __init__(self, model: nn.Module, criterion: Loss, optimizer: torch.optim.Optimizer | None, precision: str,
                  device: torch.device, grad_clip: float | None = None, ema_decay: float | None = None,
                  compile: bool = False):
-        self.model, self.head, self.optimizer, self.device = model, head, optimizer, device
+        self.model, self.criterion, self.optimizer, self.device = model, criterion, optimizer, device
         self.grad_clip = grad_clip
         self.autocast = autocast_for(precision, device)
         # Loss scaling only matters for fp16; disabled it passes losses and steps through.
@@ -80,10 +80,10 @@ class Learner:
         """`training=False` (scoring, generating, exporting) builds no optimizer: torch's first
         optimizer imports torch._dynamo, about 1.1 s of start-up. `target_scale`: the data state's,
         which a regression head learns and predicts with."""
-        head = build_head(cfg.model.head, spec, cfg.train.label_smoothing, target_scale)
-        model = build_model(cfg.model, spec, head.num_outputs).to(device)
+        criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, target_scale)
+        model = build_model(cfg.model, spec, criterion.num_outputs).to(device)
         optimizer = build_optimizer(cfg.optimizer, model) if training else None
-        return cls(model, head, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
+        return cls(model, criterion, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
                    cfg.train.compile)
 
     def distribute(self, sync_batchnorm: bool) -> None:
@@ -111,16 +111,16 @@ class Learner:
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """Classes, or values in the target's units: what the metrics compare with y."""
-        return self.head.predict(logits)
+        return self.criterion.predict(logits)
 
     def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             logits = model(x)
-        return self.head.loss(logits.float(), y), logits
+        return self.criterion.loss(logits.float(), y), logits
 
-    def backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
         Returns the (detached, unscaled) loss and logits."""
         if not self.model.training:  # a check, not a call: train() walks every module
@@ -150,7 +150,7 @@ class Learner:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on one batch."""
-        loss, logits = self.backward(x, y)
+        loss, logits = self.forward_backward(x, y)
         self.update()
         return loss, logits
 
@@ -190,14 +190,14 @@ class Learner:
     def evaluate_with_predictions(self, x: torch.Tensor, y: torch.Tensor,
                                   split: str) -> tuple[dict[str, float], torch.Tensor | None]:
         """The metrics and the predicted classes of every sample (None for regression)."""
-        return self._score(x, y, split, keep_predictions=self.head.classifies)
+        return self._score(x, y, split, keep_predictions=self.criterion.classifies)
 
     @torch.inference_mode()
     def _score(self, x: torch.Tensor, y: torch.Tensor, split: str,
                keep_predictions: bool) -> tuple[dict[str, float], torch.Tensor | None]:
         model = self.eval_model
         model.eval()
-        totals = Accumulator(self.device, self.head.classifies)
+        totals = Accumulator(self.device, self.criterion.classifies)
         predicted = []
         for xb, yb in batches(x, y, EVAL_BATCH_SIZE):
             loss, logits = self._forward(model, xb, yb)

@@ -25,7 +25,7 @@ from .data.inputs import Normalise
 from .data.streamed import decode
 from .data.tabular import encode_rows
 from .errors import UserError
-from .progress import counting
+from .console import counting
 from .restore import Restored, restore
 from .run_dir import to_json, write_atomically
 
@@ -157,13 +157,13 @@ def _refuse_language_models(restored: Restored) -> None:
 
 def _rows(restored: Restored, logits: torch.Tensor, names: list[str], top_k: int) -> list[dict]:
     """One row per sample of a batch of logits."""
-    head, spec = restored.learner.head, restored.spec
-    if not head.classifies:
-        values = head.predict(logits).float().cpu()  # (B, *target_shape)
+    criterion, spec = restored.learner.criterion, restored.spec
+    if not criterion.classifies:
+        values = criterion.predict(logits).float().cpu()  # (B, *target_shape)
         return [{"input": name, "value": value.item() if value.ndim == 0 else value.flatten().tolist()}
                 for name, value in zip(names, values)]
     class_names = spec.class_names or tuple(map(str, range(spec.num_classes)))
-    probabilities = head.probabilities(logits).float().cpu()  # (B, *target_shape, classes)
+    probabilities = criterion.probabilities(logits).float().cpu()  # (B, *target_shape, classes)
     if spec.target_shape:  # a class per position: the most likely one at each
         chosen, index = probabilities.max(dim=-1)
     else:
@@ -187,7 +187,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch
         raise UserError("give at least one input: image files or folders, .csv files, .npz files")
     restored = restore(run, device=device)
     _refuse_language_models(restored)
-    if restored.spec.target_shape and restored.learner.head.classifies and top_k > 1:
+    if restored.spec.target_shape and restored.learner.criterion.classifies and top_k > 1:
         raise UserError(f"--top-k {top_k}: this model predicts a class at each of "
                         f"{_shape(restored.spec.target_shape)} positions; predict gives the most likely class at "
                         "each (--top-k 1)")
@@ -202,7 +202,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch
                     logits = model(x).float()
                 rows += _rows(restored, logits, source.names[start:start + batch_size], top_k)
                 advance(len(x))
-    task = "classification" if learner.head.classifies else "regression"
+    task = "classification" if learner.criterion.classifies else "regression"
     return Predictions(restored.path, task, rows)
 
 

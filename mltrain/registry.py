@@ -241,10 +241,9 @@ ARCHITECTURES = Registry("architecture", ("mltrain.models.mlp", "mltrain.models.
                                           "mltrain.models.gpt"),
                          section="model", entry_point_group="mltrain.architectures")
 ACTIVATIONS = Registry("activation", ("mltrain.models.layers",))
-HEADS = Registry("head", ("mltrain.heads",))
+HEADS = Registry("head", ("mltrain.losses",))
 OPTIMIZERS = Registry("optimizer", ("mltrain.optim",), section="optimizer")
 SCHEDULERS = Registry("scheduler", ("mltrain.optim",), section="scheduler")
-LOSSES = Registry("loss", ("mltrain.heads",))
 
 REGISTRIES = {
     "architectures": ARCHITECTURES,
@@ -254,5 +253,4 @@ REGISTRIES = {
     "datasets": DATASETS,
     "augmentations": AUGMENTATIONS,
     "heads": HEADS,
-    "losses": LOSSES,
 }

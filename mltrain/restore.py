@@ -16,14 +16,14 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, run_directory_of, spec_from_state, spec_state
 from .config import Config, config_from_dict, get_key, updated
-from .data import TARGET_SCALE, DataSpec, InMemoryData, build_data
+from .data import TARGET_SCALE, DataSpec, DataSplits, build_data
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
 from .learner import Learner
 from .optim import build_optimizer
 from .schema import OptimizerSection
-from .setup import start
+from .startup import start
 
 # What --set may not change on resume: it would make the checkpoint describe another run, or
 # not fit its optimizer state (a weight-decay change regroups the parameters).
@@ -45,7 +45,7 @@ class Restored:
     data_state: dict  # the data encoding it was trained with (vocabulary, normalisation, classes...)
     learner: Learner  # on the device: the eval weights, or with resume=True the whole training state
     threads: int  # torch's CPU threads, as chosen
-    _data: InMemoryData | None = None  # already loaded to learn a version-1 checkpoint's spec
+    _data: DataSplits | None = None  # already loaded to learn a version-1 checkpoint's spec
 
     @property
     def model(self) -> nn.Module:
@@ -56,7 +56,7 @@ class Restored:
     def run_dir(self) -> Path | None:
         return run_directory_of(self.path)
 
-    def data(self) -> InMemoryData:
+    def data(self) -> DataSplits:
         """The configured dataset on the learner's device, encoded as the model was trained on it."""
         data = self._data or _encoded_data(self.cfg, self.learner.device, self.data_state, self.path)
         if spec_state(data.spec) != spec_state(self.spec):
@@ -109,7 +109,7 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)
 
 
-def _encoded_data(cfg: Config, device: torch.device, data_state: dict, path: Path) -> InMemoryData:
+def _encoded_data(cfg: Config, device: torch.device, data_state: dict, path: Path) -> DataSplits:
     """The data, encoded with the checkpoint's data_state (vocabulary, normalisation...), which
     the dataset's builder takes as keyword arguments."""
     if not data_state:

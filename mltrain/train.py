@@ -13,7 +13,7 @@ import torch
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, spec_state
 from .config import Config, config_to_dict, load_config
-from .data import InMemoryData
+from .data import DataSplits
 from .data.dataset import batches, epoch_order, shard
 from .devices import pick_device
 from .distributed import Distributed
@@ -24,10 +24,10 @@ from .models import count_parameters
 from .monitor import Monitor
 from .optim import LRSchedule, run_length
 from .position import Position, Renumbering
-from .progress import ProgressView
+from .console import ProgressView
 from .restore import DAMAGED, Restored, check_numbers, load_eval_weights, loading_state, restore
 from .run_dir import RunDir
-from .setup import prepare
+from .startup import prepare
 from .signals import StopRequested, stop_on_signals
 from .sinks import Record, RunStart, Sink
 from .sinks.loggers import logger_sinks
@@ -133,7 +133,7 @@ def _shared(job: Distributed, create: Callable[[], RunDir]) -> RunDir:
 class Training:
     """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
 
-    def __init__(self, cfg: Config, run: RunDir, data: InMemoryData, learner: Learner, threads: int,
+    def __init__(self, cfg: Config, run: RunDir, data: DataSplits, learner: Learner, threads: int,
                  quiet: bool = False, sinks: Sequence[Sink] = (), restored: Restored | None = None,
                  job: Distributed = Distributed()):
         """With `restored`, continues where its checkpoint stood. Writes nothing until `run()`,
@@ -255,7 +255,7 @@ class Training:
                             # This process's share of the global batch's mean loss, of the step's micro-batches.
                             share = len(y) * job.world_size / global_size / len(group)
                             with learner.accumulating(last=index == len(group) - 1):
-                                loss, logits = learner.backward(x, y, scale=share)
+                                loss, logits = learner.forward_backward(x, y, scale=share)
                             self.totals.update(loss, logits, y)
                         log_now = (position.step + 1) % cfg.train.log_every_steps == 0
                         grad_norm = learner.update(want_grad_norm=log_now)
@@ -431,7 +431,7 @@ class Training:
             save_checkpoint(payload, self.run_dir.checkpoints / name)
 
     def _accumulator(self) -> Accumulator:
-        return Accumulator(self.device, self.learner.head.classifies, self.job.sum, self.learner.predictions)
+        return Accumulator(self.device, self.learner.criterion.classifies, self.job.sum, self.learner.predictions)
 
     def _save_last(self) -> None:
         """last.pt where the run stands (its metrics: those of the last completed epoch)."""

@@ -8,7 +8,7 @@ import torch
 import mltrain
 from conftest import read_jsonl, write_config
 from mltrain.config import section_config
-from mltrain.heads import SoftmaxHead
+from mltrain.losses import SoftmaxCrossEntropy
 from mltrain.data import DataSpec
 from mltrain.learner import UNCHECKED_LOSSES, Learner
 from mltrain.metrics import Accumulator
@@ -73,7 +73,7 @@ def test_plateau_drops_after_patience_validations_without_improvement():
 def make_learner(model, **options):
     spec = DataSpec((4,), 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    return Learner(model, SoftmaxHead(spec), optimizer, "fp32", torch.device("cpu"), **options)
+    return Learner(model, SoftmaxCrossEntropy(spec), optimizer, "fp32", torch.device("cpu"), **options)
 
 
 def test_accumulated_micro_batches_match_one_big_batch():
@@ -84,7 +84,7 @@ def test_accumulated_micro_batches_match_one_big_batch():
     make_learner(big).step(x, y)
     accumulating = make_learner(small)
     for part in range(4):
-        accumulating.backward(x[part * 4:(part + 1) * 4], y[part * 4:(part + 1) * 4], scale=0.25)
+        accumulating.forward_backward(x[part * 4:(part + 1) * 4], y[part * 4:(part + 1) * 4], scale=0.25)
     accumulating.update()
     for a, b in zip(big.parameters(), small.parameters()):
         torch.testing.assert_close(a, b)
@@ -98,7 +98,7 @@ def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, 
     x, y = torch.randn(4, 4), torch.randint(0, 3, (4,))
     for step in range(1, steps + 1):
         for micro_batch in range(2):
-            learner.backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
+            learner.forward_backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
         if step == bad_step:
             learner.optimizer.zero_grad()
         learner.update()
@@ -125,7 +125,7 @@ def test_running_accuracy_counts_each_batch_as_its_own_step_predicted_it():
     correct = 0
     for _ in range(30):
         x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-        loss, logits = learner.backward(x, y)
+        loss, logits = learner.forward_backward(x, y)
         correct += int((logits.argmax(dim=-1) == y).sum())  # counted before the update changes the bias
         totals.update(loss, logits, y)
         learner.update()
@@ -149,7 +149,7 @@ def test_clipping_bounds_the_update():
     model = torch.nn.Linear(4, 3)
     before = [p.detach().clone() for p in model.parameters()]
     learner = make_learner(model, grad_clip=0.01)
-    learner.backward(torch.randn(8, 4) * 100, torch.randint(0, 3, (8,)))
+    learner.forward_backward(torch.randn(8, 4) * 100, torch.randint(0, 3, (8,)))
     norm = learner.update()
     assert float(norm) > 0.01  # the raw gradient was larger than the bound...
     with torch.no_grad():
@@ -230,7 +230,7 @@ def test_deterministic_runs_repeat(tmp_path):
 def test_label_smoothing_raises_the_loss_of_confident_predictions():
     spec = DataSpec((4,), 3)
     logits, y = torch.tensor([[10.0, -10.0, -10.0]]), torch.tensor([0])
-    assert SoftmaxHead(spec, label_smoothing=0.1).loss(logits, y) > SoftmaxHead(spec).loss(logits, y) + 0.5
+    assert SoftmaxCrossEntropy(spec, label_smoothing=0.1).loss(logits, y) > SoftmaxCrossEntropy(spec).loss(logits, y) + 0.5
 
 
 def test_label_smoothing_trains_and_is_refused_off_the_softmax_head(tmp_path, cli):

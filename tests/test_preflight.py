@@ -13,8 +13,8 @@ from mltrain.checks.preflight import (
     batch_independence, learning_rate, look_at_batch, run_cheap_checks, schedule_sanity,
 )
 from mltrain.config import load_config
-from mltrain.data import DataSpec, InMemoryData
-from mltrain.setup import prepare
+from mltrain.data import DataSpec, DataSplits
+from mltrain.startup import prepare
 
 NETS = '''
 import torch
@@ -244,7 +244,7 @@ def test_plateau_patience_longer_than_the_run_warns(tmp_path):
 
 def test_labels_out_of_range_fail():
     spec = DataSpec((2,), 3, ("a", "b", "c"))
-    data = InMemoryData(spec, {"train": (torch.zeros(4, 2), torch.tensor([0, 1, 2, 1])),
+    data = DataSplits(spec, {"train": (torch.zeros(4, 2), torch.tensor([0, 1, 2, 1])),
                                "test": (torch.zeros(3, 2), torch.tensor([0, 5, -1]))})
     check = labels_in_range(data)
     assert check.status == "fail" and check.values == {"test": {"samples": 2, "examples": [1, 2]}}

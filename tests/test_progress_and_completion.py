@@ -12,7 +12,7 @@ from rich.console import Console
 
 import mltrain
 from conftest import MLTRAIN
-from mltrain.progress import ProgressView
+from mltrain.console import ProgressView
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

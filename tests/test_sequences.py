@@ -9,7 +9,7 @@ from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.errors import UserError
 from mltrain.evaluation import evaluate_checkpoint
-from mltrain.heads import SigmoidHead, SoftmaxHead
+from mltrain.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
 from mltrain.metrics import Accumulator
 
 CPU = torch.device("cpu")
@@ -73,15 +73,15 @@ def test_sorting_targets_are_the_digits_sorted():
 
 def test_softmax_head_scores_every_position():
     spec = generate("sorting", vocab_size=5).spec
-    head = SoftmaxHead(spec)
-    assert head.num_outputs == 12 * 5
+    criterion = SoftmaxCrossEntropy(spec)
+    assert criterion.num_outputs == 12 * 5
     logits, y = torch.randn(4, 12 * 5), torch.randint(0, 5, (4, 12))
     expected = F.cross_entropy(logits.view(4 * 12, 5), y.flatten())
-    assert torch.allclose(head.loss(logits, y), expected)
-    assert torch.allclose(head.loss(logits.view(4, 12, 5), y), expected)  # a model's own (B, T, V)
-    assert head.predict(logits).shape == (4, 12)
+    assert torch.allclose(criterion.loss(logits, y), expected)
+    assert torch.allclose(criterion.loss(logits.view(4, 12, 5), y), expected)  # a model's own (B, T, V)
+    assert criterion.predict(logits).shape == (4, 12)
     with pytest.raises(UserError, match="softmax"):
-        SigmoidHead(spec)  # 5 classes per position: one-vs-rest per position is refused
+        SigmoidCrossEntropy(spec)  # 5 classes per position: one-vs-rest per position is refused
 
 
 def test_accumulator_averages_over_tokens_and_reports_perplexity():

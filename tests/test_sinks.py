@@ -11,7 +11,7 @@ import torch
 import mltrain
 from conftest import read_jsonl, write_config
 from mltrain.errors import StopTraining
-from mltrain.progress import ProgressView
+from mltrain.console import ProgressView
 from mltrain.sinks import RunStart, Sink
 from mltrain.sinks.progress import REFRESH_S, Progress
 

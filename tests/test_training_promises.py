@@ -73,7 +73,7 @@ def test_regression_learns_standardised_targets_and_reports_in_their_units(tmp_p
     from mltrain.restore import restore
 
     restored = restore(run / "checkpoints/last.pt", device="cpu")  # predicting zero, the standardised mean:
-    assert restored.learner.head.initial_loss(restored.data().splits["train"][1]) == pytest.approx(1.0, rel=0.01)
+    assert restored.learner.criterion.initial_loss(restored.data().splits["train"][1]) == pytest.approx(1.0, rel=0.01)
 
 
 def test_label_smoothing_from_the_config_is_in_the_loss(tmp_path):

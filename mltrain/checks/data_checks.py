@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import InMemoryData
+from ..data import DataSplits
 from ..data.inputs import Inputs
 from ..data.streamed import StreamedImages
 from .result import CheckResult
@@ -35,7 +35,7 @@ def _first_indices(mask: torch.Tensor) -> list[int]:
     return mask.nonzero().flatten()[:EXAMPLES].tolist()
 
 
-def non_finite_values(data: InMemoryData) -> CheckResult:
+def non_finite_values(data: DataSplits) -> CheckResult:
     """NaN or inf in any split's inputs, or in regression targets."""
     found, values = [], {}
     for split, (x, y) in data.splits.items():
@@ -55,7 +55,7 @@ def non_finite_values(data: InMemoryData) -> CheckResult:
     return CheckResult("non-finite values", "pass", f"none in {', '.join(data.splits)}")
 
 
-def labels_in_range(data: InMemoryData) -> CheckResult:
+def labels_in_range(data: DataSplits) -> CheckResult:
     """Every class id of every split lies in 0..classes-1."""
     classes = data.spec.num_classes
     if classes is None:
@@ -77,7 +77,7 @@ def labels_in_range(data: InMemoryData) -> CheckResult:
     return CheckResult("labels in range", "pass", f"every id in 0..{classes - 1} ({classes} classes)")
 
 
-def class_balance(data: InMemoryData) -> CheckResult:
+def class_balance(data: DataSplits) -> CheckResult:
     """The largest class against the smallest, in the training split."""
     spec = data.spec
     if spec.num_classes is None:
@@ -111,7 +111,7 @@ def _sample_hashes(x: Any) -> list[bytes]:
     return [hashlib.blake2b(row.data, digest_size=16).digest() for row in rows]
 
 
-def leaked_duplicates(data: InMemoryData) -> CheckResult:
+def leaked_duplicates(data: DataSplits) -> CheckResult:
     """Samples of val or test that also occur, byte for byte, in train (or test samples in val)."""
     held = [split for split in HELD_OUT if split in data.splits]
     if not held:
@@ -142,7 +142,7 @@ def leaked_duplicates(data: InMemoryData) -> CheckResult:
                        "splitting): scores on leaked samples overstate the model", values)
 
 
-def constant_features(data: InMemoryData) -> CheckResult:
+def constant_features(data: DataSplits) -> CheckResult:
     """Features (image channels; features of each step) with one value in every training sample."""
     x = data.splits["train"][0]
     stored = stored_samples(x)
@@ -167,6 +167,6 @@ def constant_features(data: InMemoryData) -> CheckResult:
                        values)
 
 
-def data_checks(data: InMemoryData) -> list[CheckResult]:
+def data_checks(data: DataSplits) -> list[CheckResult]:
     return [non_finite_values(data), labels_in_range(data), class_balance(data), leaked_duplicates(data),
             constant_features(data)]

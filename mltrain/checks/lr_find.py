@@ -15,7 +15,7 @@ from ..config import Config
 from ..data.dataset import batches, epoch_order
 from ..devices import pick_device
 from ..learner import Learner
-from ..setup import prepare
+from ..startup import prepare
 
 SMOOTHING = 0.98  # weight of the running loss in its exponential moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best value

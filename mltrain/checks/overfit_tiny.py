@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Config
 from ..devices import pick_device
-from ..setup import prepare
+from ..startup import prepare
 from .probes import TINY_SAMPLES, TINY_STEPS, gradient_flow, loss_at_init, memorise, without_regularisation
 from .result import CheckResult, passed
 

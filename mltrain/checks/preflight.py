@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data import InMemoryData
+from ..data import DataSplits
 from ..data.dataset import batches, epoch_order
 from ..devices import pick_device
 from ..errors import UserError
@@ -26,7 +26,7 @@ from ..learner import EVAL_BATCH_SIZE, Learner
 from ..metrics import Accumulator
 from ..optim import run_length
 from ..run_dir import to_json, write_atomically
-from ..setup import prepare, seed_everything
+from ..startup import prepare, seed_everything
 from .data_checks import data_checks
 from .lr_find import range_test
 from .probes import (
@@ -52,46 +52,46 @@ def default_output_dir(cfg: Config) -> Path:
     return Path(cfg.output.dir) / f"{cfg.name}-preflight"
 
 
-def fresh_learner(cfg: Config, data: InMemoryData, device: torch.device) -> Learner:
+def fresh_learner(cfg: Config, data: DataSplits, device: torch.device) -> Learner:
     """A learner with the run's seeded initial weights, the same each time it is built."""
     seed_everything(cfg.seed)
     return Learner.build(cfg, data.spec, device)
 
 
-def without_augmentation(data: InMemoryData) -> InMemoryData:
+def without_augmentation(data: DataSplits) -> DataSplits:
     """The same splits with the training samples as stored: checks that must not draw random numbers."""
     x, y = data.splits["train"]
     x = x.with_augment(None) if hasattr(x, "with_augment") else x
-    return InMemoryData(data.spec, {**data.splits, "train": (x, y)}, data.state)
+    return DataSplits(data.spec, {**data.splits, "train": (x, y)}, data.state)
 
 
-def _scoring_split(data: InMemoryData) -> str:
+def _scoring_split(data: DataSplits) -> str:
     """The split a baseline is scored on: val, never test (choose by validation)."""
     return "val" if "val" in data.splits else "train"
 
 
 # --- the checks ------------------------------------------------------------------------------
 
-def init_loss(learner: Learner, data: InMemoryData) -> CheckResult:
+def init_loss(learner: Learner, data: DataSplits) -> CheckResult:
     """The untrained model's loss on the first training samples against its expected value."""
     x, y = without_augmentation(data).subset("train", INIT_SAMPLES).splits["train"]
     return loss_at_init(learner, x, y)
 
 
-def dumb_baselines(learner: Learner, data: InMemoryData) -> CheckResult:
+def dumb_baselines(learner: Learner, data: DataSplits) -> CheckResult:
     """What a model that ignores its input scores on val: the training targets' prior (the majority
     class's accuracy and the class frequencies' loss), or the mean target's MSE."""
-    head, split = learner.head, _scoring_split(data)
+    criterion, split = learner.criterion, _scoring_split(data)
     y = data.splits[split][1]
     y_train = data.splits["train"][1]
-    prior = head.prior_logits(y_train).to(y.device)
-    totals = Accumulator(y.device, head.classifies)
+    prior = criterion.prior_logits(y_train).to(y.device)
+    totals = Accumulator(y.device, criterion.classifies)
     for yb in y.split(EVAL_BATCH_SIZE):
         logits = prior.expand(len(yb), -1)
-        totals.update(head.loss(logits, yb), head.predict(logits) if head.classifies else None, yb)
+        totals.update(criterion.loss(logits, yb), criterion.predict(logits) if criterion.classifies else None, yb)
     scores = totals.compute(split)
     values = {"split": split, **scores}
-    if head.classifies:
+    if criterion.classifies:
         counts = torch.bincount(y_train.flatten().cpu(), minlength=data.spec.num_classes)
         names = data.spec.class_names or tuple(map(str, range(data.spec.num_classes)))
         majority = names[int(counts.argmax())]
@@ -102,7 +102,7 @@ def dumb_baselines(learner: Learner, data: InMemoryData) -> CheckResult:
     return CheckResult("dumb baselines", "pass", detail, values=values)
 
 
-def input_independent_baseline(cfg: Config, data: InMemoryData, device: torch.device, x: torch.Tensor,
+def input_independent_baseline(cfg: Config, data: DataSplits, device: torch.device, x: torch.Tensor,
                                y: torch.Tensor, real: Memorisation) -> CheckResult:
     """The same steps as the tiny run, on zeroed inputs: they must end worse than the real ones."""
     name = "input-independent baseline"
@@ -145,7 +145,7 @@ def overfit_subset(cfg: Config, run: Memorisation, samples: int) -> CheckResult:
     return CheckResult("overfit a tiny subset", "fail", detail, run.advice(cfg), values)
 
 
-def tiny_run_checks(cfg: Config, data: InMemoryData, device: torch.device) -> list[CheckResult]:
+def tiny_run_checks(cfg: Config, data: DataSplits, device: torch.device) -> list[CheckResult]:
     """Gradient flow, memorising the tiny subset and the input-independent baseline: one tiny
     training run (regularisation off) and its twin on zeroed inputs."""
     cfg = without_regularisation(cfg)
@@ -196,7 +196,7 @@ def _mixed_by_substitution(model: nn.Module, x: torch.Tensor, others: torch.Tens
     return sorted(pairs)
 
 
-def batch_independence(learner: Learner, data: InMemoryData) -> CheckResult:
+def batch_independence(learner: Learner, data: DataSplits) -> CheckResult:
     """In eval mode, sample i's output depends on sample i's input alone: a wrong view or reshape
     that mixes the batch shows as a gradient from one sample's output into another's input."""
     name = "batch independence"
@@ -229,7 +229,7 @@ def batch_independence(learner: Learner, data: InMemoryData) -> CheckResult:
                        f"(by {how})", values=values)
 
 
-def learning_rate(cfg: Config, data: InMemoryData, device: torch.device, plot: Path | None) -> CheckResult:
+def learning_rate(cfg: Config, data: DataSplits, device: torch.device, plot: Path | None) -> CheckResult:
     """The configured (peak) lr against a short range test's suggestion."""
     report = range_test(fresh_learner(cfg, data, device), *data.splits["train"], cfg, steps=LR_STEPS)
     if plot is not None:
@@ -297,7 +297,7 @@ def _feature_rows(x: torch.Tensor, axis: int, label: str) -> list[list[str]]:
     return rows
 
 
-def look_at_batch(cfg: Config, data: InMemoryData, plot: Path | None) -> CheckResult:
+def look_at_batch(cfg: Config, data: DataSplits, plot: Path | None) -> CheckResult:
     """The first training batch as the model gets it (augmented and normalised): a grid of images, or
     a table of per-feature statistics, or decoded token windows."""
     x_train, y_train = data.splits["train"]
@@ -339,7 +339,7 @@ def look_at_batch(cfg: Config, data: InMemoryData, plot: Path | None) -> CheckRe
 
 # --- together ---------------------------------------------------------------------------------
 
-def run_cheap_checks(cfg: Config, data: InMemoryData, learner: Learner) -> list[CheckResult]:
+def run_cheap_checks(cfg: Config, data: DataSplits, learner: Learner) -> list[CheckResult]:
     """The checks that train nothing and draw no random numbers, for the start of a fit: the data,
     the loss at init (the learner is left as it was) and the schedule against the run's length."""
     return [*data_checks(data), init_loss(learner, data), schedule_sanity(cfg, data.size("train"))]

@@ -29,9 +29,9 @@ def without_regularisation(cfg: Config) -> Config:
 def loss_at_init(learner: Learner, x: torch.Tensor, y: torch.Tensor) -> CheckResult:
     """The untrained model's loss on (x, y) against what near-uniform outputs give."""
     initial = learner.evaluate(x, y, "init")["init/loss"]
-    expected = learner.head.initial_loss(y)
+    expected = learner.criterion.initial_loss(y)
     values = {"loss": initial, "expected": expected}
-    detail = f"{initial:.4f}, expected about {expected:.4f} ({learner.head.initial_loss_is})"
+    detail = f"{initial:.4f}, expected about {expected:.4f} ({learner.criterion.initial_loss_is})"
     if not math.isfinite(initial):
         return CheckResult("loss at init", "fail", detail, "the untrained model's loss is not finite: look for "
                            "NaN or inf in the inputs, or in the model's forward (a log of 0, a division by 0)", values)
@@ -50,7 +50,7 @@ def _listed(names: list[str]) -> str:
 def gradient_flow(learner: Learner, x: torch.Tensor, y: torch.Tensor) -> CheckResult:
     """One backward pass on (x, y): every trainable parameter must get a finite, non-zero gradient.
     The gradients are left in place; the caller steps or drops them."""
-    learner.backward(x, y)
+    learner.forward_backward(x, y)
     missing, zero, non_finite = [], [], []
     trainable = [(name, p) for name, p in learner.model.named_parameters() if p.requires_grad]
     for name, parameter in trainable:
@@ -116,7 +116,7 @@ def memorise(learner: Learner, x: torch.Tensor, y: torch.Tensor, steps: int, ini
     classifier of samples gets every one right), for `steps` steps in all."""
     final = None
     steps_run = steps_taken
-    needs_every_target = learner.head.classifies and y.dim() == 1
+    needs_every_target = learner.criterion.classifies and y.dim() == 1
     for steps_run in range(steps_taken + 1, steps + 1):
         learner.step(x, y)
         if steps_run % CHECK_EVERY == 0 or steps_run == steps:

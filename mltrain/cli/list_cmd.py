@@ -9,7 +9,7 @@ from .errors import exit_codes
 
 def list_(
     kind: Optional[str] = typer.Argument(None, help="architectures, activations, optimizers, "
-                                         "schedulers, datasets, augmentations, heads or losses; all if omitted."),
+                                         "schedulers, datasets, augmentations or heads; all if omitted."),
 ) -> None:
     """List the names a config may use, with their keys and defaults (installed plugins included).
 

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 from ..registry import DATASETS
 from .augment import Augment
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 
 if TYPE_CHECKING:
     import torch
 
     from ..schema import DataSection
 
-__all__ = ["DataSpec", "InMemoryData", "TARGET_SCALE", "build_data", "target_scale"]
+__all__ = ["DataSpec", "DataSplits", "TARGET_SCALE", "build_data", "target_scale"]
 
 _APPLIED_HERE = ("augment",)  # dataset keys applied to whatever the source loaded, not by the source
 TARGET_SCALE = "target_scale"  # data-state key: regression targets' training mean and std, per output
@@ -28,7 +28,7 @@ def target_scale(y: torch.Tensor) -> dict[str, list[float]]:
     return {"mean": y.mean(dim=0).flatten().tolist(), "std": std.where(std > 0, 1.0).flatten().tolist()}
 
 
-def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> InMemoryData:
+def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> DataSplits:
     """Load the configured dataset, split it with the seed, keep the first data.limit training
     samples, augment the training batches and move it all to the device. Regression data also
     gets its training targets' `target_scale` in its state (the targets themselves stay in
@@ -42,7 +42,7 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
         data = data.limited(cfg.limit)
     if data.spec.num_classes is None:
         scale = (state or {}).get(TARGET_SCALE) or target_scale(data.splits["train"][1])
-        data = InMemoryData(data.spec, data.splits, {**data.state, TARGET_SCALE: scale})
+        data = DataSplits(data.spec, data.splits, {**data.state, TARGET_SCALE: scale})
     augment = getattr(cfg, "augment", ())
     if augment:
         data = data.augmented(Augment(augment, seed, device))

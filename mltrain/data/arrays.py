@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .files import available_memory, npy_bytes, regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import as_tensors, split_arrays
@@ -114,7 +114,7 @@ class NPZConfig(FileDataConfig, HeldOutTest):
 
 @DATASETS.register("npz", "a NumPy .npz file (data.path) with x_train, y_train and optionally x_val, y_val, x_test, "
                    "y_test", NPZConfig, tags={IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})
-def npz(val_split: float, seed: int, path: str, task: str, test_split: float) -> InMemoryData:
+def npz(val_split: float, seed: int, path: str, task: str, test_split: float) -> DataSplits:
     file = Path(path)
     arrays = _open(file)
     train, val, test = (_pair(file, arrays, split, task) for split in SPLIT_NAMES)
@@ -139,4 +139,4 @@ def npz(val_split: float, seed: int, path: str, task: str, test_split: float) ->
     splits = as_tensors(split_arrays(train, val_split, seed, test_split, val, test))
     spec = DataSpec(tuple(train[0].shape[1:]), num_classes, tuple(map(str, range(num_classes or 0))),
                     target_shape=tuple(train[1].shape[1:]) if task == "regression" else ())
-    return InMemoryData(spec, splits)
+    return DataSplits(spec, splits)

@@ -12,7 +12,7 @@ from pydantic import Field
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, VECTOR
 from ..schema import DataSection, NonNegativeFloat
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .sections import ImageDataConfig
 from .splits import train_val_test
 
@@ -28,7 +28,7 @@ class SpiralsConfig(DataSection):
 
 @DATASETS.register("digits", "scikit-learn's 1,797 8x8 handwritten digits, samples (1, 8, 8), 10 classes",
                    ImageDataConfig, tags={IMAGE, CLASSIFICATION})
-def digits(val_split: float, seed: int) -> InMemoryData:
+def digits(val_split: float, seed: int) -> DataSplits:
     """1,797 8x8 grey images of handwritten digits, pixel values scaled from 0..16 to 0..1.
     Read from the file scikit-learn ships, without importing scikit-learn (about 0.9 s)."""
     package = importlib.util.find_spec("sklearn")
@@ -43,7 +43,7 @@ def digits(val_split: float, seed: int) -> InMemoryData:
 
 @DATASETS.register("spirals", "2-D points on N interleaved spiral arms, generated with the seed", SpiralsConfig,
                    tags={VECTOR, CLASSIFICATION})
-def spirals(val_split: float, seed: int, classes: int, points: int, noise: float) -> InMemoryData:
+def spirals(val_split: float, seed: int, classes: int, points: int, noise: float) -> DataSplits:
     """`classes` spiral arms of `points` 2-D points each, wound once around the origin."""
     rng = np.random.default_rng(seed)
     radius = np.linspace(0.05, 1.0, points)

@@ -19,7 +19,7 @@ class DataSpec:
 
 
 @dataclass
-class InMemoryData:
+class DataSplits:
     """Every split as (inputs, targets) on one device, batched by index. Inputs are tensors, or
     `Inputs` (stored uint8 images, say) that give a model-ready batch for each index."""
 
@@ -27,9 +27,9 @@ class InMemoryData:
     splits: dict[str, tuple[torch.Tensor | BatchSource, torch.Tensor]]
     state: dict = field(default_factory=dict)  # what eval needs to rebuild the same inputs
 
-    def to(self, device: torch.device) -> InMemoryData:
+    def to(self, device: torch.device) -> DataSplits:
         moved = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
-        return InMemoryData(self.spec, moved, self.state)
+        return DataSplits(self.spec, moved, self.state)
 
     def close(self) -> None:
         """Ends what the splits hold open: the worker processes of streamed images."""
@@ -40,15 +40,15 @@ class InMemoryData:
     def size(self, split: str) -> int:
         return len(self.splits[split][1])
 
-    def subset(self, split: str, count: int) -> InMemoryData:
+    def subset(self, split: str, count: int) -> DataSplits:
         """The first `count` samples of one split, as the train split of a new dataset."""
         x, y = self.splits[split]
-        return InMemoryData(self.spec, {"train": (x[:count], y[:count])}, self.state)
+        return DataSplits(self.spec, {"train": (x[:count], y[:count])}, self.state)
 
-    def limited(self, count: int) -> InMemoryData:
+    def limited(self, count: int) -> DataSplits:
         """Only the first `count` training samples; the other splits whole."""
         x, y = self.splits["train"]
-        return InMemoryData(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
+        return DataSplits(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
                             self.state)
 
     @property
@@ -56,10 +56,10 @@ class InMemoryData:
         """The training batches' augmentation (its generator's state belongs in checkpoints)."""
         return getattr(self.splits["train"][0], "augment", None)
 
-    def augmented(self, augment: Augment) -> InMemoryData:
+    def augmented(self, augment: Augment) -> DataSplits:
         """Training batches pass through `augment` (wherever they are decoded); the other splits never do."""
         x, y = self.splits["train"]
-        return InMemoryData(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state)
+        return DataSplits(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state)
 
     def describe(self) -> str:
         """One line on the training targets: how balanced the classes are, or the targets' spread."""

@@ -16,7 +16,7 @@ import torch
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE
 from ..schema import NonNegativeInt, PositiveInt
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .sections import HeldOutTest, ImageDataConfig
 from .inputs import Normalise, channel_stats, normalised_splits
 from .splits import as_tensors, split_arrays
@@ -68,7 +68,7 @@ class ImageFolderConfig(ImageDataConfig, HeldOutTest):
                    "streamed", ImageFolderConfig, tags={IMAGE, CLASSIFICATION})
 def image_folder(val_split: float, seed: int, root: str, image_size: int, test_split: float, max_memory_mb: int,
                  workers: int, mean: list[float] | None = None, std: list[float] | None = None,
-                 classes: list[str] | None = None) -> InMemoryData:
+                 classes: list[str] | None = None) -> DataSplits:
     """`mean`, `std` and `classes` come from the data state when rebuilding for a checkpoint."""
     directory = Path(root)
     if not directory.is_dir():
@@ -101,11 +101,11 @@ def image_folder(val_split: float, seed: int, root: str, image_size: int, test_s
     spec = DataSpec((channels, image_size, image_size), len(found), tuple(found))
     if not streamed:
         inputs, normalise = normalised_splits(splits, mean, std)
-        return InMemoryData(spec, inputs, {**normalise.state(), "classes": found})
+        return DataSplits(spec, inputs, {**normalise.state(), "classes": found})
     files = {split: ImageFiles([every_file[i][0] for i in x.tolist()], image_size, channels, every_file[0][0])
              for split, (x, _) in splits.items()}
     normalise = Normalise.from_state(mean, std) if mean is not None else _sampled_stats(files["train"], seed)
-    return InMemoryData(spec, {split: (StreamedImages(files[split], normalise, workers), y)
+    return DataSplits(spec, {split: (StreamedImages(files[split], normalise, workers), y)
                                for split, (_, y) in splits.items()}, {**normalise.state(), "classes": found})
 
 

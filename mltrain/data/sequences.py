@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, SEQUENCE
 from ..schema import DataSection
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .splits import train_val_test
 
 
@@ -31,7 +31,7 @@ class SortingConfig(SequenceTaskConfig):
 
 @DATASETS.register("parity", "bit strings (L,), label: odd number of ones; generated with the seed", SequenceTaskConfig,
                    tags={SEQUENCE, CLASSIFICATION})
-def parity(val_split: float, seed: int, length: int, samples: int) -> InMemoryData:
+def parity(val_split: float, seed: int, length: int, samples: int) -> DataSplits:
     """Bit strings (L,) of 0.0/1.0; the label is 1 when the number of ones is odd."""
     bits = np.random.default_rng(seed).integers(0, 2, (samples, length))
     spec = DataSpec((length,), 2, ("even", "odd"))
@@ -41,7 +41,7 @@ def parity(val_split: float, seed: int, length: int, samples: int) -> InMemoryDa
 @DATASETS.register("adding", "the adding problem: steps (L, 2) of (value, marker), target: sum of the 2 marked "
                    "values (regression); generated with the seed", SequenceTaskConfig,
                    tags={SEQUENCE, REGRESSION})
-def adding(val_split: float, seed: int, length: int, samples: int) -> InMemoryData:
+def adding(val_split: float, seed: int, length: int, samples: int) -> DataSplits:
     """Steps (L, 2) of (value in [0, 1), marker 0/1) with exactly two markers; the target is the
     sum of the two marked values (regression, in [0, 2))."""
     rng = np.random.default_rng(seed)
@@ -57,7 +57,7 @@ def adding(val_split: float, seed: int, length: int, samples: int) -> InMemoryDa
 @DATASETS.register("sorting", "L one-hot digits (L, vocab_size), targets (L,): the digits sorted, a class per "
                    "position; generated with the seed", SortingConfig,
                    tags={SEQUENCE, CLASSIFICATION})
-def sorting(val_split: float, seed: int, length: int, samples: int, vocab_size: int) -> InMemoryData:
+def sorting(val_split: float, seed: int, length: int, samples: int, vocab_size: int) -> DataSplits:
     """L digits from 0..vocab_size-1, one-hot (L, vocab_size); the targets (L,) are the digits in
     ascending order: one class per position."""
     digits = np.random.default_rng(seed).integers(0, vocab_size, (samples, length))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 
 TEST_FRACTION = 0.2  # held out as test without a test split (fixed seed, so test scores compare)
 TEST_SPLIT_SEED = 0  # the test split never moves with the run's seed
@@ -67,6 +67,6 @@ def as_tensors(splits: dict[str, Arrays]) -> dict[str, tuple[torch.Tensor, torch
             for name, (x, y) in splits.items()}
 
 
-def train_val_test(x: np.ndarray, y: np.ndarray, spec: DataSpec, val_split: float, seed: int) -> InMemoryData:
+def train_val_test(x: np.ndarray, y: np.ndarray, spec: DataSpec, val_split: float, seed: int) -> DataSplits:
     """A fixed test split, then `val_split` of the rest held out with the run's seed."""
-    return InMemoryData(spec, as_tensors(split_arrays((x, y), val_split, seed)))
+    return DataSplits(spec, as_tensors(split_arrays((x, y), val_split, seed)))

@@ -19,7 +19,7 @@ from pydantic import PrivateAttr
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, did_you_mean
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .files import regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
@@ -209,7 +209,7 @@ class CSVConfig(FileDataConfig, HeldOutTest):
                    tags={VECTOR, CLASSIFICATION, REGRESSION})
 def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
         test_split: float, task_from_head: bool = False, columns: list[dict] | None = None,
-        class_names: list[str] | None = None) -> InMemoryData:
+        class_names: list[str] | None = None) -> DataSplits:
     """`columns` and `class_names` are the stored encoding when rebuilding for a checkpoint."""
     file = Path(path)
     header, rows, lines = _read_table(file)
@@ -230,4 +230,4 @@ def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str
               for name, (index, ys) in held.items()}
     width = splits["train"][0].shape[1]
     spec = DataSpec((width,), len(class_names) if class_names else None, tuple(class_names or ()))
-    return InMemoryData(spec, splits, {"columns": columns, "class_names": class_names})
+    return DataSplits(spec, splits, {"columns": columns, "class_names": class_names})

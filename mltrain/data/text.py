@@ -15,7 +15,7 @@ import torch
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, TOKENS
 from ..schema import PositiveInt
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .files import regular_file
 from .sections import FileDataConfig
 
@@ -67,7 +67,7 @@ def _windows(tokens: torch.Tensor, offsets: torch.Tensor, block_size: int) -> tu
 @DATASETS.register("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
                    "the next character at each position", TextConfig, tags={TOKENS, CLASSIFICATION})
 def text(val_split: float, seed: int, path: str, block_size: int, windows: int,
-         vocabulary: str | None = None) -> InMemoryData:
+         vocabulary: str | None = None) -> DataSplits:
     """The first (1 - val_split) of the file trains, the rest validates (split by position).
 
     Train: `windows` windows at evenly spaced offsets (all offsets if the text has fewer), so an
@@ -90,4 +90,4 @@ def text(val_split: float, seed: int, path: str, block_size: int, windows: int,
     splits = {"train": _windows(train_tokens, offsets, block_size)}
     if val_split > 0:
         splits["val"] = _windows(val_tokens, torch.arange(0, len(val_tokens) - block_size, block_size), block_size)
-    return InMemoryData(text_spec(vocabulary, block_size), splits, {"vocabulary": vocabulary})
+    return DataSplits(text_spec(vocabulary, block_size), splits, {"vocabulary": vocabulary})

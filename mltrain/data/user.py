@@ -19,7 +19,7 @@ import torch
 from ..errors import UserError
 from ..registry import DATASETS, Component, schema_from_signature
 from ..schema import DataSection
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .splits import as_tensors, split_arrays
 
 SPLITS = ("train", "val", "test")
@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 def _adopt(name: str, load: Callable, origin: str) -> Component:
     takes_seed = "seed" in inspect.signature(load).parameters
 
-    def build(val_split: float, seed: int, **keys: Any) -> InMemoryData:
+    def build(val_split: float, seed: int, **keys: Any) -> DataSplits:
         returned = load(**keys, **({"seed": seed} if takes_seed else {}))
         return in_memory(name, returned, val_split, seed)
 
@@ -51,7 +51,7 @@ def _array(name: str, what: str, value: Any) -> np.ndarray:
     return array
 
 
-def in_memory(name: str, returned: Any, val_split: float, seed: int) -> InMemoryData:
+def in_memory(name: str, returned: Any, val_split: float, seed: int) -> DataSplits:
     """Check what a user's loader returned and make the splits of it."""
     if not isinstance(returned, dict) or "train" not in returned:
         raise UserError(f"dataset '{name}' returned {type(returned).__name__}; it must return a dict with "
@@ -89,4 +89,4 @@ def in_memory(name: str, returned: Any, val_split: float, seed: int) -> InMemory
     splits = split_arrays(pairs["train"], val_split, seed, test_split=0.0, val=pairs.get("val"),
                           test=pairs.get("test"))
     spec = DataSpec(tuple(x_train.shape[1:]), num_classes, class_names, tuple(y_train.shape[1:]))
-    return InMemoryData(spec, as_tensors(splits))
+    return DataSplits(spec, as_tensors(splits))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, Component
-from .dataset import DataSpec, InMemoryData
+from .dataset import DataSpec, DataSplits
 from .inputs import normalised_splits
 from .sections import ImageDataConfig
 from .splits import as_tensors, split_arrays
@@ -56,7 +56,7 @@ def _read(cls: type, root: Path, train: bool, download: bool) -> tuple[np.ndarra
 
 
 def _load(class_name: str, name: str, val_split: float, seed: int, root: str, download: bool,
-          mean: list[float] | None = None, std: list[float] | None = None) -> InMemoryData:
+          mean: list[float] | None = None, std: list[float] | None = None) -> DataSplits:
     from torchvision import datasets
 
     cls = getattr(datasets, class_name)
@@ -78,7 +78,7 @@ def _load(class_name: str, name: str, val_split: float, seed: int, root: str, do
                         "original files again") from None
     splits = as_tensors(split_arrays((x_train, y_train), val_split, seed, test=(x_test, y_test)))
     inputs, normalise = normalised_splits(splits, mean, std)
-    return InMemoryData(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
+    return DataSplits(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
 
 
 class TorchvisionSetConfig(ImageDataConfig):

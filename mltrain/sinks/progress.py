@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..monitor import Monitor
-from ..progress import ProgressView, format_metrics
+from ..console import ProgressView, format_metrics
 from . import Record, RunStart, Sink
 
 REFRESH_S = 0.5  # seconds between bar refreshes; each costs the loop one host sync

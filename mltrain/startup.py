@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import TARGET_SCALE, InMemoryData, build_data
+from .data import TARGET_SCALE, DataSplits, build_data
 from .devices import set_threads
 from .learner import Learner
 
@@ -43,7 +43,7 @@ def start(cfg: Config, device: torch.device, processes: int = 1) -> int:
 
 @dataclass
 class Prepared:
-    data: InMemoryData
+    data: DataSplits
     learner: Learner
     threads: int  # torch's CPU threads, as chosen
 

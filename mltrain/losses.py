@@ -1,4 +1,5 @@
-"""Output heads: how many outputs a model needs, the loss on its logits, and predictions.
+"""The losses `model.head` names, each with how many outputs a model needs and how its logits
+turn into predictions.
 
 The loss is always computed on logits (cross-entropy, BCE-with-logits, MSE); probabilities are
 only for reporting.
@@ -13,12 +14,12 @@ import torch.nn.functional as F
 
 from .data import DataSpec
 from .errors import UserError
-from .registry import CLASSIFICATION, HEADS, LOSSES, REGRESSION, Component
+from .registry import CLASSIFICATION, HEADS, REGRESSION
 from .schema import NoKeys
 
 
 @HEADS.register("softmax", "multi-class: one logit per class, cross-entropy on logits", NoKeys, tags={CLASSIFICATION})
-class SoftmaxHead:
+class SoftmaxCrossEntropy:
     """One logit per class (at each target position); cross-entropy over every target."""
 
     classifies = True
@@ -59,7 +60,7 @@ class SoftmaxHead:
 
 
 @HEADS.register("sigmoid", "binary or one-vs-rest: BCE-with-logits", NoKeys, tags={CLASSIFICATION})
-class SigmoidHead:
+class SigmoidCrossEntropy:
     """Binary (one logit) or one-vs-rest (one logit per class); BCE-with-logits. With a target per
     position only binary: one logit per position."""
 
@@ -109,7 +110,7 @@ class SigmoidHead:
 
 
 @HEADS.register("linear", "regression: raw outputs, mean squared error", NoKeys, tags={REGRESSION})
-class LinearHead:
+class MeanSquaredError:
     """Raw outputs for regression; mean squared error.
 
     With a target scale (the training targets' mean and std per output, from the data state) the
@@ -162,11 +163,11 @@ class LinearHead:
         return y.float().reshape(len(y), -1).mean(dim=0)
 
 
-Head = SoftmaxHead | SigmoidHead | LinearHead
+Loss = SoftmaxCrossEntropy | SigmoidCrossEntropy | MeanSquaredError
 
 
-def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0,
-               target_scale: dict[str, list[float]] | None = None) -> Head:
+def build_loss(name: str, spec: DataSpec, label_smoothing: float = 0.0,
+               target_scale: dict[str, list[float]] | None = None) -> Loss:
     """Label smoothing is a softmax-head option (config validation keeps it off the others); a
     target scale (the data state's `target_scale`) a regression head's."""
     options = {"label_smoothing": label_smoothing} if label_smoothing else {}
@@ -174,8 +175,3 @@ def build_head(name: str, spec: DataSpec, label_smoothing: float = 0.0,
         options["target_scale"] = target_scale
     return HEADS[name].factory(spec, **options)
 
-
-for _name, _help, _loss in (("cross_entropy", "paired with head: softmax", F.cross_entropy),
-                            ("bce_with_logits", "paired with head: sigmoid", F.binary_cross_entropy_with_logits),
-                            ("mse", "paired with head: linear", F.mse_loss)):
-    LOSSES.add(Component(_name, _help, _loss, NoKeys))
