@@ -32,7 +32,7 @@ def test_python_dash_m_works():
 def test_list_every_kind_and_one_kind(cli):
     result = cli("list")
     assert result.exit_code == 0
-    for word in ("architectures", "mlp", "relu", "adamw", "cosine", "digits", "spirals", "cross_entropy"):
+    for word in ("architectures", "mlp", "relu", "adamw", "cosine", "digits", "spirals", "softmax"):
         assert word in result.stdout
     result = cli("list", "optimizers")
     assert "sgd" in result.stdout and "digits" not in result.stdout
