@@ -83,7 +83,7 @@ def test_every_shipped_config_validates(cli):
 
 
 def test_list_takes_singular_kinds(cli):
-    assert "mse" in cli("list", "loss").stdout and "gelu" in cli("list", "activation").stdout
+    assert "sigmoid" in cli("list", "head").stdout and "gelu" in cli("list", "activation").stdout
 
 
 def test_a_run_name_is_one_path_component(cli, tiny_config):
