@@ -9,9 +9,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from conftest import write_config
+from helpers import TINY, write_config
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -87,10 +86,6 @@ def write_svhn(root: Path, train: int = 60, test: int = 20) -> None:
 
 
 def source_config(directory: Path, data: dict, model: dict | None = None, **sections) -> Path:
-    """conftest's small config with this data section in place of its spirals (and this model)."""
-    path = write_config(directory, **sections)
-    config = yaml.safe_load(path.read_text())
-    config["data"] = {"batch_size": 16, **data}
-    config["model"] = model or config["model"]
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """write_config's small config with this data section in place of its spirals (and this model)."""
+    base = {**TINY, "data": {"batch_size": 16, **data}, "model": model or TINY["model"]}
+    return write_config(directory, base=base, **sections)

@@ -13,6 +13,7 @@ import torch
 from conftest import only_run
 from formats import source_config as write_config
 from formats import write_cifar10, write_cifar100, write_mnist, write_svhn
+from helpers import write_images, write_table
 from mltrain.config import section_config
 from mltrain.data import build_data
 from mltrain.data.inputs import Inputs
@@ -126,19 +127,6 @@ def test_torchvision_is_not_imported_for_other_datasets(tmp_path):
 
 # --- image folders ----------------------------------------------------------------------
 
-def write_images(folder, count, channels=3, size=12, suffix=".png", shade=0):
-    from torchvision.io import encode_jpeg, write_png
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image = torch.full((channels, size + i % 3, size), shade, dtype=torch.uint8)  # sizes differ: all resized
-        image[:, :, : i + 1] = 255
-        if suffix == ".png":
-            write_png(image, str(folder / f"{i}.png"))
-        else:
-            (folder / f"{i}{suffix}").write_bytes(encode_jpeg(image).numpy().tobytes())
-
-
 def test_image_folder_of_pngs_and_jpegs_trains(cli, tmp_path):
     write_images(tmp_path / "pets" / "cat", 10, suffix=".png", shade=20)
     write_images(tmp_path / "pets" / "dog", 10, suffix=".jpg", shade=200)
@@ -205,19 +193,6 @@ def test_bad_image_folders(cli, tmp_path, problem):
 
 
 # --- csv ----------------------------------------------------------------------------------
-
-def write_table(path, rows=60, bad_row=None):
-    rng = np.random.default_rng(0)
-    lines = ["size,colour,weight,kind"]
-    for i in range(rows):
-        size = rng.normal(10, 3)
-        colour = ["red", "green", "blue"][i % 3]
-        kind = "big" if size > 10 else "small"
-        weight = "nan" if i == bad_row else f"{size * 2 + rng.normal():.3f}"
-        lines.append(f"{size:.3f},{colour},{weight},{kind}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
 
 @pytest.mark.parametrize("table, target, needles", [
     ("size,kind\n1,a\n2,b\n3,a\n4,b\n", {"target": "kind", "features": ["size", "wieght"]},

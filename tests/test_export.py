@@ -13,21 +13,11 @@ import torch
 import mltrain
 from conftest import MLTRAIN
 from formats import write_mnist
+from helpers import write_table
 from mltrain.export import export, load_safetensors
 from mltrain.restore import restore
 
 CORPUS = "a small text for a tiny language model to read, again and again. " * 12
-
-
-def write_table(path):
-    """A CSV with a numeric, a categorical and a target column."""
-    rng = np.random.default_rng(0)
-    lines = ["size,colour,kind"]
-    for i in range(90):
-        colour = ("red", "green", "blue")[i % 3]
-        size = rng.normal()
-        lines.append(f"{size:.3f},{colour},{'big' if size + (colour == 'red') > 0.3 else 'small'}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 # family: (data section, model section); one tiny run each, a step or two of training.
@@ -53,7 +43,7 @@ FORMATS = ("onnx", "pt2", "safetensors")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("families")
-    write_table(directory / "table.csv")
+    write_table(directory / "table.csv", rows=90, recipe="colours")
     (directory / "corpus.txt").write_text(CORPUS)
     write_mnist(directory / "data", train=40, test=20)
     trained = {}

@@ -11,13 +11,9 @@ import pytest
 import yaml
 
 from conftest import MLTRAIN
+from helpers import write_config
 
-
-def write_config(directory, data, **sections):
-    path = directory / "c.yaml"
-    path.write_text(yaml.safe_dump({"data": data, "train": {"epochs": 1}, "output": {"dir": str(directory / "runs")},
-                                    **sections}))
-    return path
+BARE = {"train": {"epochs": 1}}  # with the data (and model) each test gives: mltrain's defaults for the rest
 
 
 def mltrain(*args, env=None, timeout=60):
@@ -56,7 +52,7 @@ def test_files_that_are_not_regular_files_are_refused(tmp_path, where):
     if where == "config":
         refused("config", "/dev/zero", needle="not a regular file")
     else:
-        config = write_config(tmp_path, {"dataset": "csv", "path": "/dev/zero", "target": "y"})
+        config = write_config(tmp_path, base=BARE, data={"dataset": "csv", "path": "/dev/zero", "target": "y"})
         refused("fit", config, needle="data.path /dev/zero: not a regular file")
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -70,7 +66,7 @@ def test_npz_decompression_bomb_is_measured_not_loaded(tmp_path):
             member.write(bytes(1 << 16))
         with archive.open("y_train.npy", "w") as member:
             np.save(member, np.zeros(4, dtype=np.int64))
-    config = write_config(tmp_path, {"dataset": "npz", "path": str(bomb)})
+    config = write_config(tmp_path, base=BARE, data={"dataset": "npz", "path": str(bomb)})
     assert refused("fit", config, needle="GiB once loaded") < 20
 
 
@@ -84,15 +80,15 @@ def test_image_whose_header_declares_too_many_pixels_is_not_decoded(tmp_path):
     huge = tmp_path / "images" / "a" / "huge.png"
     Image.new("1", (20000, 20000)).save(huge)  # 1-bit and blank: a small file, 400M pixels declared
     assert huge.stat().st_size < 2_000_000
-    config = write_config(tmp_path, {"dataset": "image_folder", "root": str(tmp_path / "images"),
-                                          "image_size": 8}, model={"arch": "mlp"})
+    config = write_config(tmp_path, base=BARE, data={"dataset": "image_folder", "root": str(tmp_path / "images"),
+                                                     "image_size": 8}, model={"arch": "mlp"})
     refused("fit", config, needle="declares 20000x20000 pixels")
 
 
 def test_csv_with_repeated_column_names_or_one_class_is_refused(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("a,a,y\n1,2,x\n3,4,z\n")
-    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y"})
+    config = write_config(tmp_path, base=BARE, data={"dataset": "csv", "path": str(table), "target": "y"})
     refused("fit", config, needle="'a' appear more than once")
     table.write_text("a,b,y\n" + "".join(f"{i},{i * 2},same\n" for i in range(20)))
     refused("fit", config, needle="classification needs at least 2 classes")
@@ -127,8 +123,9 @@ def test_out_of_range_numbers_name_the_range(tmp_path, key, value, needle):
 def test_a_bad_csv_value_is_located_without_echoing_the_file(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("a,y\n1,2.5\n3,SECRET-TOKEN-1234567890\n5,6.5\n7,8.5\n")
-    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y", "val_split": 0.0,
-                                     "test_split": 0.0}, model={"arch": "mlp", "head": "linear"})
+    config = write_config(tmp_path, base=BARE, data={"dataset": "csv", "path": str(table), "target": "y",
+                                                     "val_split": 0.0, "test_split": 0.0},
+                          model={"arch": "mlp", "head": "linear"})
     result, _ = mltrain("fit", config)
     assert result.returncode == 2 and f"{table}:3" in result.stderr and "SECRET" not in result.stderr
 
@@ -136,6 +133,6 @@ def test_a_bad_csv_value_is_located_without_echoing_the_file(tmp_path):
 def test_a_linear_head_on_text_labels_blames_the_head(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("a,y\n1,cat\n2,dog\n3,cat\n4,dog\n")
-    config = write_config(tmp_path, {"dataset": "csv", "path": str(table), "target": "y"},
+    config = write_config(tmp_path, base=BARE, data={"dataset": "csv", "path": str(table), "target": "y"},
                           model={"arch": "mlp", "head": "linear"})
     refused("fit", config, needle="the head is the problem")

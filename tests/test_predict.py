@@ -14,23 +14,9 @@ from PIL import Image
 
 import mltrain
 from conftest import MLTRAIN
+from helpers import write_images, write_table
 from mltrain.data.splits import split_arrays
 from mltrain.restore import restore
-
-COLOURS = ("red", "green", "blue")
-
-
-def write_table(path, rows=150, seed=0):
-    """size (numeric), colour (categorical), weight (numeric) -> kind (3 classes, learnable)."""
-    rng = np.random.default_rng(seed)
-    lines = ["size,colour,weight,kind"]
-    for i in range(rows):
-        colour, size, weight = COLOURS[i % 3], rng.normal(), rng.normal()
-        kind = "cat" if size + (colour == "red") > 0.3 else "dog" if weight > 0 else "fox"
-        lines.append(f"{size:.3f},{colour},{weight:.3f},{kind}")
-    path.write_text("\n".join(lines) + "\n")
-    return lines
-
 
 def fit(directory, name, data, model, **train):
     config = {"seed": 0, "data": {"batch_size": 16, **data}, "model": model, "optimizer": {"name": "adam", "lr": 0.02},
@@ -41,7 +27,7 @@ def fit(directory, name, data, model, **train):
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("table")
-    lines = write_table(directory / "table.csv")
+    lines = write_table(directory / "table.csv", rows=150, recipe="animals")
     run = fit(directory, "run", {"dataset": "csv", "path": str(directory / "table.csv"), "target": "kind"},
               {"arch": "mlp", "hidden": [16]}, ema=0.8)
     return run, lines
@@ -148,21 +134,11 @@ def test_inputs_of_the_wrong_kind_are_exit_2(cli, table_run, tmp_path):
         assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
 
 
-def write_images(folder, count, seed, size=(12, 10), mode="RGB"):
-    """Dark images for class 'dark', light ones for 'light'."""
-    rng = np.random.default_rng(seed)
-    for kind, base in (("dark", 50), ("light", 180)):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = np.clip(base + rng.integers(-40, 40, (*size, len(mode))), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(folder / kind / f"{i}.png")
-
-
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("images")
-    write_images(directory / "pictures" / "train", 24, seed=0)
-    write_images(directory / "pictures" / "test", 6, seed=1)
+    write_images(directory / "pictures" / "train", 24, size=(12, 10), seed=0)
+    write_images(directory / "pictures" / "test", 6, size=(12, 10), seed=1)
     return fit(directory, "run", {"dataset": "image_folder", "root": str(directory / "pictures"), "image_size": 8,
                                   "batch_size": 8}, {"arch": "cnn", "channels": [4]}, epochs=2)
 
@@ -194,7 +170,7 @@ def test_images_are_preprocessed_as_in_training(cli, image_run, tmp_path):
 
 
 def test_images_that_do_not_fit_are_exit_2_naming_the_file(cli, image_run, tmp_path):
-    write_images(tmp_path / "grey", 1, seed=2, mode="L")
+    write_images(tmp_path / "grey", 1, channels=1, size=(12, 10), seed=2)
     (tmp_path / "broken.png").write_bytes(b"not an image")
     np.savez(tmp_path / "small.npz", x=np.zeros((2, 3, 4, 4)))
     (tmp_path / "empty").mkdir()

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
+from helpers import write_config, write_package
 from mltrain.checks.data_checks import labels_in_range
 from mltrain.checks.preflight import (
     batch_independence, learning_rate, look_at_batch, run_cheap_checks, schedule_sanity,
@@ -99,29 +99,12 @@ def messy(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def user_package(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    (site / "badnets").mkdir()
-    (site / "badnets" / "__init__.py").write_text("")
-    (site / "badnets" / "nets.py").write_text(NETS)
-    (site / "badnets" / "data.py").write_text(DATA)
-    return site
+    return write_package(tmp_path_factory.mktemp("site"), "badnets", {"nets": NETS, "data": DATA})
 
 
 @pytest.fixture
 def importable(user_package, monkeypatch):
     monkeypatch.syspath_prepend(str(user_package))
-
-
-def write_config(directory, data=None, model=None, **sections):
-    """A small config: spirals and an MLP unless `data` or `model` say otherwise (whole sections)."""
-    config = {"seed": 0, "data": data or {"dataset": "spirals", "batch_size": 32, "points": 100},
-              "model": model or {"arch": "mlp", "hidden": [32, 32]}, "optimizer": {"name": "adam", "lr": 0.01},
-              "train": {"epochs": 3}, "output": {"dir": str(directory / "runs")}}
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = directory / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def checks_of(report: dict) -> dict[str, dict]:
@@ -154,7 +137,7 @@ def test_a_clean_config_passes_every_check_and_writes_its_report(cli, tmp_path):
 
 
 def test_images_get_a_grid_and_the_human_table(cli, tmp_path):
-    config = write_config(tmp_path, data={"dataset": "digits", "batch_size": 16})
+    config = write_config(tmp_path, data={"dataset": "digits", "batch_size": 16}, replace=True)
     result = cli("preflight", config, "--output-dir", tmp_path / "elsewhere")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "elsewhere" / "plots" / "preflight-batch.png").is_file()
@@ -164,14 +147,15 @@ def test_images_get_a_grid_and_the_human_table(cli, tmp_path):
 
 
 def test_a_forward_that_mixes_the_batch_fails_batch_independence(cli, tmp_path, importable):
-    result, report = run_preflight(cli, write_config(tmp_path, model={"arch": "badnets.nets:MixesBatch"}))
+    result, report = run_preflight(cli, write_config(tmp_path, model={"arch": "badnets.nets:MixesBatch"}, replace=True))
     assert result.exit_code == 1
     check = checks_of(report)["batch independence"]
     assert check["status"] == "fail" and check["values"]["mixed"] and "reshape" in check["fix"]
 
 
 def test_a_model_that_ignores_its_input_fails_the_input_independent_baseline(cli, tmp_path, importable):
-    result, report = run_preflight(cli, write_config(tmp_path, model={"arch": "badnets.nets:IgnoresInput"}))
+    config = write_config(tmp_path, model={"arch": "badnets.nets:IgnoresInput"}, replace=True)
+    result, report = run_preflight(cli, config)
     assert result.exit_code == 1
     check = checks_of(report)["input-independent baseline"]
     assert check["status"] == "fail" and "does not use its input" in check["fix"]
@@ -180,7 +164,7 @@ def test_a_model_that_ignores_its_input_fails_the_input_independent_baseline(cli
 
 
 def test_a_dead_layer_fails_gradient_flow_by_name(cli, tmp_path, importable):
-    result, report = run_preflight(cli, write_config(tmp_path, model={"arch": "badnets.nets:DeadLayer"}))
+    result, report = run_preflight(cli, write_config(tmp_path, model={"arch": "badnets.nets:DeadLayer"}, replace=True))
     assert result.exit_code == 1
     check = checks_of(report)["gradients reach every weight"]
     assert check["status"] == "fail" and check["values"]["zero_gradient"] == ["dead.weight", "dead.bias"]
@@ -195,7 +179,7 @@ def test_samples_leaked_from_train_into_test_fail_with_counts_and_examples(cli, 
     test_x[:10], test_y[:10] = x[40:50], y[40:50]  # 10 of 50 test samples copied from train
     np.savez(tmp_path / "leaky.npz", x_train=x, y_train=y, x_test=test_x, y_test=test_y)
     result, report = run_preflight(cli, write_config(tmp_path, data={"dataset": "npz", "path": "leaky.npz",
-                                                                     "val_split": 0.0}))
+                                                                     "val_split": 0.0}, replace=True))
     assert result.exit_code == 1
     check = checks_of(report)["train/val/test duplicates"]
     leaked = check["values"]["test_in_train"]
@@ -210,7 +194,7 @@ def test_samples_leaked_from_train_into_test_fail_with_counts_and_examples(cli, 
 def test_cheap_checks_find_messy_data_a_loud_init_and_a_schedule_longer_than_the_run(tmp_path, importable):
     cfg = load_config(write_config(tmp_path, data={"dataset": "badnets.data:messy", "batch_size": 50},
                                    model={"arch": "badnets.nets:Loud"},
-                                   scheduler={"name": "cosine", "warmup_steps": 100, "min_lr": 0.5}))
+                                   scheduler={"name": "cosine", "warmup_steps": 100, "min_lr": 0.5}, replace=True))
     prepared = prepare(cfg, torch.device("cpu"))
     weights = {name: value.clone() for name, value in prepared.learner.model.state_dict().items()}
     rng = torch.get_rng_state()
@@ -260,11 +244,11 @@ def test_an_lr_far_from_the_range_tests_suggestion_warns(tmp_path, lr, side):
 
 
 def test_batch_norm_is_checked_in_eval_mode_and_skipped_when_it_always_mixes(tmp_path, importable):
-    cfg = load_config(write_config(tmp_path, model={"arch": "mlp", "hidden": [16], "norm": "batch"}))
+    cfg = load_config(write_config(tmp_path, model={"arch": "mlp", "hidden": [16], "norm": "batch"}, replace=True))
     prepared = prepare(cfg, torch.device("cpu"))
     assert batch_independence(prepared.learner, prepared.data).status == "pass"
     assert prepared.learner.model.training  # the mode is given back
-    cfg = load_config(write_config(tmp_path, model={"arch": "badnets.nets:BatchStatistics"}))
+    cfg = load_config(write_config(tmp_path, model={"arch": "badnets.nets:BatchStatistics"}, replace=True))
     prepared = prepare(cfg, torch.device("cpu"))
     check = batch_independence(prepared.learner, prepared.data)
     assert check.status == "skip" and "by design" in check.detail
@@ -274,7 +258,7 @@ def test_token_windows_are_checked_by_substitution_and_shown_decoded(tmp_path):
     (tmp_path / "corpus.txt").write_text("the cat sat on the mat; the dog sat on the log. " * 20)
     cfg = load_config(write_config(tmp_path, data={"dataset": "text", "path": "corpus.txt", "block_size": 8,
                                                    "windows": 64, "batch_size": 8},
-                                   model={"arch": "gpt", "d_model": 16, "heads": 2, "layers": 1}))
+                                   model={"arch": "gpt", "d_model": 16, "heads": 2, "layers": 1}, replace=True))
     prepared = prepare(cfg, torch.device("cpu"))
     independence = batch_independence(prepared.learner, prepared.data)
     assert independence.status == "pass" and "replacing" in independence.detail

@@ -5,13 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 
 import pytest
 import torch
 import yaml
 
 from conftest import MLTRAIN
+from helpers import write_package
 from test_resume import wait_for_step
 
 NETS = '''
@@ -60,26 +60,16 @@ def blobs(points: int = 200, spread: float = 0.3, seed: int = 0):
 '''
 
 
+ENTRY_POINTS = {"mltrain.architectures": {"tiny": "tinypkg.nets:TinyNet"},
+                "mltrain.datasets": {"blobs": "tinypkg.data:blobs"}}
+
+
 @pytest.fixture
 def user_package(tmp_path):
     """A package `tinypkg` on PYTHONPATH, and a plugin distribution declaring entry points for it."""
-    package = tmp_path / "site" / "tinypkg"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "nets.py").write_text(NETS)
-    (package / "data.py").write_text(DATA)
-    dist_info = tmp_path / "site" / "tinyplugin-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplugin\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(textwrap.dedent("""\
-        [mltrain.architectures]
-        tiny = tinypkg.nets:TinyNet
-
-        [mltrain.datasets]
-        blobs = tinypkg.data:blobs
-        """))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
-    return tmp_path, env
+    site = write_package(tmp_path / "site", "tinypkg", {"nets": NETS, "data": DATA}, plugin="tinyplugin",
+                         entry_points=ENTRY_POINTS)
+    return tmp_path, {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 def config(directory, arch, dataset, **train):
