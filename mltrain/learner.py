@@ -11,16 +11,11 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .config import Config
-from .data import DataSpec
 from .data.dataset import batches
 from .errors import UserError
-from .losses import Loss, build_loss
+from .losses import Loss
 from .metrics import Accumulator
-from .models import build_model
-from .optim import build_optimizer
 
-UNCHECKED_LOSSES = 1024  # losses the NaN guard holds before it reads them (a host sync on a GPU)
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
 NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
@@ -66,43 +61,13 @@ class Learner:
         # `model` keeps plain parameter names for checkpoints; the compiled wrapper only runs.
         self.compile = compile
         self.forward_model = torch.compile(model) if compile else model
-        self.distributed: torch.nn.parallel.DistributedDataParallel | None = None
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
-        self.steps = 0  # optimizer steps taken
-        # The NaN guard: each micro-batch's (step, loss), read many at once by first_non_finite_step.
-        self._unchecked: list[tuple[int, torch.Tensor]] = []
-        self._first_bad_step: int | None = None
 
-    @classmethod
-    def build(cls, cfg: Config, spec: DataSpec, device: torch.device, training: bool = True,
-              target_scale: dict[str, list[float]] | None = None) -> Learner:
-        """`training=False` (scoring, generating, exporting) builds no optimizer: torch's first
-        optimizer imports torch._dynamo, about 1.1 s of start-up. `target_scale`: the data state's,
-        which a regression head learns and predicts with."""
-        criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, target_scale)
-        model = build_model(cfg.model, spec, criterion.num_outputs).to(device)
-        optimizer = build_optimizer(cfg.optimizer, model) if training else None
-        return cls(model, criterion, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
-                   cfg.train.compile)
-
-    def distribute(self, sync_batchnorm: bool) -> None:
-        """Train through DistributedDataParallel (the process group must be up): gradients are
-        averaged across processes in backward. Checkpoints keep `model`'s plain weight names."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        if sync_batchnorm:
-            # The converted layers keep the same Parameter objects, so the optimizer still holds them.
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.distributed = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.forward_model = torch.compile(self.distributed) if self.compile else self.distributed
-
-    def accumulating(self, last: bool):
-        """Around a micro-batch's backward: DDP averages gradients only on a step's last one."""
-        if self.distributed is None or last:
-            return NO_CONTEXT
-        return self.distributed.no_sync()
+    def run_through(self, wrapper: nn.Module) -> None:
+        """Train through `wrapper` (a distribution strategy's, around `model`), compiled if asked;
+        `model` keeps the plain parameter names checkpoints use."""
+        self.forward_model = torch.compile(wrapper) if self.compile else wrapper
 
     @property
     def eval_model(self) -> nn.Module:
@@ -120,18 +85,15 @@ class Learner:
             logits = model(x)
         return self.criterion.loss(logits.float(), y), logits
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor,
+                         scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
         Returns the (detached, unscaled) loss and logits."""
         if not self.model.training:  # a check, not a call: train() walks every module
             self.model.train()
         loss, logits = self._forward(self.forward_model, x, y)
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
-        loss = loss.detach()
-        self._unchecked.append((self.steps + 1, loss))  # no device op and no host sync per step
-        if len(self._unchecked) >= UNCHECKED_LOSSES:
-            self._check_losses()
-        return loss, _outliving_the_step(logits)
+        return loss.detach(), _outliving_the_step(logits)
 
     def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
         """Clip, step and clear the gradients accumulated since the last update. Returns the
@@ -145,7 +107,6 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        self.steps += 1
         return grad_norm
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,20 +114,6 @@ class Learner:
         loss, logits = self.forward_backward(x, y)
         self.update()
         return loss, logits
-
-    def first_non_finite_step(self) -> int | None:
-        """The first optimizer step whose loss was NaN or inf, if any (a host sync)."""
-        self._check_losses()
-        return self._first_bad_step
-
-    def _check_losses(self) -> None:
-        """Reads the losses not yet checked, all at once: two device ops and one host sync."""
-        if not self._unchecked:
-            return
-        finite = torch.isfinite(torch.stack([loss for _, loss in self._unchecked])).tolist()
-        if self._first_bad_step is None and not all(finite):
-            self._first_bad_step = self._unchecked[finite.index(False)][0]
-        self._unchecked.clear()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -181,7 +128,6 @@ class Learner:
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"]["weights"])
             self.ema.n_averaged.fill_(int(state["ema"]["n_averaged"]))
-        self.steps = state["step"]
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, split: str) -> dict[str, float]:
         """Mean loss (and accuracy for classifiers) over a split, in eval mode."""

@@ -165,3 +165,33 @@ def per_class_scores(confusion: torch.Tensor) -> dict[str, list[float]]:
     f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp(min=1e-12), 0.0)
     return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
             "support": actual.long().tolist()}
+
+
+UNCHECKED_LOSSES = 1024  # losses the NaN guard holds before it reads them (a host sync on a GPU)
+
+
+class LossGuard:
+    """Finds the first optimizer step whose loss was NaN or inf without a host sync per step: each
+    micro-batch's (step, loss) waits until a read (`first_non_finite_step`) or until
+    UNCHECKED_LOSSES wait, then all are checked at once: two device ops and one host sync."""
+
+    def __init__(self) -> None:
+        self._unchecked: list[tuple[int, torch.Tensor]] = []
+        self._first_bad_step: int | None = None
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self._unchecked.append((step, loss))
+        if len(self._unchecked) >= UNCHECKED_LOSSES:
+            self._check()
+
+    def first_non_finite_step(self) -> int | None:
+        self._check()
+        return self._first_bad_step
+
+    def _check(self) -> None:
+        if not self._unchecked:
+            return
+        finite = torch.isfinite(torch.stack([loss for _, loss in self._unchecked])).tolist()
+        if self._first_bad_step is None and not all(finite):
+            self._first_bad_step = self._unchecked[finite.index(False)][0]
+        self._unchecked.clear()

@@ -16,7 +16,8 @@ from torch import nn
 from torch.optim import Optimizer, lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
-from .data.dataset import global_batches, steps_per_epoch
+from .data.dataset import steps_per_epoch
+from .errors import UserError
 from .registry import OPTIMIZERS, SCHEDULERS, Component, schema_from_signature
 from .schema import (
     Fraction, NonNegativeFloat, NonNegativeInt, OptimizerSection, PositiveFloat, PositiveInt, SchedulerSection,
@@ -77,25 +78,26 @@ SCHEDULERS.accept_user_components(_adopt_scheduler)
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and kernels only: never on biases or norm scales.
-    One group when there is no decay (each group is a separate optimizer kernel launch)."""
+    One group when there is no decay (each group is a separate optimizer kernel launch). Every
+    trainable kind of parameter is in a group, frozen ones too: freezing is `requires_grad`, so
+    unfreezing later never changes the optimizer's shape (or a checkpoint's)."""
+    parameters = [p for p in model.parameters() if p.is_floating_point() or p.is_complex()]
     if weight_decay == 0:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [{"params": parameters, "weight_decay": 0.0}]
+    return [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg: OptimizerSection, model: nn.Module) -> torch.optim.Optimizer:
-    """The named torch optimizer; a built-in one gets its fused kernel where torch offers one for
-    the model's device (adam, adamw, sgd on CPU and CUDA: about 25 % less time per step for a
-    small MLP on the CPU)."""
+def build_optimizer(cfg: OptimizerSection, groups: list[dict]) -> torch.optim.Optimizer:
+    """The named torch optimizer over `groups`; a built-in one gets its fused kernel where torch
+    offers one for the parameters' device (adam, adamw, sgd on CPU and CUDA)."""
     component = OPTIMIZERS[cfg.name]
     options = cfg.own_values()
-    device = next(model.parameters()).device
+    device = next(p for group in groups for p in group["params"]).device
     if component.origin == "built-in" and "fused" in inspect.signature(component.factory).parameters \
             and device.type in ("cpu", "cuda"):
         options["fused"] = True
-    return component.factory(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, **options)
+    return component.factory(groups, lr=cfg.lr, **options)
 
 
 class StepConfig(SchedulerSection):
@@ -183,10 +185,16 @@ def plateau(optimizer: Optimizer, total_steps: int, mode: str, gamma: float, pat
     return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=gamma, patience=patience)
 
 
-def run_length(train_size: int, batch_size: int, accumulate: int, epochs: int,
-               max_steps: int | None, processes: int = 1) -> tuple[int, int]:
-    """(optimizer steps per epoch, optimizer steps in the run): the span a schedule covers."""
-    in_epoch = steps_per_epoch(global_batches(train_size, batch_size, processes), accumulate)
+def run_length(micro_batches_in_epoch: int | None, accumulate: int, epochs: int,
+               max_steps: int | None) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in the run): the span a schedule covers. A stream
+    that cannot know its length runs train.max_steps, as one epoch."""
+    if micro_batches_in_epoch is None:
+        if not max_steps:
+            raise UserError("train.max_steps: this data stream does not know its length, so the run needs a "
+                            "number of optimizer steps; set train.max_steps")
+        return max_steps, max_steps
+    in_epoch = steps_per_epoch(micro_batches_in_epoch, accumulate)
     return in_epoch, max_steps or in_epoch * epochs
 
 
@@ -194,13 +202,13 @@ class LRSchedule:
     """Linear warmup for `warmup_steps`, then the named torch scheduler (none for constant).
 
     `after_step` runs once per optimizer step; `after_validation` feeds the monitored metric
-    to a plateau scheduler, the one kind that steps on validations instead of steps.
+    to a plateau scheduler, the one kind that steps on validations instead of steps. The steps
+    taken are counted by the run (its position), not here.
     """
 
     def __init__(self, cfg: SchedulerSection, optimizer: Optimizer, total_steps: int, monitor_mode: str):
         self.optimizer = optimizer
         self.warmup_steps = cfg.warmup_steps
-        self.steps = 0
         self.main = SCHEDULERS[cfg.name].factory(optimizer, total_steps=max(1, total_steps - cfg.warmup_steps),
                                                  mode=monitor_mode, **cfg.own_values())
         self.on_plateau = isinstance(self.main, lr_scheduler.ReduceLROnPlateau)
@@ -209,35 +217,36 @@ class LRSchedule:
                                             total_iters=cfg.warmup_steps) if cfg.warmup_steps else None
         self._first_lrs = [group["lr"] for group in optimizer.param_groups]  # where a replay starts
 
-    def after_step(self) -> None:
-        self.steps += 1
-        if self.steps <= self.warmup_steps:
+    def after_step(self, steps_taken: int) -> None:
+        """`steps_taken`: optimizer steps so far, this one included."""
+        if steps_taken <= self.warmup_steps:
             self.warmup.step()
         elif self.main is not None and not self.on_plateau:
             self.main.step()
 
-    def after_validation(self, value: float) -> None:
-        if self.on_plateau and self.steps >= self.warmup_steps:
+    def after_validation(self, value: float, steps_taken: int) -> None:
+        if self.on_plateau and steps_taken >= self.warmup_steps:
             self.main.step(value)
 
     @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+    def lrs(self) -> list[float]:
+        """The lr of every parameter group, in the optimizer's order."""
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "main": self.main.state_dict() if self.main is not None else None,
+        return {"main": self.main.state_dict() if self.main is not None else None,
                 "warmup": self.warmup.state_dict() if self.warmup else None}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Replay the steps taken, over the schedule this config builds: the same arithmetic as
+    def load_state_dict(self, state: dict, steps_taken: int) -> None:
+        """Replay the `steps_taken` over the schedule this config builds: the same arithmetic as
         the run itself (so an exact resume gets the same lr to the bit), and a run extended with
         more epochs anneals over its new length. Plateau's counters and lr come from the state."""
         for group, lr in zip(self.optimizer.param_groups, self._first_lrs):
             group["lr"] = lr  # the schedulers' formulas continue from the group's current lr
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            for _ in range(state["steps"]):
-                self.after_step()
+            for step in range(1, steps_taken + 1):
+                self.after_step(step)
         if self.on_plateau:
             self.main.load_state_dict(state["main"])
             for group, lr in zip(self.optimizer.param_groups, state["main"]["_last_lr"]):

@@ -12,6 +12,7 @@ import torch
 from .config import Config
 from .data import TARGET_SCALE, DataSplits, build_data
 from .devices import set_threads
+from .build import build_learner
 from .learner import Learner
 
 
@@ -52,4 +53,4 @@ def prepare(cfg: Config, device: torch.device, processes: int = 1) -> Prepared:
     """A fresh start from a config: the data and a newly initialised learner for it."""
     threads = start(cfg, device, processes)
     data = build_data(cfg.data, cfg.seed, device)
-    return Prepared(data, Learner.build(cfg, data.spec, device, target_scale=data.state.get(TARGET_SCALE)), threads)
+    return Prepared(data, build_learner(cfg, data.spec, device, target_scale=data.state.get(TARGET_SCALE)), threads)

@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-import torch
-
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, spec_state
+from .checkpoint import load_checkpoint, spec_state
 from .config import Config, config_to_dict, load_config
+from .console import ProgressView
 from .data import DataSplits
-from .data.dataset import batches, epoch_order, shard
+from .data.stream import SeededPermutation
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .learner import Learner
-from .metrics import Accumulator, samples_per_s
+from .metrics import samples_per_s
 from .models import count_parameters
-from .monitor import Monitor
-from .optim import LRSchedule, run_length
-from .position import Position, Renumbering
-from .console import ProgressView
-from .restore import DAMAGED, Restored, check_numbers, load_eval_weights, loading_state, restore
+from .restore import Restored, load_eval_weights, restore
 from .run_dir import RunDir
-from .startup import prepare
 from .signals import StopRequested, stop_on_signals
 from .sinks import Record, RunStart, Sink
 from .sinks.loggers import logger_sinks
 from .sinks.progress import Progress
 from .sinks.run_files import RunFiles
+from .startup import prepare
+from .state import TrainState, versions
+from .strategy import strategy_for
 
 
 STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop request (one all-reduce each)
@@ -42,24 +39,6 @@ STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop reques
 class FitResult:
     run_dir: Path
     summary: dict[str, Any]
-
-
-def versions() -> dict[str, str]:
-    from . import __version__
-
-    return {"mltrain": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
-
-
-def grouped(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive groups of `size` items (the last may be shorter): the micro-batches of one step."""
-    group: list = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def _non_finite_message(step: int, lr: float, peak_lr: float, loss: float, grad_norm: float | None) -> str:
@@ -138,30 +117,18 @@ class Training:
                  job: Distributed = Distributed()):
         """With `restored`, continues where its checkpoint stood. Writes nothing until `run()`,
         so a refused resume leaves the run directory as it was. With a `job` of several processes,
-        each trains its shard of every global batch through DDP; rank 0 alone writes and prints."""
+        each trains its shard of every global batch; rank 0 alone writes and prints."""
         self.cfg, self.run_dir, self.data, self.learner, self.threads = cfg, run, data, learner, threads
         self.job, self.device = job, learner.device
-        if job.enabled:
-            learner.distribute(cfg.train.sync_batchnorm)
-            torch.manual_seed(cfg.seed * 1_000_003 + job.rank)  # dropout differs per process; weights did not
-        steps_in_epoch, self.total_steps = run_length(data.size("train"), cfg.data.batch_size, cfg.train.accumulate,
-                                                      cfg.train.epochs, cfg.train.max_steps, job.world_size)
-        self.position = Position(steps_in_epoch)
-        self.epochs = math.ceil(self.total_steps / self.position.steps_in_epoch)
-        stopping = cfg.train.early_stopping
-        self.monitor = Monitor(cfg.train.monitor, cfg.train.monitor_mode, stopping.patience if stopping else None,
-                               stopping.min_delta if stopping else 0.0)
-        if restored is not None:  # a schedule starts from the initial lrs; _restore replays it to the step
-            for group in learner.optimizer.param_groups:
-                group["lr"] = group.get("initial_lr", group["lr"])
-        self.schedule = LRSchedule(cfg.scheduler, learner.optimizer, self.total_steps, self.monitor.mode)
-        self.totals = self._accumulator()  # of the epoch in progress
-        self.final: Record = {}  # the record of the last completed epoch
-        self.renumbering: Renumbering | None = None  # resumed with another number of processes
+        self.strategy = strategy_for(job)
+        self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
+        self.stream = SeededPermutation(*data.splits["train"], cfg.data.batch_size, cfg.seed)
+        description = {"config": config_to_dict(cfg), "spec": spec_state(data.spec), "data_state": data.state}
+        self.state = TrainState(cfg, learner, self.stream, self.strategy, description, data.augment)
         self.last_validation: Record = {}
 
         view = ProgressView(quiet or not job.is_main)
-        self.progress = Progress(view, self.monitor)
+        self.progress = Progress(view, self.state.monitor)
         self.sinks: list[Sink] = []
         if job.is_main:
             files = RunFiles(run)
@@ -169,103 +136,63 @@ class Training:
             self.sinks = [files, self.progress, *logger_sinks(cfg, run.path), *sinks]
         self.started: list[Sink] = []  # the sinks whose start() ran: they are the ones to finish()
         if restored is not None:
-            self._restore(restored)
+            self.state.load_checkpoint(restored.checkpoint, restored.path)
+            self._refuse_if_complete()
 
-    def _restore(self, restored: Restored) -> None:
-        """The loop's own state from the checkpoint (`restored.learner` holds the rest)."""
-        checkpoint, path = restored.checkpoint, restored.path
-        saved_processes = checkpoint.get("world_size", 1)
-        with loading_state(path, "the position in the run"):
-            if saved_processes != self.job.world_size:
-                checkpoint = self._rescaled(checkpoint, saved_processes)
-            self.position.load_state_dict(checkpoint["position"])
-        scheduled = checkpoint["scheduler"].get("steps") if isinstance(checkpoint["scheduler"], dict) else None
-        if not scheduled == self.position.step == self.learner.steps:
-            raise UserError(f"{path}: the schedule ({scheduled!r} steps), the position (step {self.position.step}) "
-                            f"and the optimizer ({self.learner.steps} steps) disagree; {DAMAGED}")
-        check_numbers("the monitor state", self.monitor.state_dict(), checkpoint["monitor"], path)
-        with loading_state(path, "the schedule, the running sums of the epoch and the RNG states"):
-            self.schedule.load_state_dict(checkpoint["scheduler"])
-            self.totals.load_state_dict(checkpoint["epoch_totals"])
-            restore_rng(checkpoint["rng"])
-            per_process = checkpoint.get("per_process")
-            if per_process and len(per_process) == self.job.world_size:
-                own = per_process[self.job.rank]
-                restore_rng(own["rng"])
-                self.totals.load_state_dict(own["epoch_totals"])
-                if self.data.augment is not None and own["augment"] is not None:
-                    self.data.augment.load_state_dict(own["augment"])
-        self.monitor.load_state_dict(checkpoint["monitor"])
-        self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
-        if self.position.stopped or self.position.step >= self.total_steps:
-            early = self.monitor.stop_reason() is not None
-            if self.position.stopped and not early:  # a sink stopped it on purpose (a pruned trial)
-                raise UserError(f"{self.run_dir.path}: nothing to resume: it was stopped ({self.position.stopped})")
-            if self.run_dir.read_summary().get("status") != "completed":
-                return  # stopped after its last checkpoint: run() scores the test split and finishes it
-            why = self.position.stopped or f"it finished its {self.total_steps} steps"
-            longer = f"train.max_steps={self.total_steps * 2}" if self.cfg.train.max_steps \
-                else f"train.epochs={self.epochs + 10}"
-            raise RunComplete(f"{self.run_dir.path} is already complete: {why}. To train longer, extend it, "
-                              f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
-
-    def _rescaled(self, checkpoint: dict[str, Any], saved_processes: int) -> dict[str, Any]:
-        """The checkpoint's position counted in this job's optimizer steps: a run resumed with
-        another number of processes takes other global batches, so the data order changes from
-        here (the samples the epoch had consumed are not shown again)."""
-        if not isinstance(saved_processes, int) or saved_processes < 1:
-            raise ValueError(f"world_size {saved_processes!r}")
-        state = dict(checkpoint["position"])
-        per_step = self.cfg.train.accumulate * self.cfg.data.batch_size
-        saved_in_epoch, _ = run_length(self.data.size("train"), self.cfg.data.batch_size, self.cfg.train.accumulate,
-                                       1, None, saved_processes)
-        self.renumbering = Renumbering(state["step"], saved_in_epoch, self.position.steps_in_epoch,
-                                       per_step * saved_processes, per_step * self.job.world_size)
-        state["epoch_step"] = self.renumbering.epoch_step(state["epoch_step"])
-        state["step"] = self.renumbering.step(state["epoch"], state["step"])
-        self.learner.steps = state["step"]
-        if self.job.is_main:
-            print(f"resuming with {self.job.world_size} process(es) a run last trained with {saved_processes}: "
-                  f"the global batch is now {per_step * self.job.world_size} and the data order changes from "
-                  f"step {state['step']}")
-        return {**checkpoint, "position": state, "step": state["step"], "per_process": None,
-                "scheduler": {**checkpoint["scheduler"], "steps": state["step"]}}
+    def _refuse_if_complete(self) -> None:
+        """A resumed run that has nothing left to train: RunComplete, unless it was stopped after
+        its last checkpoint (then run() scores the test split and finishes it)."""
+        state, position = self.state, self.state.position
+        if not (position.stopped or position.step >= state.total_steps):
+            return
+        early = state.monitor.stop_reason() is not None
+        if position.stopped and not early:  # a sink stopped it on purpose (a pruned trial)
+            raise UserError(f"{self.run_dir.path}: nothing to resume: it was stopped ({position.stopped})")
+        if self.run_dir.read_summary().get("status") != "completed":
+            return
+        why = position.stopped or f"it finished its {state.total_steps} steps"
+        longer = f"train.max_steps={state.total_steps * 2}" if self.cfg.train.max_steps \
+            else f"train.epochs={state.epochs + 10}"
+        raise RunComplete(f"{self.run_dir.path} is already complete: {why}. To train longer, extend it, "
+                          f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
 
     def run(self) -> FitResult:
-        cfg, learner, position, job = self.cfg, self.learner, self.position, self.job
-        x_train, y_train = self.data.splits["train"]
-        per_step = cfg.train.accumulate * cfg.data.batch_size * job.world_size  # samples per optimizer step
+        cfg, learner, state, job, strategy = self.cfg, self.learner, self.state, self.job, self.strategy
+        position = state.position
         try:
             with stop_on_signals() as stop:
                 self._start()
-                while position.step < self.total_steps and not position.stopped:
+                while position.step < state.total_steps and not position.stopped:
                     if position.epoch_done:
-                        position.next_epoch()
-                        self.totals = self._accumulator()
+                        state.next_epoch()
                     position.start_clock()
-                    order = epoch_order(len(y_train), cfg.seed, position.epoch)[position.epoch_step * per_step:]
-                    order, global_sizes = shard(order, cfg.data.batch_size, job.world_size, job.rank)
-                    micro_batches = zip(batches(x_train, y_train, cfg.data.batch_size, order), global_sizes)
-                    for group in grouped(micro_batches, cfg.train.accumulate):
+                    micro_batches = self.stream.batches(position.epoch, job.rank, job.world_size)
+                    while True:
+                        # A stop is taken before the next micro-batches are drawn: the stream's state
+                        # in the checkpoint is then exactly what training consumed.
                         if not job.enabled:
                             stop.check()
                         elif position.step % STOP_AGREED_EVERY == 0 and job.any(stop.requested, self.device):
                             raise StopRequested(stop.signal_name or "a stop on another process")
-                        for index, ((x, y), global_size) in enumerate(group):
+                        group = list(itertools.islice(micro_batches, cfg.train.accumulate))
+                        if not group:
+                            raise RuntimeError(f"the training data ended at step {position.step}, before the "
+                                               f"{position.steps_in_epoch} steps of epoch {position.epoch}")
+                        for index, (x, y, global_size) in enumerate(group):
                             # This process's share of the global batch's mean loss, of the step's micro-batches.
                             share = len(y) * job.world_size / global_size / len(group)
-                            with learner.accumulating(last=index == len(group) - 1):
+                            with strategy.accumulating(last=index == len(group) - 1):
                                 loss, logits = learner.forward_backward(x, y, scale=share)
-                            self.totals.update(loss, logits, y)
+                            state.guard.add(position.step + 1, loss)
+                            state.totals.update(loss, logits, y)
                         log_now = (position.step + 1) % cfg.train.log_every_steps == 0
                         grad_norm = learner.update(want_grad_norm=log_now)
-                        self.schedule.after_step()
-                        position.advance()
+                        state.stepped()
                         if log_now:
                             self._log_step(float(grad_norm))
                         elif job.is_main and self.progress.due():  # the live view only, about twice a second
                             self.progress.step(self._step_record(this_process_only=True))
-                        if position.epoch_done or position.step >= self.total_steps:
+                        if position.epoch_done or position.step >= state.total_steps:
                             break
                         if _every(cfg.train.val_every_steps, position.step):
                             self._validate_mid_epoch()
@@ -280,7 +207,7 @@ class Training:
             self._finish("failed", error=str(failure))
             raise
         except StopRequested:
-            if position.step >= self.total_steps or position.stopped:  # stopped while scoring the test split:
+            if position.step >= state.total_steps or position.stopped:  # stopped while scoring the test split:
                 self._finish("interrupted")  # last.pt holds the end already (the learner, best.pt's weights)
             else:
                 self._stop_with_checkpoint("interrupted")
@@ -296,31 +223,33 @@ class Training:
                                                     type(error).__name__}))
             raise
         finally:
+            self.stream.close()
             self.data.close()
         summary = self._finish("completed", **test)
         stop.check()  # a stop while the summary and plots were written: they were finished first
         return FitResult(self.run_dir.path, summary)
 
     def _start(self) -> None:
-        run = RunStart(self.cfg, self.run_dir.path, self.position.step, self.total_steps, self.epochs,
-                       self.position.steps_in_epoch, self.renumbering)
+        state, position = self.state, self.state.position
+        run = RunStart(self.cfg, self.run_dir.path, position.step, state.total_steps, state.epochs,
+                       position.steps_in_epoch, state.renumbering)
         for sink in self.sinks:
             sink.start(run)
             self.started.append(sink)
         cfg, data, info = self.cfg, self.data, self.progress.info
-        info(f"run {self.run_dir.path}" + (f" (resumed at step {self.position.step})" if self.position.step else ""))
+        info(f"run {self.run_dir.path}" + (f" (resumed at step {position.step})" if position.step else ""))
         info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
              + f"; sample shape {tuple(data.spec.sample_shape)}"
              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
         info(data.describe())
         info(f"model {cfg.model.arch} ({count_parameters(self.learner.model):,} parameters), head {cfg.model.head}, "
-             f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {self.total_steps} steps, "
+             f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {state.total_steps} steps, "
              f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "
              f"precision {cfg.train.precision}")
         if self.job.enabled:
             info(f"{self.job.world_size} processes: batch {cfg.data.batch_size} each, global batch "
-                 f"{cfg.data.batch_size * cfg.train.accumulate * self.job.world_size} per optimizer step")
-        if cfg.train.preflight and self.position.step == 0 and self.job.is_main:
+                 f"{state.samples_per_step} per optimizer step")
+        if cfg.train.preflight and position.step == 0 and self.job.is_main:
             self._cheap_preflight()
 
     def _cheap_preflight(self) -> None:
@@ -332,15 +261,21 @@ class Training:
                 self.progress.info(f"pre-flight {check.status.upper()}: {check.name}: {check.detail}"
                                    + (f"; {check.fix}" if check.fix else ""))
 
+    def _lr(self) -> float:
+        """The lr a record reports: the first parameter group's (every group shares it today)."""
+        return self.state.schedule.lrs[0]
+
     def _step_record(self, grad_norm: float | None = None, this_process_only: bool = False) -> Record:
         """Where training stands: the running loss of the epoch (one host sync; over every process,
         unless `this_process_only` for the live view), lr, throughput."""
-        loss = self.totals.compute("train", across_processes=not this_process_only)["train/loss"]
-        record: Record = {"epoch": self.position.epoch, "step": self.position.step, "train/loss": loss,
-                          "lr": self.schedule.lr}
+        state = self.state
+        loss = state.totals.compute("train", across_processes=not this_process_only)["train/loss"]
+        record: Record = {"epoch": state.position.epoch, "step": state.position.step, "train/loss": loss,
+                          "lr": self._lr()}
         if grad_norm is not None:
             record["grad_norm"] = grad_norm
-        record["samples_per_s"] = samples_per_s(self.totals.count * self.job.world_size, self.position.epoch_seconds)
+        record["samples_per_s"] = samples_per_s(state.totals.count * self.job.world_size,
+                                                state.position.epoch_seconds)
         return record
 
     def _log_step(self, grad_norm: float) -> None:
@@ -358,28 +293,28 @@ class Training:
     def _validate(self) -> Record:
         """The epoch's train metrics so far and the val split's now; best.pt when it is the best
         yet; early stopping's verdict."""
-        position = self.position
-        record: Record = {"epoch": position.epoch, "step": position.step, **self.totals.compute("train")}
+        state, position = self.state, self.state.position
+        record: Record = {"epoch": position.epoch, "step": position.step, **state.totals.compute("train")}
         self._ensure_finite(record["train/loss"])
         if "val" in self.data.splits:
             record.update(self.learner.evaluate(*self.data.splits["val"], "val"))
-        record["lr"] = self.schedule.lr
-        is_best = self.monitor.update(record, position.epoch, position.step)
-        self.schedule.after_validation(record[self.monitor.metric])
+        record["lr"] = self._lr()
+        is_best = state.monitor.update(record, position.epoch, position.step)
+        state.schedule.after_validation(record[state.monitor.metric], position.step)
         if is_best:
             self._write_checkpoint(record, "best.pt")
-        position.stopped = self.monitor.stop_reason()
+        position.stopped = state.monitor.stop_reason()
         self.last_validation = record
         return record
 
     def _end_epoch(self) -> None:
         """The epoch's record (its validation, unless one ran at this very step), last.pt, then the sinks."""
-        position = self.position
+        state, position = self.state, self.state.position
         validated_now = self.last_validation.get("step") == position.step
         record = self.last_validation if validated_now else self._validate()
-        samples = self.totals.samples()  # over every process: one all-reduce under DDP
+        samples = state.totals.samples()  # over every process: one all-reduce under DDP
         position.end_epoch(samples)
-        self.final = record
+        state.final = record
         self._save_last()
         if not validated_now:
             for sink in self.sinks:
@@ -396,47 +331,25 @@ class Training:
         best, path = load_checkpoint(self.run_dir.checkpoints / "best.pt")
         load_eval_weights(self.learner, best, path)
         metrics = self.learner.evaluate(*self.data.splits["test"], "test")
+        monitor = self.state.monitor
         for sink in self.sinks:
-            sink.test({"epoch": self.monitor.best_epoch, "step": self.monitor.best_step, **metrics})
+            sink.test({"epoch": monitor.best_epoch, "step": monitor.best_step, **metrics})
         return {"test": metrics}
 
     def _ensure_finite(self, running_loss: float, grad_norm: float | None = None) -> None:
         """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
-        bad_step = self.learner.first_non_finite_step()
+        bad_step = self.state.guard.first_non_finite_step()
         if self.job.any(bad_step is not None or not math.isfinite(running_loss), self.device):
-            raise TrainingFailed(_non_finite_message(bad_step or self.position.step, self.schedule.lr,
+            raise TrainingFailed(_non_finite_message(bad_step or self.state.position.step, self._lr(),
                                                      self.cfg.optimizer.lr, running_loss, grad_norm))
 
-    def _checkpoint(self, record: Record) -> dict[str, Any]:
-        position = self.position
-        return {
-            **self.learner.state_dict(), "scheduler": self.schedule.state_dict(),
-            "monitor": self.monitor.state_dict(), "epoch_totals": self.totals.state_dict(),
-            "position": position.state_dict(), "epoch": position.epoch, "step": position.step,
-            "config": config_to_dict(self.cfg), "spec": spec_state(self.data.spec), "data_state": self.data.state,
-            "metrics": record, "rng": capture_rng(), "per_process": self._per_process_state(),
-            "world_size": self.job.world_size, "versions": versions(),
-        }
-
-    def _per_process_state(self) -> list[dict[str, Any]] | None:
-        """What differs between processes, in rank order (on rank 0): the RNG states (augmentation's
-        included) and the running sums of the epoch over each one's shard."""
-        augment = self.data.augment
-        return self.job.gather({"rng": capture_rng(), "augment": augment.state_dict() if augment else None,
-                                "epoch_totals": self.totals.state_dict()})
-
     def _write_checkpoint(self, record: Record, name: str) -> None:
-        payload = self._checkpoint(record)  # every process takes part: it gathers their RNG states
-        if self.job.is_main:
-            save_checkpoint(payload, self.run_dir.checkpoints / name)
-
-    def _accumulator(self) -> Accumulator:
-        return Accumulator(self.device, self.learner.criterion.classifies, self.job.sum, self.learner.predictions)
+        self.strategy.save(self.state.checkpoint(record), self.run_dir.checkpoints / name)
 
     def _save_last(self) -> None:
         """last.pt where the run stands (its metrics: those of the last completed epoch)."""
-        self._ensure_finite(self.totals.compute("train")["train/loss"])
-        self._write_checkpoint(self.final, "last.pt")
+        self._ensure_finite(self.state.totals.compute("train")["train/loss"])
+        self._write_checkpoint(self.state.final, "last.pt")
 
     def _stop_with_checkpoint(self, status: str, **extra: Any) -> None:
         """A stop on request: last.pt first (never of non-finite weights), then the summary."""
@@ -449,15 +362,14 @@ class Training:
 
     def _finish(self, status: str, **extra: Any) -> dict[str, Any]:
         """The final summary, to every sink that started."""
-        position = self.position
+        state, position = self.state, self.state.position
         summary = {
             "status": status, "started_at": position.started_at, "epochs_completed": position.epochs_completed,
-            "steps": position.step, "best": self.monitor.best(), "final": self.final,
+            "steps": position.step, "best": state.monitor.best(), "final": state.final,
             "duration_s": round(position.elapsed, 3),
             "train_samples_per_s": round(samples_per_s(position.samples_seen, position.train_seconds), 1),
             "params": count_parameters(self.learner.model), "device": str(self.device), "threads": self.threads,
-            "processes": self.job.world_size,
-            "global_batch_size": self.cfg.data.batch_size * self.cfg.train.accumulate * self.job.world_size,
+            "processes": self.job.world_size, "global_batch_size": state.samples_per_step,
             "versions": versions(), **extra,
         }
         if status == "completed" and position.stopped:

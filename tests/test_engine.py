@@ -10,8 +10,9 @@ from conftest import read_jsonl, write_config
 from mltrain.config import section_config
 from mltrain.losses import SoftmaxCrossEntropy
 from mltrain.data import DataSpec
-from mltrain.learner import UNCHECKED_LOSSES, Learner
-from mltrain.metrics import Accumulator
+from mltrain.build import build_learner
+from mltrain.learner import Learner
+from mltrain.metrics import UNCHECKED_LOSSES, Accumulator, LossGuard
 from mltrain.optim import LRSchedule
 from mltrain.sinks import Sink
 
@@ -22,13 +23,13 @@ def lr_curve(steps: int, total: int, validations=(), **scheduler) -> list[float]
     """The lr after each of `steps` optimizer steps."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE_LR)
     schedule = LRSchedule(section_config("scheduler", **scheduler), optimizer, total, monitor_mode="min")
-    curve = [schedule.lr]
+    curve = schedule.lrs
     for step in range(1, steps + 1):
         optimizer.step()
-        schedule.after_step()
+        schedule.after_step(step)
         if step <= len(validations):
-            schedule.after_validation(validations[step - 1])
-        curve.append(schedule.lr)
+            schedule.after_validation(validations[step - 1], step)
+        curve += schedule.lrs
     return curve
 
 
@@ -94,17 +95,18 @@ def test_accumulated_micro_batches_match_one_big_batch():
 def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, bad_step):
     # Two micro-batches a step; the second one of `bad_step` alone is non-finite (its gradients are
     # dropped). Past UNCHECKED_LOSSES losses the guard reads them early: bad_step's among them.
-    learner = make_learner(torch.nn.Linear(4, 3))
+    learner, guard = make_learner(torch.nn.Linear(4, 3)), LossGuard()
     x, y = torch.randn(4, 4), torch.randint(0, 3, (4,))
     for step in range(1, steps + 1):
         for micro_batch in range(2):
-            learner.forward_backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
+            loss, _ = learner.forward_backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
+            guard.add(step, loss)
         if step == bad_step:
             learner.optimizer.zero_grad()
         learner.update()
-    assert len(learner._unchecked) < UNCHECKED_LOSSES  # what it holds between reads is bounded
-    assert learner.first_non_finite_step() == bad_step
-    assert learner.first_non_finite_step() == bad_step  # read again: still the first
+    assert len(guard._unchecked) < UNCHECKED_LOSSES  # what it holds between reads is bounded
+    assert guard.first_non_finite_step() == bad_step
+    assert guard.first_non_finite_step() == bad_step  # read again: still the first
 
 
 class BiasOnly(torch.nn.Module):
@@ -190,7 +192,7 @@ def _val_loss(run_dir, weights) -> float:
 
     cfg = load_config(run_dir / "config.yaml", ["train.ema=null"])
     data = build_data(cfg.data, cfg.seed, torch.device("cpu"))
-    learner = Learner.build(cfg, data.spec, torch.device("cpu"))
+    learner = build_learner(cfg, data.spec, torch.device("cpu"))
     learner.model.load_state_dict(weights)
     return learner.evaluate(*data.splits["val"], "val")["val/loss"]
 

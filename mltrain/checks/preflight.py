@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..build import build_learner
 from ..config import Config
 from ..data import DataSplits
-from ..data.dataset import batches, epoch_order
+from ..data.dataset import batches, epoch_order, global_batches
 from ..devices import pick_device
 from ..errors import UserError
 from ..learner import EVAL_BATCH_SIZE, Learner
@@ -55,7 +56,7 @@ def default_output_dir(cfg: Config) -> Path:
 def fresh_learner(cfg: Config, data: DataSplits, device: torch.device) -> Learner:
     """A learner with the run's seeded initial weights, the same each time it is built."""
     seed_everything(cfg.seed)
-    return Learner.build(cfg, data.spec, device)
+    return build_learner(cfg, data.spec, device)
 
 
 def without_augmentation(data: DataSplits) -> DataSplits:
@@ -253,7 +254,8 @@ def learning_rate(cfg: Config, data: DataSplits, device: torch.device, plot: Pat
 def schedule_sanity(cfg: Config, train_size: int) -> CheckResult:
     """Warmup, decay and plateau settings against the run's length: parts that would never happen."""
     train, schedule = cfg.train, cfg.scheduler
-    in_epoch, total = run_length(train_size, cfg.data.batch_size, train.accumulate, train.epochs, train.max_steps)
+    in_epoch, total = run_length(global_batches(train_size, cfg.data.batch_size, 1), train.accumulate, train.epochs,
+                                 train.max_steps)
     epochs = math.ceil(total / in_epoch)
     validations = epochs
     if train.val_every_steps:

@@ -1,0 +1,75 @@
+"""How training batches come: a stream hands each process its share of every global batch, in
+an order it owns, and can say where it stands (`state_dict`) so a resumed run continues the
+epoch exactly where it stopped. The loop never computes an order or a shard itself.
+
+`SeededPermutation` is the stream of a split held in memory (or indexed on disk): the epoch's
+permutation derives from (seed, epoch) alone, so its state is only how far the epoch has gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import torch
+
+from .dataset import batches, epoch_order, global_batches, shard
+from .inputs import BatchSource
+
+# x, y and the number of samples in the global batch this micro-batch is a part of (over every process)
+Batch = tuple[torch.Tensor, torch.Tensor, int]
+
+
+class TrainingStream(Protocol):
+    def micro_batches_in_epoch(self, world_size: int) -> int | None:
+        """Micro-batches each process takes in an epoch; None when the stream cannot know (then
+        the run's length is train.max_steps)."""
+
+    def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
+        """This process's micro-batches of `epoch` (counted from 1), from where the stream stands."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this process's stream stands: enough for `batches` to continue from there."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None:
+        """Ends what the stream holds open (DataLoader workers)."""
+
+
+class SeededPermutation:
+    """A split's batches in the (seed, epoch) permutation, each global batch of
+    `world_size * batch_size` samples cut into one consecutive part per process."""
+
+    def __init__(self, x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.epoch = 0  # the epoch being served
+        self.served = 0  # samples of `epoch` given out, over every process
+
+    def micro_batches_in_epoch(self, world_size: int) -> int:
+        return global_batches(len(self.y), self.batch_size, world_size)
+
+    def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
+        if epoch != self.epoch:
+            self.epoch, self.served = epoch, 0
+        order = epoch_order(len(self.y), self.seed, epoch)[self.served:]
+        order, global_sizes = shard(order, self.batch_size, world_size, rank)
+        for (x, y), global_size in zip(batches(self.x, self.y, self.batch_size, order), global_sizes):
+            self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
+            yield x, y, global_size
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ValueError naming an entry that is missing or impossible."""
+        epoch, served = state.get("epoch"), state.get("served")
+        for key, value in (("epoch", epoch), ("served", served)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"the data stream's {key} is {value!r}, not a whole number of 0 or more")
+        if served > len(self.y):
+            raise ValueError(f"the data stream has served {served} samples of an epoch of {len(self.y)}")
+        self.epoch, self.served = epoch, served
+
+    def close(self) -> None:
+        if hasattr(self.x, "close"):
+            self.x.close()
