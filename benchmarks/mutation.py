@@ -38,6 +38,7 @@ SCOPES = {
     "mltrain/checkpoint.py": ["tests/test_restore.py", "tests/test_resume.py", "tests/test_eval_and_checks.py"],
     "mltrain/train.py": ["tests/test_train.py", "tests/test_training_promises.py", "tests/test_resume.py",
                          "tests/test_engine.py", "tests/test_distributed.py"],
+    "mltrain/state.py": ["tests/test_resume.py", "tests/test_restore.py", "tests/test_distributed.py"],
     "mltrain/data/splits.py": ["tests/test_data_and_metrics.py", "tests/test_data_sources.py"],
 }
 

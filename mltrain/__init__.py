@@ -16,7 +16,7 @@ def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
     """Train from a YAML path or a config dict; returns FitResult(run_dir, summary). `sinks`
     (mltrain.sinks.Sink) also receive the loop's records."""
     from .config import config_from_dict, load_config
-    from .train import fit as run_fit
+    from .fitting import fit as run_fit
 
     cfg = config_from_dict(config, overrides, source="dict") if isinstance(config, dict) \
         else load_config(config, overrides)
@@ -26,7 +26,7 @@ def fit(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),
 def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
            quiet: bool = True, sinks: Sequence = ()):
     """Continue a run from its last checkpoint (see `mltrain fit --resume`); returns FitResult."""
-    from .train import resume as run_resume
+    from .fitting import resume as run_resume
 
     return run_resume(run_dir, overrides, device=device, quiet=quiet, sinks=sinks)
 

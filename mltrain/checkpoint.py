@@ -1,18 +1,20 @@
 """The checkpoint: a self-describing dict, written atomically, loaded without running code.
+`state.TrainState` builds it and reads it back; this module writes, loads and upgrades the file.
 
 Schema (format_version 2): format, format_version, model, optimizer, scaler, ema (weights and
-n_averaged, or None), scheduler (steps taken and plateau state), monitor (best and
-early-stopping state), epoch_totals (running sums of the epoch in progress), position (step,
-epoch, epoch_step, epochs_completed, samples_seen, epoch_seconds, train_seconds, elapsed_s,
-started_at, stopped: see position.Position), epoch and step (the position's, for readers),
-config (resolved, plain data), spec (what the model reads and predicts: sample_shape,
-num_classes, class_names, target_shape), data_state (the data encoding: vocabulary,
-normalisation...), metrics (the last epoch's record), rng (torch, cuda, numpy, python), versions.
+n_averaged, or None), scheduler (plateau and warmup state; the schedule is replayed to the
+position's step), monitor (best and early-stopping state), epoch_totals (running sums of the
+epoch in progress), position (step, epoch, epoch_step, epochs_completed, samples_seen,
+epoch_seconds, train_seconds, elapsed_s, started_at, stopped: see position.Position), epoch and
+step (the position's, for readers), config (resolved, plain data), spec (what the model reads
+and predicts: sample_shape, num_classes, class_names, target_shape), data_state (the data
+encoding: vocabulary, normalisation...), metrics (the last epoch's record), rng (torch, cuda,
+numpy, python), per_process (each process's rng, augment, epoch_totals and data stream state, in
+rank order), world_size, versions.
 
 Version 1 had no spec, and instead of position a `progress` dict (epoch_step, epochs_completed,
 samples_seen, epoch_seconds, train_seconds, elapsed_s, stopped_early) beside epoch and step;
-`load_checkpoint` gives it in the version-2 layout with spec None.
-"""
+`load_checkpoint` gives it in the version-2 layout with spec None."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ class Distributed:
 
 
 def launch_local(nproc: int, argv: list[str]) -> int:
-    """Run `python -m mltrain <argv>` as `nproc` workers on this machine through torch's elastic
+    """Run `python -P -m mltrain <argv>` as `nproc` workers on this machine through torch's elastic
     launcher (what `torchrun --standalone --nproc-per-node N` does). Returns the exit code."""
     import logging
 
@@ -134,7 +134,9 @@ def launch_local(nproc: int, argv: list[str]) -> int:
                           rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
                           monitor_interval=0.1, start_method="spawn")
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-u", "-m", "mltrain", *argv)
+        # -P: the working directory is not put on the workers' import path (a planted yaml.py
+        # there would run in each); plain `mltrain` does not import from it either.
+        elastic_launch(config, entrypoint=sys.executable)("-u", "-P", "-m", "mltrain", *argv)
     except ChildFailedError as failure:
         # A worker killed or crashed is the cause (the others then fail on the lost connection);
         # otherwise the first to fail. Timestamps are whole seconds, so a tie is common.

@@ -34,6 +34,7 @@ from .config import config_from_dict
 from .errors import TrainingFailed, UserError
 from .losses import Loss, MeanSquaredError, build_loss
 from .models import build_model
+from .registry import from_stored
 from .restore import Restored, restore
 from .run_dir import to_json, write_atomically
 
@@ -225,7 +226,8 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
             or not {"config", "spec", "target_scale"} <= set(sidecar):
         raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (a '{SIDECAR_FORMAT}' marker, "
                         "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
-    cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
+    with from_stored():
+        cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
     spec = spec_from_state(sidecar["spec"], sidecar_path(path))
     criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
     model = build_model(cfg.model, spec, criterion.num_outputs)

@@ -6,17 +6,24 @@ A config may also name a component the user brings: an import path `package.modu
 or the name of an installed plugin's entry point (`mltrain.architectures`, `mltrain.datasets`).
 Its keyword arguments become its config keys (see `schema_from_signature`). Nothing is imported
 that the config, or `mltrain list`, did not ask for.
+
+A config someone else stored (in a checkpoint, an export's sidecar, a sweep study) is rebuilt
+`from_stored` it: its import paths are refused, since importing and calling them runs whatever
+code they name, unless the user trusts it (`--trust-code`) or this process already took the same
+path from the user's own config. Built-ins and installed plugins are always allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import UserError
 
@@ -33,6 +40,36 @@ SYNONYMS = {
     "warmup": "warmup_steps", "dropout_rate": "dropout", "num_heads": "heads", "n_head": "heads",
     "n_layer": "layers", "num_layers": "layers", "n_embd": "d_model", "hidden_dim": "hidden_size",
 }
+
+
+TRUST_FLAG = "--trust-code"
+_trusted: ContextVar[bool] = ContextVar("trusted", default=False)  # the user passed TRUST_FLAG
+_refusing: ContextVar[bool] = ContextVar("refusing", default=False)  # a stored config is being rebuilt
+
+
+@contextlib.contextmanager
+def trusting_stored_code(trusted: bool = True) -> Iterator[None]:
+    """Within it, stored configs may name import paths: the user trusts where they came from."""
+    token = _trusted.set(trusted)
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def trusts_stored_code() -> bool:
+    return _trusted.get()
+
+
+@contextlib.contextmanager
+def from_stored() -> Iterator[None]:
+    """While a stored config is rebuilt, its import paths are refused (unless trusted); a refusal
+    is a UserError that config validation prefixes with the file and the key."""
+    token = _refusing.set(not _trusted.get())
+    try:
+        yield
+    finally:
+        _refusing.reset(token)
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
@@ -133,6 +170,10 @@ class Registry:
             return self._adopted[name]
         if self._bring_your_own is not None:
             if is_import_path(name):
+                if _refusing.get():
+                    raise UserError(f"the stored {self.kind} '{name}' is an import path: rebuilding it would import "
+                                    f"that module and call it, which runs its code. Pass {TRUST_FLAG} only if you "
+                                    "trust where the file came from")
                 component = self._bring_your_own(name, import_callable(name, self.kind), "import path")
                 self._adopted[name] = component
                 return component

@@ -19,6 +19,7 @@ from .data import TARGET_SCALE, DataSpec, DataSplits, build_data
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
+from .registry import from_stored
 from .learner import Learner
 from .startup import start
 from .state_checks import DAMAGED, averaged_weights, check_tensors, loading_state
@@ -76,9 +77,10 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
             raise UserError(f"{path}: the checkpoint has no '{key}'; {DAMAGED}")
     if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint.get("data_state") or {}, dict):
         raise UserError(f"{path}: its config or data_state is not a mapping; {DAMAGED}")
-    cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
+    with from_stored():
+        cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
+        original = config_from_dict(checkpoint["config"], source=str(path)) if resume else cfg
     if resume:
-        original = config_from_dict(checkpoint["config"], source=str(path))
         for key in FIXED_ON_RESUME:
             if get_key(cfg, key) != get_key(original, key):
                 raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
@@ -126,6 +128,12 @@ def load_eval_weights(learner: Learner, checkpoint: dict, path: Path) -> None:
     what = "the averaged (EMA) weights" if averaged else "the model weights"
     check_tensors(what, learner.eval_model.state_dict(), weights, path)
     learner.eval_model.load_state_dict(weights)
+
+
+def load_eval_weights_from(learner: Learner, target: Path) -> None:
+    """`load_eval_weights` from the checkpoint file at `target` (best.pt for the test score)."""
+    checkpoint, path = load_checkpoint(target)
+    load_eval_weights(learner, checkpoint, path)
 
 
 def _describe(spec: DataSpec) -> str:

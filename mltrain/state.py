@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import capture_rng, restore_rng
-from .config import Config
+from .checkpoint import capture_rng, restore_rng, spec_state
+from .config import Config, config_to_dict
+from .data import DataSpec
 from .data.augment import Augment
 from .data.stream import TrainingStream
 from .errors import UserError
@@ -36,11 +37,14 @@ def versions() -> dict[str, str]:
 
 class TrainState:
     def __init__(self, cfg: Config, learner: Learner, stream: TrainingStream, strategy: SingleProcess,
-                 description: dict[str, Any], augment: Augment | None = None):
-        """`description`: what every checkpoint says of the run besides its state (config, spec,
-        data_state). `augment`: the training batches' augmentation, whose generator is state."""
+                 spec: DataSpec, data_state: dict[str, Any], augment: Augment | None = None):
+        """`spec` and `data_state`: what the model reads and the data's encoding, which every
+        checkpoint stores beside the config. `augment`: the training batches' augmentation, whose
+        generator is state."""
         self.cfg, self.learner, self.stream, self.strategy = cfg, learner, stream, strategy
-        self.description, self.augment = description, augment
+        # What every checkpoint says of the run besides where it stands.
+        self.description = {"config": config_to_dict(cfg), "spec": spec_state(spec), "data_state": data_state}
+        self.augment = augment
         train = cfg.train
         steps_in_epoch, self.total_steps = run_length(stream.micro_batches_in_epoch(strategy.job.world_size),
                                                       train.accumulate, train.epochs, train.max_steps)

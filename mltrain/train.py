@@ -1,35 +1,31 @@
-"""fit(): the one training loop, from a resolved Config to a finished run directory."""
+"""The training loop, from a prepared (or restored) learner and data to a finished run directory."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .checkpoint import load_checkpoint, spec_state
-from .config import Config, config_to_dict, load_config
-from .console import ProgressView
-from .data import DataSplits
 from .data.stream import SeededPermutation
-from .devices import pick_device
-from .distributed import Distributed
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
-from .learner import Learner
 from .metrics import samples_per_s
 from .models import count_parameters
-from .restore import Restored, load_eval_weights, restore
-from .run_dir import RunDir
+from .restore import load_eval_weights_from
 from .signals import StopRequested, stop_on_signals
 from .sinks import Record, RunStart, Sink
-from .sinks.loggers import logger_sinks
-from .sinks.progress import Progress
-from .sinks.run_files import RunFiles
-from .startup import prepare
+from .sinks.assemble import run_sinks
 from .state import TrainState, versions
 from .strategy import strategy_for
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .data import DataSplits
+    from .distributed import Distributed
+    from .learner import Learner
+    from .restore import Restored
+    from .run_dir import RunDir
 
 
 STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop request (one all-reduce each)
@@ -48,73 +44,11 @@ def _non_finite_message(step: int, lr: float, peak_lr: float, loss: float, grad_
             f"No checkpoint was written from these weights.")
 
 
-def fit(cfg: Config, run_dir: str | Path | None = None, device: str | None = None, quiet: bool = False,
-        sinks: Sequence[Sink] = ()) -> FitResult:
-    """Train as the config says; write a new run directory; return it with its summary.
-    `sinks` also receive the loop's records, after the run files and the progress view.
-    Under torchrun (WORLD_SIZE > 1) every process trains its shard; rank 0 writes the run."""
-    job = Distributed.from_env()
-    torch_device = job.device_for(pick_device(device or cfg.train.device))
-    with (stop_on_signals(at_once=True),  # start-up writes nothing that matters: a stop ends it at once
-          job.joined(torch_device),
-          _shared(job, lambda: RunDir.create(cfg.output.dir, cfg.name, run_dir)) as run):
-        try:
-            prepared = prepare(cfg, torch_device, job.local_world_size)
-            training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
-        except BaseException:
-            if job.is_main:
-                shutil.rmtree(run.path, ignore_errors=True)  # bad data or model, or a stop: leave no run behind
-            raise
-        return training.run()  # which waits for the end of a step or of a write to stop
-
-
-def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
-           quiet: bool = False, sinks: Sequence[Sink] = ()) -> FitResult:
-    """Continue a run from its last.pt (or the given checkpoint) in its own run directory.
-    A run stopped before its first checkpoint starts again from its config.yaml."""
-    target = Path(target)
-    job = Distributed.from_env()
-    with stop_on_signals(at_once=True):  # start-up writes nothing: a stop ends it at once
-        if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
-            cfg = load_config(target / "config.yaml", overrides)
-            torch_device = job.device_for(pick_device(device or cfg.train.device))
-            with job.joined(torch_device), _shared(job, lambda: RunDir.reopen(target)) as run:
-                prepared = prepare(cfg, torch_device, job.local_world_size)
-                training = Training(cfg, run, prepared.data, prepared.learner, prepared.threads, quiet, sinks, job=job)
-                return training.run()
-        restored = restore(target, prefer=("last.pt",), device=device, overrides=overrides, resume=True)
-        if restored.run_dir is None:
-            raise UserError(f"{restored.path}: --resume needs a checkpoint inside its run directory "
-                            "(<run>/checkpoints/last.pt), where the run's metrics and log continue")
-        with job.joined(restored.learner.device), _shared(job, lambda: RunDir.reopen(restored.run_dir)) as run:
-            training = Training(restored.cfg, run, restored.data(), restored.learner, restored.threads, quiet, sinks,
-                                restored, job=job)
-            return training.run()
-
-
-def _shared(job: Distributed, create: Callable[[], RunDir]) -> RunDir:
-    """Rank 0 makes (or reopens) the run directory and holds it; every rank learns its path, or
-    rank 0's error."""
-    if not job.enabled:
-        return create()
-    made, error = None, None
-    if job.is_main:
-        try:
-            made = create()
-        except UserError as refused:
-            error = str(refused)
-    path, error = job.broadcast((str(made.path) if made else None, error))
-    if error is not None:
-        raise UserError(error)
-    return made or RunDir(Path(path))
-
-
 class Training:
     """One run of the loop, fresh or resumed from a checkpoint: `run()` reads top to bottom."""
 
-    def __init__(self, cfg: Config, run: RunDir, data: DataSplits, learner: Learner, threads: int,
-                 quiet: bool = False, sinks: Sequence[Sink] = (), restored: Restored | None = None,
-                 job: Distributed = Distributed()):
+    def __init__(self, cfg: Config, run: RunDir, data: DataSplits, learner: Learner, threads: int, job: Distributed,
+                 quiet: bool = False, sinks: Sequence[Sink] = (), restored: Restored | None = None):
         """With `restored`, continues where its checkpoint stood. Writes nothing until `run()`,
         so a refused resume leaves the run directory as it was. With a `job` of several processes,
         each trains its shard of every global batch; rank 0 alone writes and prints."""
@@ -123,17 +57,10 @@ class Training:
         self.strategy = strategy_for(job)
         self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
         self.stream = SeededPermutation(*data.splits["train"], cfg.data.batch_size, cfg.seed)
-        description = {"config": config_to_dict(cfg), "spec": spec_state(data.spec), "data_state": data.state}
-        self.state = TrainState(cfg, learner, self.stream, self.strategy, description, data.augment)
+        self.state = TrainState(cfg, learner, self.stream, self.strategy, data.spec, data.state, data.augment)
         self.last_validation: Record = {}
 
-        view = ProgressView(quiet or not job.is_main)
-        self.progress = Progress(view, self.state.monitor)
-        self.sinks: list[Sink] = []
-        if job.is_main:
-            files = RunFiles(run)
-            view.attach_log(files.log)
-            self.sinks = [files, self.progress, *logger_sinks(cfg, run.path), *sinks]
+        self.progress, self.sinks = run_sinks(cfg, run, self.state.monitor, quiet, job.is_main, sinks)
         self.started: list[Sink] = []  # the sinks whose start() ran: they are the ones to finish()
         if restored is not None:
             self.state.load_checkpoint(restored.checkpoint, restored.path)
@@ -328,8 +255,7 @@ class Training:
         """The test split, scored once at the end with best.pt's weights (by rank 0)."""
         if "test" not in self.data.splits or not self.job.is_main:
             return {}
-        best, path = load_checkpoint(self.run_dir.checkpoints / "best.pt")
-        load_eval_weights(self.learner, best, path)
+        load_eval_weights_from(self.learner, self.run_dir.checkpoints / "best.pt")
         metrics = self.learner.evaluate(*self.data.splits["test"], "test")
         monitor = self.state.monitor
         for sink in self.sinks:

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, precision_r
 from mltrain.config import section_config
 from mltrain.data import TARGET_SCALE, build_data
 from mltrain.data.dataset import batches, epoch_order
+from mltrain.data.stream import SeededPermutation
 from mltrain.metrics import COUNTED_AT_ONCE, UNCOUNTED_BATCHES, Accumulator, confusion_matrix, per_class_scores
 
 CPU = torch.device("cpu")
@@ -52,6 +55,27 @@ def test_batches_cover_every_sample_once():
     seen = torch.cat([yb for _, yb in batches(x, y, 3, epoch_order(10, 0, 1))])
     assert sorted(seen.tolist()) == list(range(10))
     assert [len(yb) for _, yb in batches(x, y, 4)] == [4, 4, 2]
+
+
+def test_a_stream_resumed_from_its_state_continues_the_epoch_exactly():
+    x, y = torch.arange(22).float().unsqueeze(1), torch.arange(22)
+    whole = [yb.tolist() for _, yb, _ in SeededPermutation(x, y, 4, seed=3).batches(1, 0, 1)]
+    first = SeededPermutation(x, y, 4, seed=3)
+    taken = [yb.tolist() for _, yb, _ in itertools.islice(first.batches(1, 0, 1), 2)]
+    resumed = SeededPermutation(x, y, 4, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    assert taken + [yb.tolist() for _, yb, _ in resumed.batches(1, 0, 1)] == whole
+    assert next(resumed.batches(2, 0, 1))[1].tolist() != whole[0]  # a new epoch starts anew, reshuffled
+    with pytest.raises(ValueError, match="served 99 samples of an epoch of 22"):
+        resumed.load_state_dict({"epoch": 1, "served": 99})
+
+
+def test_two_processes_share_each_global_batch_of_the_stream():
+    x, y = torch.arange(20).float().unsqueeze(1), torch.arange(20)
+    single = [yb.tolist() for _, yb, _ in SeededPermutation(x, y, 8, seed=0).batches(1, 0, 1)]
+    ranks = [list(SeededPermutation(x, y, 4, seed=0).batches(1, rank, 2)) for rank in (0, 1)]
+    assert [a[1].tolist() + b[1].tolist() for a, b in zip(*ranks)] == single
+    assert [size for _, _, size in ranks[0]] == [8, 8, 4]  # each part knows its global batch's size
 
 
 def test_accumulator_weights_batches_by_size():

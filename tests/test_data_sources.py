@@ -119,7 +119,7 @@ def test_files_failing_the_md5_check_are_reported(cli, tmp_path):
 
 def test_torchvision_is_not_imported_for_other_datasets(tmp_path):
     config = write_config(tmp_path, {"dataset": "digits"}, train=FEW_STEPS)
-    code = ("import sys; from mltrain.config import load_config; from mltrain.train import fit; "
+    code = ("import sys; from mltrain.config import load_config; from mltrain.fitting import fit; "
             f"cfg = load_config({str(config)!r}); fit(cfg, quiet=True); "
             "assert 'torchvision' not in sys.modules, 'torchvision was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

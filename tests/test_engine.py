@@ -13,7 +13,8 @@ from mltrain.data import DataSpec
 from mltrain.build import build_learner
 from mltrain.learner import Learner
 from mltrain.metrics import UNCHECKED_LOSSES, Accumulator, LossGuard
-from mltrain.optim import LRSchedule
+from mltrain.errors import UserError
+from mltrain.optim import LRSchedule, parameter_groups, run_length
 from mltrain.sinks import Sink
 
 BASE_LR = 0.5
@@ -69,6 +70,21 @@ def test_plateau_drops_after_patience_validations_without_improvement():
     curve = lr_curve(6, 6, validations=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9], name="plateau", patience=2, gamma=0.1)
     assert curve[:5] == pytest.approx([BASE_LR] * 5)  # improvements, then two bad validations
     assert curve[5] == pytest.approx(BASE_LR * 0.1)  # the third bad validation drops the lr
+
+
+def test_every_parameter_is_in_the_optimizer_from_the_start_frozen_ones_too():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    model[0].requires_grad_(False)
+    groups = parameter_groups(model, weight_decay=0.1)
+    assert [len(group["params"]) for group in groups] == [2, 2]  # weights decay; biases never do
+    assert {id(p) for group in groups for p in group["params"]} == {id(p) for p in model.parameters()}
+
+
+def test_a_stream_of_unknown_length_needs_max_steps():
+    assert run_length(None, 2, epochs=5, max_steps=30) == (30, 30)
+    assert run_length(41, 2, epochs=3, max_steps=None) == (21, 63)
+    with pytest.raises(UserError, match="train.max_steps"):
+        run_length(None, 2, epochs=5, max_steps=None)
 
 
 def make_learner(model, **options):

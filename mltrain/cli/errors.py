@@ -11,15 +11,18 @@ from typing import Iterator
 import typer
 
 from ..errors import RunComplete, TrainingFailed, UserError
+from ..registry import trusting_stored_code
 from ..signals import StopRequested
 
 
 @contextlib.contextmanager
-def exit_codes() -> Iterator[None]:
+def exit_codes(trust_code: bool = False) -> Iterator[None]:
     """User errors become one line on stderr; MLTRAIN_DEBUG=1 adds the traceback above it and
-    keeps the exit code."""
+    keeps the exit code. `trust_code`: the user passed --trust-code (stored configs may name
+    import paths)."""
     try:
-        yield
+        with trusting_stored_code(trust_code):
+            yield
     except RunComplete as done:
         if int(os.environ.get("RANK", "0")) == 0:
             print(done)

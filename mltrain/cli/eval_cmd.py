@@ -7,7 +7,7 @@ import typer
 
 from ..run_dir import to_json
 from .errors import exit_codes
-from .options import JSON
+from .options import JSON, TRUST_CODE
 
 
 def eval_(
@@ -21,6 +21,7 @@ def eval_(
              "another file of the same kind with --set data.path=new.csv (a path from the working "
              "directory). Repeatable."),
     as_json: bool = JSON,
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Evaluate a checkpoint on a split: loss, accuracy, per-class scores, confusion matrix.
 
@@ -28,7 +29,7 @@ def eval_(
 
     Example: mltrain eval runs/quickstart-20260101-120000 --split test
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..evaluation import evaluate_checkpoint
 
         report, written = evaluate_checkpoint(target, split, set_)

@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from .errors import exit_codes
+from .options import TRUST_CODE
 
 
 def export(
@@ -16,6 +17,7 @@ def export(
                                "sidecar to rebuild and preprocess.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The file to write (default: "
                                           "<run>/export/<checkpoint>.<format>).", show_default=False),
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Export a trained model, checked against PyTorch's outputs before it reports done.
 
@@ -25,7 +27,7 @@ def export(
 
     Example: mltrain export runs/quickstart-20260101-120000 --format onnx
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..export import export as export_checkpoint
 
         exported = export_checkpoint(target, format, output)

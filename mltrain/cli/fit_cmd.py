@@ -7,7 +7,7 @@ import typer
 
 from . import ending
 from .errors import exit_codes
-from .options import SET
+from .options import SET, TRUST_CODE
 
 
 def fit(
@@ -22,13 +22,14 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
                                           "or a checkpoint."),
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Train a model as CONFIG says and write a run directory (or continue one with --resume).
 
     Example: mltrain fit configs/quickstart.yaml --set optimizer.lr=0.01
     (continue one: mltrain fit --resume runs/quickstart-20260101-120000)
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..errors import UserError
 
         if nproc > 1:
@@ -40,29 +41,30 @@ def fit(
             if config is not None:
                 load_config(config, set_)  # a bad config is one message here, not one per worker
             ending.launching_workers()
-            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume)))
+            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume,
+                                                                     trust_code)))
         if resume is not None:
             if config is not None or run_dir is not None:
                 raise UserError("--resume continues a run with its own config and directory: "
                                 "give neither CONFIG nor --run-dir (use --set to extend, e.g. --set train.epochs=20)")
-            from ..train import resume as resume_run
+            from ..fitting import resume as resume_run
 
             resume_run(resume, set_, device=device, quiet=quiet)
             return
         if config is None:
             raise UserError("missing CONFIG: give a YAML config file, e.g. mltrain fit configs/quickstart.yaml")
         from ..config import load_config
-        from ..train import fit as run_fit
+        from ..fitting import fit as run_fit
 
         run_fit(load_config(config, set_), run_dir=run_dir, device=device, quiet=quiet)
 
 
 def _worker_arguments(config: Path | None, set_: list[str], run_dir: Path | None, device: str | None,
-                      quiet: bool, resume: Path | None) -> list[str]:
+                      quiet: bool, resume: Path | None, trust_code: bool) -> list[str]:
     """The `mltrain fit` command line each worker runs: this one, less --nproc."""
     arguments = ["fit"] + ([str(config)] if config is not None else [])
     arguments += [item for value in set_ for item in ("--set", value)]
     for flag, value in (("--run-dir", run_dir), ("--device", device), ("--resume", resume)):
         if value is not None:
             arguments += [flag, str(value)]
-    return arguments + (["--quiet"] if quiet else [])
+    return arguments + (["--quiet"] if quiet else []) + (["--trust-code"] if trust_code else [])

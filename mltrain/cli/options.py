@@ -44,3 +44,9 @@ SET = typer.Option(
          "--set model.hidden=[256,128]. Repeatable.",
 )
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else there.")
+TRUST_CODE = typer.Option(
+    False, "--trust-code",
+    help="Let the config stored in a checkpoint, an export or a sweep study name import paths "
+         "(package.module:callable): rebuilding it imports and calls them, which runs their code. "
+         "Only for files you trust; built-in components and installed plugins need no flag.",
+)

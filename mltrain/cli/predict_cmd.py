@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .errors import exit_codes
-from .options import JSON
+from .options import JSON, TRUST_CODE
 
 if TYPE_CHECKING:
     from ..prediction import Predictions
@@ -25,6 +25,7 @@ def predict(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Inputs per forward pass "
                                              "(default: 256).", show_default=False),
     as_json: bool = JSON,
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Predict new images, CSV rows or arrays with a trained model, preprocessed as in training.
 
@@ -33,7 +34,7 @@ def predict(
 
     Example: mltrain predict runs/flowers-20260101-120000 photos/ --top-k 3 --output predictions.csv
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..prediction import check_output, predict as predict_inputs, write_predictions
 
         if output is not None:

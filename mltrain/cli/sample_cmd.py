@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from .errors import exit_codes
+from .options import TRUST_CODE
 
 
 def sample(
@@ -19,6 +20,7 @@ def sample(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Draw only from the K most likely "
                                         "characters."),
     seed: int = typer.Option(0, "--seed", help="Seed of the draws: the same seed gives the same text."),
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Generate text with a trained gpt language model: prints the prompt, then its continuation.
 
@@ -26,7 +28,7 @@ def sample(
 
     Example: mltrain sample runs/text_gpt-20260101-120000 --prompt "mltrain " --tokens 200 --top-k 10
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..sample import sample_text
 
         text = sample_text(target, prompt, tokens, temperature, top_k, seed)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .errors import exit_codes
-from .options import SET
+from .options import SET, TRUST_CODE
 
 if TYPE_CHECKING:
     from ..sweep.results import Report
@@ -36,6 +36,7 @@ def sweep(
     join: Optional[str] = typer.Option(None, "--join", metavar="DIR_OR_STUDY", help="Work on a running sweep: "
                                        "its directory, or its study name with --storage URL (other machines)."),
     worker: bool = typer.Option(False, "--worker", hidden=True),  # a --jobs process: run trials, no report
+    trust_code: bool = TRUST_CODE,
 ) -> None:
     """Search hyperparameters with Optuna: each trial trains CONFIG with drawn values in its own run
     directory under the sweep directory; the best trial's config is written to best.yaml.
@@ -44,7 +45,7 @@ def sweep(
     --search "model.hidden=choice([64],[256,128])" --trials 20
     (continue a stopped one: mltrain sweep --resume runs/quickstart-sweep-20260101-120000)
     """
-    with exit_codes():
+    with exit_codes(trust_code):
         from ..errors import UserError
         from ..sweep.runner import continue_sweep, start_sweep
 

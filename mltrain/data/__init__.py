@@ -3,9 +3,11 @@ image folders) plus a spec of what they hold."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+import typing
+from typing import TYPE_CHECKING, Any
 
-from ..registry import DATASETS
+from ..registry import DATASETS, Component
 from .augment import Augment
 from .dataset import DataSpec, DataSplits
 
@@ -28,6 +30,25 @@ def target_scale(y: torch.Tensor) -> dict[str, list[float]]:
     return {"mean": y.mean(dim=0).flatten().tolist(), "std": std.where(std > 0, 1.0).flatten().tolist()}
 
 
+def _checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any]:
+    """A stored data state, validated as its dataset's builder declares it, like a config: only
+    the builder's parameters that are no config key, each of its declared type. ValueError
+    names what does not fit. A dataset of your own (`**keys`) keeps whatever state it returns."""
+    from pydantic import TypeAdapter
+
+    parameters = inspect.signature(component.factory).parameters
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return state
+    declared = set(parameters) - {"val_split", "seed"} - set(component.keys)
+    unknown = sorted(map(str, set(state) - declared))
+    if unknown:
+        raise ValueError(f"the dataset {component.name} keeps no state named {', '.join(unknown)}")
+    hints = typing.get_type_hints(component.factory)
+    for name, value in state.items():
+        TypeAdapter(hints.get(name, Any)).validate_python(value)
+    return state
+
+
 def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> DataSplits:
     """Load the configured dataset, split it with the seed, keep the first data.limit training
     samples, augment the training batches and move it all to the device. Regression data also
@@ -36,8 +57,10 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
     `state` is the data state a checkpoint stored (e.g. a text's vocabulary): passing it back
     rebuilds exactly the encoding the model was trained on."""
     keys = {name: value for name, value in cfg.own_values().items() if name not in _APPLIED_HERE}
-    source_state = {name: value for name, value in (state or {}).items() if name != TARGET_SCALE}
-    data = DATASETS[cfg.dataset].factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
+    component = DATASETS[cfg.dataset]
+    source_state = _checked_state(component, {name: value for name, value in (state or {}).items()
+                                              if name != TARGET_SCALE})
+    data = component.factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
     if cfg.limit is not None:
         data = data.limited(cfg.limit)
     if data.spec.num_classes is None:

@@ -11,6 +11,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import dump_config, load_config
+from ..registry import from_stored
 from ..run_dir import write_atomically
 from .study import Sweep, without_experimental_warnings
 
@@ -77,7 +78,8 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _write_best(sweep: Sweep, best: dict[str, Any]) -> Path:
     """The best trial's whole config, as its run was trained: `mltrain fit best.yaml` runs it again."""
-    cfg = load_config(sweep.base_config, [param.override(best[param.key]) for param in sweep.params])
+    with from_stored():
+        cfg = load_config(sweep.base_config, [param.override(best[param.key]) for param in sweep.params])
     path = sweep.directory / "best.yaml"
     write_atomically(path, f"# best trial of sweep {sweep.study_name}: trial {best['trial']}, "
                            f"{sweep.definition.monitor} {best['value']:.6g}\n" + dump_config(cfg))

@@ -35,6 +35,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UserError
+from ..registry import from_stored
 from .space import Param, parse_space
 
 HEARTBEAT_S = 10  # a running trial's worker records a heartbeat this often, in seconds
@@ -131,7 +132,8 @@ class Sweep:
         if stored is None:
             raise UserError(f"study {study_name} in {_shown(storage_url)} has no complete sweep definition: it was "
                             "stopped while being created, or not made by mltrain sweep; start a new sweep")
-        self.definition = Definition(**stored)
+        self.definition = _checked_definition(stored, f"study {study_name} in {_shown(storage_url)}")
+        self.from_users_config = False  # True when this process made it from the user's own config
         self.params: list[Param] = parse_space([(spec, f"study {study_name}: {spec}") for spec in
                                                self.definition.search])
         if directory is None:
@@ -249,6 +251,19 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
+def _checked_definition(stored: Any, where: str) -> Definition:
+    """The stored sweep definition, validated like a config: every field, of its type, no other."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(Definition, config=ConfigDict(extra="forbid", strict=True)).validate_python(stored)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc'])) or 'definition'}: {item['msg']}"
+                             for item in error.errors()[:3])
+        raise UserError(f"{where}: its sweep definition is damaged or was edited ({problems}); start a new "
+                        "sweep") from None
+
+
 def create_sweep(directory: Path, storage_url: str | None, definition: Definition,
                  tickets: list[dict[str, Any]]) -> Sweep:
     """A new study holding the definition and one waiting trial per ticket."""
@@ -278,6 +293,7 @@ def create_sweep(directory: Path, storage_url: str | None, definition: Definitio
         shutil.rmtree(directory, ignore_errors=True)
         raise
     sweep = Sweep(url, directory.name, directory)
+    sweep.from_users_config = True
     sweep.write_files()
     return sweep
 
@@ -309,4 +325,8 @@ def open_sweep(target: str, storage_url: str | None = None, directory: Path | No
         sweep.write_files()
     except OSError as error:
         raise UserError(f"cannot write into the sweep directory {sweep.directory}: {error.strerror}") from None
+    from ..config import load_config
+
+    with from_stored():  # anyone who can write to the storage wrote this config: checked once, before any trial
+        load_config(sweep.base_config)
     return sweep

@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 
 from ..config import load_config
 from ..errors import StopTraining, TrainingFailed, UserError
+from ..fitting import fit
+from ..registry import from_stored
 from ..signals import StopRequested
 from ..sinks import Record, Sink
-from ..train import fit
 from .study import Sweep
 
 
@@ -46,7 +47,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial) -> str:
         try:
             overrides = [param.override(param.suggest(trial)) for param in sweep.params]
             print(f"{name}: " + "  ".join(overrides), flush=True)
-            cfg = load_config(sweep.base_config, overrides)
+            with from_stored():  # the study's config: import paths only as the user allowed them
+                cfg = load_config(sweep.base_config, overrides)
             result = fit(cfg, run_dir=run_dir, quiet=True, sinks=[ReportToTrial(trial, definition.monitor)])
         except StopTraining as stop:
             trial.set_user_attr("stopped", stop.reason)
