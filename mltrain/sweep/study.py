@@ -22,8 +22,9 @@ import os
 import shutil
 import socket
 import threading
+import typing
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -253,15 +254,23 @@ def _process_alive(pid: int) -> bool:
 
 def _checked_definition(stored: Any, where: str) -> Definition:
     """The stored sweep definition, validated like a config: every field, of its type, no other."""
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
-    try:
-        return TypeAdapter(Definition, config=ConfigDict(extra="forbid", strict=True)).validate_python(stored)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, item['loc'])) or 'definition'}: {item['msg']}"
-                             for item in error.errors()[:3])
-        raise UserError(f"{where}: its sweep definition is damaged or was edited ({problems}); start a new "
-                        "sweep") from None
+    expected = [field.name for field in fields(Definition)]
+    problems = [] if isinstance(stored, dict) else ["not a mapping"]
+    if not problems:
+        problems = [f"missing {name}" for name in expected if name not in stored]
+        problems += [f"unknown {name}" for name in map(str, stored) if name not in expected]
+    if not problems:
+        for name, hint in typing.get_type_hints(Definition).items():
+            try:
+                TypeAdapter(hint).validate_python(stored[name], strict=True)
+            except ValidationError as error:
+                problems.append(f"{name}: {error.errors()[0]['msg']}")
+    if not problems:
+        return Definition(**stored)
+    raise UserError(f"{where}: its sweep definition is damaged or was edited ({'; '.join(problems[:3])}); start a "
+                    "new sweep")
 
 
 def create_sweep(directory: Path, storage_url: str | None, definition: Definition,
