@@ -9,7 +9,7 @@ A small AST mutator rather than mutmut: the tests run the console script in subp
 import the package from PYTHONPATH, and a plain copy with one file rewritten works for those too.
 Not part of CI: the whole set takes tens of minutes on 2 cores.
 
-    python benchmarks/mutation.py mltrain/heads.py [--every N] [--json out.json]
+    python benchmarks/mutation.py mltrain/losses.py [--every N] [--json out.json]
     python benchmarks/mutation.py all --every 8 --tree ../an-older-checkout   # its code and its tests
     python benchmarks/mutation.py all --recheck out.json   # only the survivors of an earlier run
 """
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # module -> the fast tests that concern it (whole files; those a tree lacks are left out there)
 SCOPES = {
-    "mltrain/heads.py": ["tests/test_sequences.py", "tests/test_training_promises.py"],
+    "mltrain/losses.py": ["tests/test_sequences.py", "tests/test_training_promises.py"],
     "mltrain/optim.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_config.py"],
     "mltrain/learner.py": ["tests/test_training_promises.py", "tests/test_train.py", "tests/test_engine.py"],
     "mltrain/checkpoint.py": ["tests/test_restore.py", "tests/test_resume.py", "tests/test_eval_and_checks.py"],
@@ -40,6 +40,8 @@ SCOPES = {
                          "tests/test_engine.py", "tests/test_distributed.py"],
     "mltrain/state.py": ["tests/test_resume.py", "tests/test_restore.py", "tests/test_distributed.py"],
     "mltrain/data/splits.py": ["tests/test_data_and_metrics.py", "tests/test_data_sources.py"],
+    "mltrain/data/stream.py": ["tests/test_data_and_metrics.py", "tests/test_resume.py", "tests/test_distributed.py"],
+    "mltrain/strategy.py": ["tests/test_distributed.py", "tests/test_engine.py"],
 }
 
 COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,

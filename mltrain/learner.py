@@ -1,4 +1,4 @@
-"""Model, head, optimizer and precision together: one training step, and evaluation.
+"""Model, loss, optimizer and precision together: one training step, and evaluation.
 
 `fit`, `eval`, overfit-tiny and lr-find all train and score through this one class.
 """

@@ -1,5 +1,6 @@
 """A run in progress, as one object: the learner, the lr schedule, the monitor, the position, the
-epoch's running sums, the NaN guard, the RNG states and where the data stream stands.
+epoch's running sums, the RNG states and where the data stream stands (and the NaN guard, which
+no checkpoint needs: a checkpoint is only written of finite losses).
 
 A checkpoint holds exactly this: `checkpoint()` builds it and `load_checkpoint()` reads it back,
 each in one place. The run's one step counter is `position.step`; the schedule is replayed to it.
@@ -108,9 +109,10 @@ class TrainState:
             self.position.load_state_dict(position)
         self._load_learner(checkpoint, path)
         check_numbers("the monitor state", self.monitor.state_dict(), checkpoint["monitor"], path)
-        per_process = checkpoint.get("per_process")
-        own = per_process[job.rank] if saved_processes == job.world_size and per_process else None
+        if not isinstance(checkpoint["scheduler"], dict) or not {"main", "warmup"} <= set(checkpoint["scheduler"]):
+            raise UserError(f"{path}: the schedule state is not a mapping with main and warmup; {DAMAGED}")
         with loading_state(path, "the schedule, the running sums of the epoch, the data stream and the RNG states"):
+            own = self._own_state(checkpoint.get("per_process"), saved_processes)
             self.schedule.load_state_dict(checkpoint["scheduler"], self.position.step)
             self.totals.load_state_dict((own or checkpoint)["epoch_totals"])
             restore_rng(checkpoint["rng"])
@@ -118,10 +120,34 @@ class TrainState:
                 restore_rng(own["rng"])
                 if self.augment is not None and own["augment"] is not None:
                     self.augment.load_state_dict(own["augment"])
-            self.stream.load_state_dict(own["stream"] if own is not None and "stream" in own
-                                        else self._stream_at_position())
+            self.stream.load_state_dict(self._stream_state(own))
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
+        if self.renumbering is not None and job.is_main:
+            print(f"resuming with {job.world_size} process(es) a run last trained with {saved_processes}: the "
+                  f"global batch is now {self.samples_per_step} and the data order changes from step "
+                  f"{self.position.step}")
+
+    def _own_state(self, per_process: Any, saved_processes: int) -> dict[str, Any] | None:
+        """This process's entry of the checkpoint's per-process states; None when the checkpoint
+        was written by another number of processes (or kept none). ValueError when damaged."""
+        if saved_processes != self.strategy.job.world_size or per_process is None:
+            return None
+        if not isinstance(per_process, list) or len(per_process) != saved_processes \
+                or not all(isinstance(entry, dict) for entry in per_process):
+            raise ValueError(f"per_process should hold one mapping for each of its {saved_processes} processes")
+        return per_process[self.strategy.job.rank]
+
+    def _stream_state(self, own: dict[str, Any] | None) -> dict[str, Any]:
+        """Where the data stream continues: its saved state, which must agree with the position
+        (ValueError when it does not), else where the position puts it."""
+        at_position = self._stream_at_position()
+        if own is None or "stream" not in own:
+            return at_position
+        saved = own["stream"]
+        if not self.position.epoch_done and saved != at_position:
+            raise ValueError(f"the data stream stood at {saved!r}, the position at {at_position!r}")
+        return saved
 
     def _load_learner(self, checkpoint: dict[str, Any], path: Path) -> None:
         """Weights, optimizer (as this config builds it), loss scaler and EMA, each checked first."""
@@ -154,7 +180,7 @@ class TrainState:
         samples the epoch had consumed are not shown again)."""
         if isinstance(saved_processes, bool) or not isinstance(saved_processes, int) or saved_processes < 1:
             raise ValueError(f"world_size {saved_processes!r}")
-        job, accumulate = self.strategy.job, self.cfg.train.accumulate
+        accumulate = self.cfg.train.accumulate
         per_process_step = accumulate * self.cfg.data.batch_size
         saved_in_epoch, _ = run_length(self.stream.micro_batches_in_epoch(saved_processes), accumulate, 1, None)
         self.renumbering = Renumbering(saved["step"], saved_in_epoch, self.position.steps_in_epoch,
@@ -162,8 +188,4 @@ class TrainState:
         state = dict(saved)
         state["epoch_step"] = self.renumbering.epoch_step(state["epoch_step"])
         state["step"] = self.renumbering.step(state["epoch"], state["step"])
-        if job.is_main:
-            print(f"resuming with {job.world_size} process(es) a run last trained with {saved_processes}: "
-                  f"the global batch is now {self.samples_per_step} and the data order changes from "
-                  f"step {state['step']}")
         return state

@@ -89,11 +89,26 @@ def wrong_weight_shape(checkpoint):
     checkpoint["model"]["1.weight"] = torch.zeros(5, 5)  # the first layer's (32, 2) weight
 
 
+def stream_ahead_of_the_position(checkpoint):
+    checkpoint["position"]["epoch_step"] = 1  # mid-epoch, while the data stream had served the whole epoch
+
+
+def garbage_schedule(checkpoint):
+    checkpoint["scheduler"] = "garbage"
+
+
+def damaged_per_process(checkpoint):
+    checkpoint["per_process"] = 5
+
+
 @pytest.mark.parametrize("tamper, needles", [
     (wrong_optimizer_shape, ["optimizer state exp_avg of 1.weight is (67,)", "the parameter is (32, 2)"]),
     (negative_step, ["step is -3, not a whole number"]),
     (fractional_position, ["epoch_step is 2.5, not a whole number"]),
     (wrong_weight_shape, ["1.weight is (5, 5) float32", "(32, 2) float32"]),
+    (stream_ahead_of_the_position, ["the data stream stood at"]),
+    (garbage_schedule, ["the schedule state is not a mapping"]),
+    (damaged_per_process, ["per_process should hold one mapping"]),
 ])
 def test_an_edited_checkpoint_is_refused_before_any_kernel_runs(trained, tmp_path, tamper, needles):
     """A subprocess: an optimizer kernel fed a state of the wrong shape corrupts memory (abort)."""

@@ -140,3 +140,18 @@ def test_a_partial_metrics_line_is_dropped_on_resume(reference, tmp_path):
     (run / "metrics.jsonl").write_text("".join(line + "\n" for line in whole) + '{"epoch": 2, "st')
     assert resume(run).returncode == 0
     assert_same(run, reference_run)
+
+
+def test_a_onecycle_run_resumes_at_the_lr_it_had(tmp_path):
+    """The one-cycle schedule rises from lr/25 to lr: a resumed run replays it to where it stood."""
+    config = write_config(tmp_path, **{**SETTINGS, "scheduler": {"name": "onecycle"}})
+    subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(tmp_path / "whole")], check=True,
+                   capture_output=True)
+    run = tmp_path / "run"
+    process = start(config, run)
+    wait_for_step(run, 30, process)
+    process.kill()
+    process.wait()
+    result = resume(run)
+    assert result.returncode == 0, result.stderr
+    assert_same(run, tmp_path / "whole")
