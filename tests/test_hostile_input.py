@@ -136,3 +136,23 @@ def test_a_linear_head_on_text_labels_blames_the_head(tmp_path):
     config = write_config(tmp_path, base=BARE, data={"dataset": "csv", "path": str(table), "target": "y"},
                           model={"arch": "mlp", "head": "linear"})
     refused("fit", config, needle="the head is the problem")
+
+
+def test_an_image_whose_header_cannot_be_read_is_refused_not_decoded(tmp_path):
+    """A PNG declaring 20000x20000 with a header Pillow refuses (its IHDR checksum is wrong): its size
+    cannot be checked, so it is never handed to a decoder that might expand it."""
+    import struct
+    import zlib
+
+    from mltrain.data.files import check_image_header
+    from mltrain.errors import UserError
+
+    def chunk(kind, data, crc=None):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)
+                                                                          if crc is None else crc)
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0), 0)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    with pytest.raises(UserError, match=f"input: cannot decode image {bomb}: its header cannot be read"):
+        check_image_header(bomb, "input")

@@ -31,16 +31,19 @@ def available_memory() -> int:
 
 
 def check_image_header(path: Path, key: str = "data.root") -> None:
-    """Refuse images whose header declares more than MAX_IMAGE_PIXELS, before any decoding;
-    `key` names where the path came from in the message."""
+    """Refuse images whose header declares more than MAX_IMAGE_PIXELS, or cannot be read (their
+    size unknown, a decoder might still expand them), before any decoding; `key` names where the
+    path came from in the message."""
     from PIL import Image
 
     pillow_bound, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the size, whatever it is
     try:
         with Image.open(path) as image:  # parses the header only
             width, height = image.size
-    except Exception:  # unreadable headers are the decoder's to report, with its own message
-        return
+    except Exception as error:  # whatever Pillow's parsers raise on bytes they cannot read
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{key}: cannot decode image {path}: its header cannot be read ({detail}), so its size "
+                        "is unknown; replace or remove the file") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_bound
     if width * height > MAX_IMAGE_PIXELS:
