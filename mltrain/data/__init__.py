@@ -43,7 +43,10 @@ def _checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any
     unknown = sorted(map(str, set(state) - declared))
     if unknown:
         raise ValueError(f"the dataset {component.name} keeps no state named {', '.join(unknown)}")
-    hints = typing.get_type_hints(component.factory)
+    try:
+        hints = typing.get_type_hints(getattr(component.factory, "func", component.factory))  # a partial's function
+    except Exception:  # annotations that do not resolve: the names are checked, the types are not
+        hints = {}
     for name, value in state.items():
         TypeAdapter(hints.get(name, Any)).validate_python(value)
     return state
