@@ -18,6 +18,7 @@ samples_seen, epoch_seconds, train_seconds, elapsed_s, stopped_early) beside epo
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
@@ -158,18 +159,31 @@ def spec_state(spec: DataSpec) -> dict[str, Any]:
             "class_names": list(spec.class_names), "target_shape": list(spec.target_shape)}
 
 
+MAX_SAMPLE_VALUES = 1 << 26  # values in one stored sample or target (a 4096x4096 RGBA image has 1 << 26)
+
+
 def spec_from_state(state: Any, path: Path) -> DataSpec:
-    """The data spec a checkpoint stored, checked: a model is built from it before any data is read."""
+    """The data spec a checkpoint stored, checked: a model is built from it before any data is read,
+    so an edited shape must not ask for more memory than any real sample."""
     def shape(value: Any) -> bool:
         return isinstance(value, (list, tuple)) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
                                                          for n in value)
 
     fits = isinstance(state, dict) and shape(state.get("sample_shape")) and shape(state.get("target_shape", ())) \
-        and (state.get("num_classes") is None or isinstance(state["num_classes"], int)) \
+        and (state.get("num_classes") is None or isinstance(state["num_classes"], int)
+             and not isinstance(state["num_classes"], bool) and state["num_classes"] > 0) \
+        and isinstance(state.get("class_names", ()), (list, tuple)) \
         and all(isinstance(name, str) for name in state.get("class_names", ()))
     if not fits:
         raise UserError(f"{path}: its data spec (sample_shape, num_classes, class_names, target_shape) is "
                         "damaged; pass a checkpoint written by `mltrain fit`")
+    for key in ("sample_shape", "target_shape"):
+        if math.prod(state.get(key, ())) > MAX_SAMPLE_VALUES:
+            raise UserError(f"{path}: its data spec's {key} {list(state[key])} holds more than {MAX_SAMPLE_VALUES:,} "
+                            "values per sample, more than any real one; the file is damaged or was edited")
+    if state["num_classes"] is not None and state["num_classes"] > MAX_SAMPLE_VALUES:
+        raise UserError(f"{path}: its data spec's num_classes {state['num_classes']:,} is more than "
+                        f"{MAX_SAMPLE_VALUES:,}; the file is damaged or was edited")
     return DataSpec(tuple(state["sample_shape"]), state["num_classes"], tuple(state.get("class_names", ())),
                     tuple(state.get("target_shape", ())))
 

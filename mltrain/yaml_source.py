@@ -145,12 +145,20 @@ def read_config_text(path: Path) -> str:
         raise UserError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
 
 
-def parse_value(text: str) -> Any:
-    """A YAML scalar or flow value, as --set takes it: `0.01`, `[256, 128]`, `null`, `adamw`."""
+def parse_value(text: str, where: str = "--set") -> Any:
+    """A YAML scalar or flow value, as --set takes it: `0.01`, `[256, 128]`, `null`, `adamw`;
+    held to the bounds of a config file (ConfigError naming `where`)."""
+    if not text.strip():
+        return ""
     try:
-        return yaml.load(text, Loader=_Loader) if text.strip() else ""
+        node = yaml.compose(text, Loader=_Loader)
+        if node is not None:
+            _check_size(node, where)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise ConfigError(where, "", f"nested more than {MAX_DEPTH} levels deep; a config needs a few") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str], locations: Locations) -> None:
@@ -165,7 +173,7 @@ def apply_overrides(raw: dict, overrides: list[str], locations: Locations) -> No
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = parse_value(text)
+        node[parts[-1]] = parse_value(text, f"--set {key}")
         locations.places[key] = f"--set {item}"
         for depth in range(1, len(parts)):  # sections the file does not have were made by this --set
             locations.places.setdefault(".".join(parts[:depth]), f"--set {item}")

@@ -156,3 +156,22 @@ def test_an_image_whose_header_cannot_be_read_is_refused_not_decoded(tmp_path):
                      + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
     with pytest.raises(UserError, match=f"input: cannot decode image {bomb}: its header cannot be read"):
         check_image_header(bomb, "input")
+
+
+def test_set_nested_too_deep_is_one_line(cli, tmp_path):
+    result = cli("config", write_config(tmp_path), "--set", "model.hidden=" + "[" * 600 + "]" * 600)
+    assert result.exit_code == 2 and "--set model.hidden" in result.output and "nested more than" in result.output
+
+
+def test_a_checkpoint_asking_for_a_huge_sample_is_refused_before_a_model_is_built(cli, tmp_path):
+    import torch
+
+    import mltrain
+
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1}), quiet=True).run_dir
+    for checkpoint in (run / "checkpoints").glob("*.pt"):
+        state = torch.load(checkpoint, weights_only=True)
+        state["spec"]["sample_shape"] = [100_000, 100_000]  # an MLP for it would need 10^10 weights per unit
+        torch.save(state, checkpoint)
+    result = cli("eval", run)
+    assert result.exit_code == 2 and "sample_shape [100000, 100000] holds more than" in result.output
