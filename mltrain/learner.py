@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import nn
@@ -83,6 +84,12 @@ class Learner:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             logits = model(x)
+        if not isinstance(logits, torch.Tensor) or len(logits) != len(x) \
+                or math.prod(logits.shape[1:]) != self.criterion.num_outputs:
+            got = f"outputs of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) \
+                else type(logits).__name__
+            raise UserError(f"model.arch: the model returned {got} for a batch of {len(x)}; the head needs "
+                            f"{self.criterion.num_outputs} outputs per sample (the num_outputs it was built with)")
         return self.criterion.loss(logits.float(), y), logits
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor,

@@ -66,7 +66,14 @@ def _adopt_scheduler(name: str, factory: Callable, origin: str) -> Component:
     """Any torch-style scheduler class: `factory(optimizer, **keys)`, stepped once per optimizer step
     (ReduceLROnPlateau: once per validation, with train.monitor)."""
     def build(optimizer: Optimizer, total_steps: int, mode: str, **keys) -> LRScheduler:
-        return factory(optimizer, **keys)
+        try:
+            scheduler = factory(optimizer, **keys)
+        except Exception as error:
+            raise UserError(f"scheduler.name '{name}' failed to build: {type(error).__name__}: {error}") from None
+        if not callable(getattr(scheduler, "step", None)):
+            raise UserError(f"scheduler.name '{name}' returned {type(scheduler).__name__}, which has no step(); "
+                            "name a torch-style scheduler class (its first argument the optimizer)")
+        return scheduler
     return Component(name, f"your scheduler ({origin})", build,
                      schema_from_signature(factory, SchedulerSection, ("optimizer", "last_epoch", "verbose"), name),
                      origin=origin)
@@ -94,10 +101,18 @@ def build_optimizer(cfg: OptimizerSection, groups: list[dict]) -> torch.optim.Op
     component = OPTIMIZERS[cfg.name]
     options = cfg.own_values()
     device = next(p for group in groups for p in group["params"]).device
-    if component.origin == "built-in" and "fused" in inspect.signature(component.factory).parameters \
-            and device.type in ("cpu", "cuda"):
-        options["fused"] = True
-    return component.factory(groups, lr=cfg.lr, **options)
+    if component.origin == "built-in":
+        if "fused" in inspect.signature(component.factory).parameters and device.type in ("cpu", "cuda"):
+            options["fused"] = True
+        return component.factory(groups, lr=cfg.lr, **options)
+    try:
+        optimizer = component.factory(groups, lr=cfg.lr, **options)
+    except Exception as error:
+        raise UserError(f"optimizer.name '{cfg.name}' failed to build: {type(error).__name__}: {error}") from None
+    if not isinstance(optimizer, Optimizer):
+        raise UserError(f"optimizer.name '{cfg.name}' returned {type(optimizer).__name__}, not a torch.optim."
+                        "Optimizer; name an optimizer class (its first argument the parameter groups)")
+    return optimizer
 
 
 class StepConfig(SchedulerSection):

@@ -32,6 +32,26 @@ def not_a_module(input_shape, num_outputs):
     return "a string"
 
 
+def no_parameters(input_shape, num_outputs):
+    return nn.Flatten()
+
+
+def wrong_width(input_shape, num_outputs):
+    return nn.Linear(input_shape[0], num_outputs + 4)
+
+
+def broken_optimizer(params, lr):
+    raise ValueError("this optimizer is broken")
+
+
+def not_an_optimizer(params, lr):
+    return "a string"
+
+
+def broken_scheduler(optimizer):
+    raise ValueError("this scheduler is broken")
+
+
 class TinyLM(nn.Module):
     """Next-character logits from each character alone: (B, T) ids -> (B, T, vocabulary)."""
 
@@ -141,16 +161,32 @@ def test_user_components_are_listed_with_their_keys(user_package):
     ({"arch": "tinypkg.nets:TinyNet", "width": "wide"}, "model.width: expected an integer"),
     ({"arch": "tinypkg.nets:not_a_module"}, "returned str, not a torch.nn.Module"),
     ({"arch": "tinypkg"}, "unknown architecture 'tinypkg'"),
+    ({"arch": "tinypkg.nets:no_parameters"}, "built a model with no parameters to train"),
+    ({"optimizer": {"name": "tinypkg.nets:broken_optimizer"}}, "failed to build: ValueError: this optimizer is broken"),
+    ({"optimizer": {"name": "tinypkg.nets:not_an_optimizer"}}, "returned str, not a torch.optim.Optimizer"),
+    ({"scheduler": {"name": "tinypkg.nets:broken_scheduler"}}, "failed to build: ValueError: this scheduler is broken"),
 ])
 def test_bad_user_components_exit_2_naming_the_path(user_package, model, message):
     directory, env = user_package
     path = directory / "bad.yaml"
-    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50}, "model": model,
-                                    "train": {"epochs": 1}, "output": {"dir": str(directory / "runs")}}))
+    sections = model if "arch" not in model else {"model": model}
+    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50}, "train": {"epochs": 1},
+                                    "output": {"dir": str(directory / "runs")}, **sections}))
     result = run(env, "fit", path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (directory / "runs").exists() or not any((directory / "runs").iterdir())
+
+
+def test_a_model_of_the_wrong_output_width_is_named_at_its_first_batch(user_package):
+    directory, env = user_package
+    path = directory / "wide.yaml"
+    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50},
+                                    "model": {"arch": "tinypkg.nets:wrong_width"}, "train": {"epochs": 1},
+                                    "output": {"dir": str(directory / "runs")}}))
+    result = run(env, "fit", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "returned outputs of shape (" in result.stderr and "needs 3 outputs per sample" in result.stderr
 
 
 def test_an_optimizer_and_a_scheduler_from_torch_by_import_path(tmp_path, cli):

@@ -48,6 +48,9 @@ def build_model(cfg: ModelSection, spec: DataSpec, num_outputs: int) -> nn.Modul
     if not isinstance(model, nn.Module):
         raise UserError(f"model.arch '{cfg.arch}' returned {type(model).__name__}, not a torch.nn.Module; "
                         "it must return the model (input_shape and num_outputs are passed as keywords)")
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise UserError(f"model.arch '{cfg.arch}' built a model with no parameters to train; register its weights "
+                        "as nn.Parameter (or in submodules) so the optimizer can reach them")
     return model
 
 
