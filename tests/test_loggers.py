@@ -213,6 +213,21 @@ def test_a_logger_whose_server_is_down_warns_once_and_never_waits(in_tmp, monkey
     assert len(warnings) == 1 and "the mlflow logger stopped" in warnings[0], warnings
 
 
+def test_tensorboard_on_a_folder_it_cannot_write_warns_in_one_line(in_tmp, monkeypatch, capsys):
+    import torch.utils.tensorboard
+
+    def read_only(directory, **options):  # what the writer raises on a read-only file system
+        raise OSError(30, "Read-only file system", directory)
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", read_only)
+    cfg = make_config(in_tmp, loggers=["tensorboard"])
+    run = RunDir.create(in_tmp / "runs", cfg.name)
+    drive(logger_sinks(cfg, run.path), run, cfg, last=3)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"cannot write its events into {run.path / 'tensorboard'}: Read-only file " \
+        "system" in warnings[0], warnings
+
+
 def test_a_logger_that_fails_mid_run_warns_once(in_tmp, monkeypatch, capsys):
     monkeypatch.setattr(MLflowSink, "send_every_s", 0.0)
     cfg = make_config(in_tmp, loggers=["mlflow"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import config_to_dict, dump_config
+from ..errors import UserError
 from ..hparams import as_text, flatten
 from ..run_dir import read_records
 from . import Record, RunStart, Sink
@@ -31,7 +32,11 @@ class TensorBoardSink(Sink):
         # On resume, an earlier attempt's events are hidden (TensorBoard ignores those at purge_step
         # and later) and the run files' records up to the checkpoint are written again: a process
         # killed before its writer flushed would otherwise leave a hole, or a doubled tail.
-        self.writer = SummaryWriter(str(self.directory), purge_step=1 if run.resumed_step else None)
+        try:
+            self.writer = SummaryWriter(str(self.directory), purge_step=1 if run.resumed_step else None)
+        except OSError as error:
+            raise UserError(f"output.loggers: tensorboard cannot write its events into {self.directory}: "
+                            f"{error.strerror or error}; make the run directory writable") from None
         self.hparams = {key: value if isinstance(value, (int, float)) and not isinstance(value, bool)
                         else as_text(value) for key, value in flatten(config_to_dict(run.cfg)).items()}
         self._step = run.resumed_step

@@ -196,7 +196,12 @@ class Sweep:
         if self.lock_path is None:  # a server database locks the rows it changes
             yield
             return
-        with open(self.lock_path, "a") as handle:
+        try:
+            handle = open(self.lock_path, "a")
+        except OSError as error:
+            raise UserError(f"{self.lock_path}: cannot open the sweep's lock file ({error.strerror}); remove what "
+                            "stands there (it must be a writable file, or absent)") from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
