@@ -98,6 +98,7 @@ def test_a_killed_worker_ends_the_job_and_the_run_resumes_bitwise(tmp_path):
         _, stderr = launcher.communicate(timeout=30)
         assert launcher.returncode != 0 and time.monotonic() - started < 30
         assert "killed or crashed" in stderr
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 3, stderr  # a line per process
     finally:
         stop_job(launcher)
 

@@ -33,6 +33,13 @@ def exit_codes(trust_code: bool = False) -> Iterator[None]:
         _fail(f"failed: {error}", 1)
     except (StopRequested, KeyboardInterrupt):
         _fail("interrupted", 130)
+    except Exception as error:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise
+        # In a job, a peer that died leaves the others a page of collective-library traceback;
+        # one line each says it (MLTRAIN_DEBUG=1 keeps the traceback), and the launcher names the cause.
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        _fail(f"failed: {type(error).__name__}: {detail}"[:300], 1)
 
 
 def _fail(message: str, code: int) -> None:
