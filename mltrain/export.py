@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from .losses import Loss, MeanSquaredError, build_loss
 from .models import build_model
 from .registry import from_stored
 from .restore import Restored, restore
-from .run_dir import to_json, write_atomically
+from .run_dir import MARKER, RunDir, is_run_directory, to_json, write_atomically
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 EXTRAS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "pt2": (), "safetensors": ("safetensors",)}
@@ -49,6 +50,7 @@ TRACE_SAMPLES = 2
 TOLERANCE = 1e-4  # largest abs difference accepted, per unit of the largest |output| (at least 1)
 ONNX_SINGLE_FILE_BYTES = 2 ** 31 - 2 ** 20  # protobuf's 2 GiB limit, less room for the graph: weights go beside
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+RUN_FILES = ("summary.json", "config.yaml", MARKER)  # besides checkpoints/: a run's files no export replaces
 
 
 class Values(nn.Module):
@@ -239,28 +241,66 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
 WRITERS: dict[str, Callable[..., torch.Tensor]] = {"onnx": _onnx, "pt2": _pt2, "safetensors": _safetensors}
 
 
-def export(target: str | Path, format: str, output: str | Path | None = None) -> Exported:
+def run_written(path: Path) -> Path | None:
+    """The run directory a file lands in: its folder, or the one above (<run>/export/, <run>/checkpoints/);
+    where the path is listed, not where a link may lead."""
+    folder = Path(os.path.abspath(path.parent))
+    return next((run for run in (folder, folder.parent) if is_run_directory(run)), None)
+
+
+def _refuse_replacing(files: list[Path], restored: Restored, run: Path | None, force: bool) -> None:
+    """Export writes no file through a link and replaces only what it wrote: a run's export/ folder
+    is its own; any other existing file only with --force; the checkpoint and a run's checkpoints,
+    summary, config and marker never."""
+    for file in files:
+        folder = Path(os.path.abspath(file.parent))
+        own = run is not None and folder == run / "export"
+        link = file.parent if own and file.parent.is_symlink() else file if file.is_symlink() else None
+        if link is not None:
+            raise UserError(f"{link} is a link; export writes no file through a link: remove it, or choose "
+                            "another --output")
+        if not file.exists():
+            continue
+        protected = run is not None and (folder == run / "checkpoints" or folder == run and file.name in RUN_FILES)
+        if not file.is_file() or protected or file.samefile(restored.path):
+            raise UserError(f"{file}: export replaces no folder, checkpoint, or run's {', '.join(RUN_FILES)}, "
+                            "even with --force; choose another --output")
+        if not own and not force:
+            raise UserError(f"{file} exists and export did not write it; pass --force to replace it, or choose "
+                            "another --output")
+
+
+def export(target: str | Path, format: str, output: str | Path | None = None, force: bool = False) -> Exported:
     """Export a run's checkpoint (a run directory: best.pt, else last.pt) to `format` at `output`
     (default: <run>/export/<checkpoint>.<format>), then check the file against PyTorch's outputs.
-    A difference above TOLERANCE raises TrainingFailed (exit 1); the file is kept to inspect."""
+    A difference above TOLERANCE raises TrainingFailed (exit 1); the file is kept to inspect.
+    Writing into a run directory takes its lock; see `_refuse_replacing` for what may be replaced."""
     if format not in FORMATS:
         raise UserError(f"--format {format!r}: choose from {', '.join(FORMATS)}")
     require(format)
     started = time.perf_counter()
     restored = restore(target, device="cpu")  # exported graphs run anywhere; traced on the CPU
+    path = Path(output) if output is not None else default_path(restored, format)
+    if output is not None and not path.parent.is_dir():
+        raise UserError(f"--output {path}: no such folder {path.parent}; create it first")
+    folder = path.parent if path.parent.is_dir() else path.parent.parent
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{folder} is not writable; pass --output with a path in a writable folder")
+    files = [path, sidecar_path(path)] if format == "safetensors" else [path]
+    run = run_written(path)
+    with RunDir.reopen(run) if run is not None else contextlib.nullcontext():
+        _refuse_replacing(files, restored, run, force)
+        path.parent.mkdir(exist_ok=True)
+        return _write_and_check(restored, format, path, files, started)
+
+
+def _write_and_check(restored: Restored, format: str, path: Path, files: list[Path], started: float) -> Exported:
     model = exportable(restored.model, restored.learner.criterion).eval()
     batch, described = check_batch(restored)
     trace = torch.cat([batch, batch])[:TRACE_SAMPLES]
     with torch.no_grad():
         expected = model(batch).float()
-    path = Path(output) if output is not None else default_path(restored, format)
-    if not path.parent.is_dir():
-        if output is not None:
-            raise UserError(f"--output {path}: no such folder {path.parent}; create it first")
-        path.parent.mkdir(parents=True)
-    with torch.no_grad():
         got = WRITERS[format](model, trace, batch, path, restored).float()
-    files = [path, sidecar_path(path)] if format == "safetensors" else [path]
     if got.shape != expected.shape:
         raise TrainingFailed(f"{path}: gives outputs shaped {tuple(got.shape)} for {described}, PyTorch "
                              f"{tuple(expected.shape)}")

@@ -1,9 +1,14 @@
 """Export: every architecture family to ONNX, torch.export (.pt2) and safetensors, each file run
 back and compared with PyTorch here, independently of the command's own check."""
 
+import contextlib
+import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -16,6 +21,7 @@ from formats import write_mnist
 from helpers import write_table
 from mltrain.export import export, load_safetensors
 from mltrain.restore import restore
+from mltrain.run_dir import RunDir
 
 CORPUS = "a small text for a tiny language model to read, again and again. " * 12
 
@@ -190,3 +196,87 @@ def test_the_console_script_exports_in_a_fresh_process(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "a model rebuilt from the sidecar on 9 samples of the run's val split" in result.stdout
     assert (tmp_path / "gpt.safetensors").is_file() and (tmp_path / "gpt.json").is_file()
+
+
+@pytest.fixture
+def run_copy(runs, tmp_path):
+    """A run of its own to spoil: the mlp's, copied without what earlier tests exported."""
+    return Path(shutil.copytree(runs["mlp"], tmp_path / "run", symlinks=True, ignore=shutil.ignore_patterns("export")))
+
+
+def refused(result, path):
+    """Exit 2 with one line naming `path`."""
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and str(path) in result.stderr
+    return True
+
+
+def test_the_checkpoint_run_files_and_a_file_export_did_not_write_are_not_replaced(cli, run_copy, tmp_path):
+    checkpoint, kept = run_copy / "checkpoints" / "best.pt", (run_copy / "checkpoints" / "best.pt").read_bytes()
+    for force in ((), ("--force",)):  # the run's own files: never
+        assert refused(cli("export", run_copy, "--format", "pt2", "--output", checkpoint, *force), checkpoint)
+        summary = run_copy / "summary.json"
+        assert refused(cli("export", run_copy, "--format", "safetensors", "--output", run_copy / "summary.safetensors",
+                           *force), summary)
+    assert checkpoint.read_bytes() == kept and json.loads(summary.read_text())
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.json").write_text("mine")  # where the sidecar of model.safetensors would go
+    assert refused(cli("export", run_copy, "--format", "safetensors", "--output",
+                       tmp_path / "models" / "model.safetensors"), tmp_path / "models" / "model.json")
+    assert [path.name for path in (tmp_path / "models").iterdir()] == ["model.json"]
+    assert (tmp_path / "models" / "model.json").read_text() == "mine"
+
+
+def test_force_replaces_a_file_export_did_not_write(cli, runs, tmp_path):
+    (tmp_path / "model.onnx").write_text("mine")
+    assert refused(cli("export", runs["mlp"], "--format", "onnx", "--output", tmp_path / "model.onnx"),
+                   tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").read_text() == "mine"
+    result = cli("export", runs["mlp"], "--format", "onnx", "--output", tmp_path / "model.onnx", "--force")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "model.onnx").read_bytes() != b"mine"
+
+
+def test_export_writes_through_no_link(cli, run_copy, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_copy / "export").symlink_to(outside)
+    assert refused(cli("export", run_copy, "--format", "onnx"), run_copy / "export")
+    (run_copy / "export").unlink()
+    (run_copy / "export").mkdir()
+    (run_copy / "export" / "best.onnx").symlink_to(outside / "model.onnx")
+    assert refused(cli("export", run_copy, "--format", "onnx", "--force"), run_copy / "export" / "best.onnx")
+    assert not any(outside.iterdir())
+
+
+def test_export_takes_the_run_lock_and_replaces_its_own_files(cli, run_copy):
+    with RunDir.reopen(run_copy):  # another process writing the run: fit, resume, eval, export
+        assert refused(cli("export", run_copy, "--format", "safetensors"), run_copy)
+    for _ in range(2):
+        result = cli("export", run_copy, "--format", "safetensors")
+        assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (run_copy / "export").iterdir()) == ["best.json", "best.safetensors"]
+
+
+@contextlib.contextmanager
+def read_only(directory):
+    """`directory` unwritable, for root too (made immutable where its mode does not stop root)."""
+    directory.chmod(0o555)
+    immutable = os.access(directory, os.W_OK) and subprocess.run(["chattr", "+i", str(directory)],
+                                                                 capture_output=True).returncode == 0
+    try:
+        if os.access(directory, os.W_OK):
+            pytest.skip("cannot make a directory read-only here")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+def test_a_read_only_run_directory_is_exit_2_suggesting_output(cli, run_copy, tmp_path):
+    with read_only(run_copy):
+        result = cli("export", run_copy, "--format", "pt2")
+        assert refused(result, run_copy) and "--output" in result.stderr
+        result = cli("export", run_copy, "--format", "pt2", "--output", tmp_path / "model.pt2")
+        assert result.exit_code == 0, result.output

@@ -17,6 +17,8 @@ def export(
                                "sidecar to rebuild and preprocess.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The file to write (default: "
                                           "<run>/export/<checkpoint>.<format>).", show_default=False),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file export did not write (never a "
+                               "checkpoint or a run's summary.json or config.yaml)."),
     trust_code: bool = TRUST_CODE,
 ) -> None:
     """Export a trained model, checked against PyTorch's outputs before it reports done.
@@ -30,7 +32,7 @@ def export(
     with exit_codes(trust_code):
         from ..export import export as export_checkpoint
 
-        exported = export_checkpoint(target, format, output)
+        exported = export_checkpoint(target, format, output, force)
     size = sum(path.stat().st_size for path in exported.files)
     typer.echo(f"exported {' and '.join(map(str, exported.files))} ({format}, {size / 2**20:.2f} MiB) in "
                f"{exported.seconds:.1f} s")
