@@ -212,3 +212,18 @@ def test_importances_are_left_out_when_no_parameter_varied(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sweep/history.png").is_file() and not (tmp_path / "sweep/importance.png").exists()
     assert "no importance.png: parameter importances need complete trials whose parameters differ" in result.stdout
+
+
+def test_a_lock_path_that_is_a_folder_is_one_line(cli, tmp_path):
+    from helpers import write_config
+
+    sweep_dir = tmp_path / "sweep"
+    config = write_config(tmp_path, train={"epochs": 1})
+    started = cli("sweep", config, "--search", "optimizer.lr=choice(0.01)", "--sampler", "grid", "--sweep-dir",
+                  sweep_dir)
+    assert started.exit_code == 0, started.output
+    (sweep_dir / "study.db.lock").unlink()
+    (sweep_dir / "study.db.lock").mkdir()
+    result = cli("sweep", "--resume", sweep_dir)
+    assert result.exit_code == 2, result.output
+    assert "study.db.lock: cannot open the sweep's lock file" in result.output
