@@ -7,6 +7,7 @@ import traceback
 
 import typer
 
+from ..signals import StopRequested, stop_on_signals
 from . import (
     check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
     preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
@@ -86,16 +87,18 @@ def _run() -> int:
     except ImportError:
         from click import exceptions as click_errors
 
-    try:
-        code = app(standalone_mode=False)
-    except click_errors.NoArgsIsHelpError as error:
-        print(error.ctx.get_help() if error.ctx else error.format_message())
-        code = 0
-    except click_errors.UsageError as error:
-        command = error.ctx.command_path if error.ctx else "mltrain"
-        print(f"error: {error.format_message()} (see `{command} --help`)", file=sys.stderr)
-        code = 2
-    except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        code = 130
+    # before any command imports torch: a stop while it loads is exit 130, not SIGTERM's default 143
+    with stop_on_signals(at_once=True):
+        try:
+            code = app(standalone_mode=False)
+        except click_errors.NoArgsIsHelpError as error:
+            print(error.ctx.get_help() if error.ctx else error.format_message())
+            code = 0
+        except click_errors.UsageError as error:
+            command = error.ctx.command_path if error.ctx else "mltrain"
+            print(f"error: {error.format_message()} (see `{command} --help`)", file=sys.stderr)
+            code = 2
+        except (typer.Abort, StopRequested):
+            print("interrupted", file=sys.stderr)
+            code = 130
     return code or 0

@@ -2,8 +2,9 @@
 
 With root/train/<class>/... (and optionally root/val/..., root/test/...) those folders are the
 splits; otherwise val and test are held out of the one pool. Every image is decoded by torchvision
-and resized to image_size x image_size. Sets up to max_memory_mb are kept in memory as uint8, like
-the torchvision sets; larger ones stream from disk through DataLoader workers (data/streamed.py).
+(BMP, which it does not read, by Pillow) and resized to image_size x image_size. Sets up to
+max_memory_mb are kept in memory as uint8, like the torchvision sets; larger ones stream from disk
+through DataLoader workers (data/streamed.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
@@ -17,6 +18,9 @@ from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from ..errors import UserError
 from .files import check_image_header
 from .inputs import Normalise
+
+
+PILLOW_SUFFIXES = (".bmp",)  # torchvision's decode_image reads PNG, JPEG, WebP and GIF, not these
 
 
 def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
@@ -27,11 +31,25 @@ def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
 
     check_image_header(path, key)
     try:
-        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
-    except (RuntimeError, OSError) as error:
+        if path.suffix.lower() in PILLOW_SUFFIXES:
+            image = _pillow_decode(path)
+        else:
+            image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
+    except (RuntimeError, OSError, ValueError) as error:
         raise UserError(f"{key}: cannot decode image {path}: {str(error).splitlines()[0]}; "
                         "replace or remove the file") from None
     return resize(image, [image_size, image_size], antialias=True)
+
+
+def _pillow_decode(path: Path) -> torch.Tensor:
+    """uint8 (C, H, W) as decode_image would give it: grey, grey and alpha, RGB or RGBA channels
+    (1-bit images as grey, palette and other modes as RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        mode = "L" if image.mode == "1" else image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB"
+        pixels = np.array(image.convert(mode))
+    return torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1).contiguous()
 
 
 class ImageFiles(Dataset):

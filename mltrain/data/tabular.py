@@ -33,7 +33,7 @@ def _read_table(file: Path, key: str = "data.path") -> tuple[list[str], list[lis
     where the path came from in a message about it."""
     regular_file(file, key, "a CSV file with a header row")
     try:
-        with open(file, newline="", encoding="utf-8") as handle:
+        with open(file, newline="", encoding="utf-8-sig") as handle:  # a BOM (as Excel writes) is not a name
             reader = csv_module.reader(handle)
             header = next(reader, None)
             rows, lines = [], []
