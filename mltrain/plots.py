@@ -26,14 +26,16 @@ def _save(plt, figure, path: Path) -> Path:
     return path
 
 
-def plot_run(run: Path) -> list[Path]:
-    """The plots of a run directory, into <run>/plots/, from its metrics files and summary.json."""
+def plot_run(run: Path, best: dict[str, Any] | None = None) -> list[Path]:
+    """The plots of a run directory, into <run>/plots/, from its metrics files and `best` (by
+    default, summary.json's)."""
     epochs = read_epoch_rows(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
     logged = read_records(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
-    try:
-        best = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("best")
-    except (OSError, ValueError, AttributeError):
-        best = None
+    if best is None:
+        try:
+            best = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("best")
+        except (OSError, ValueError, AttributeError):
+            best = None
     return plot_metrics(epochs, run / "plots", logged=logged, best=best, title=run.name)
 
 

@@ -319,6 +319,11 @@ class RunDir:
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         write_atomically(self.path / name, to_json(data, indent=2) + "\n")
 
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json, atomically; best effort when the run failed (the disk may be full)."""
+        with contextlib.suppress(TrainingFailed) if summary["status"] == "failed" else contextlib.nullcontext():
+            self.write_json("summary.json", summary)
+
     def read_summary(self) -> dict[str, Any]:
         """summary.json as an earlier attempt left it; empty if there is none (or it is unreadable)."""
         try:

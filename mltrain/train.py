@@ -152,8 +152,9 @@ class Training:
         finally:
             self.stream.close()
             self.data.close()
-        summary = self._finish("completed", **test)
-        stop.check()  # a stop while the summary and plots were written: they were finished first
+        with stop_on_signals() as stop:  # a stop waits for the plots, the loggers and the summary
+            summary = self._finish("completed", **test)
+        stop.check()  # then it is taken: the run is complete
         return FitResult(self.run_dir.path, summary)
 
     def _start(self) -> None:
@@ -287,7 +288,8 @@ class Training:
         self._finish(status, **extra)
 
     def _finish(self, status: str, **extra: Any) -> dict[str, Any]:
-        """The final summary, to every sink that started."""
+        """The final summary, to every sink that started, then into summary.json: a run killed
+        before that last write is not `completed`, and a resume finishes it."""
         state, position = self.state, self.state.position
         summary = {
             "status": status, "started_at": position.started_at, "epochs_completed": position.epochs_completed,
@@ -302,6 +304,8 @@ class Training:
             summary["stopped_early"] = position.stopped
         for sink in self.started:
             sink.finish(summary)
+        if self.started:  # rank 0, whose run files started
+            self.run_dir.write_summary(summary)
         return summary
 
 

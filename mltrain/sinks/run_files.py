@@ -1,4 +1,5 @@
-"""The run directory as a sink: config.yaml, metrics.jsonl, metrics.csv, summary.json, train.log, plots."""
+"""The run directory as a sink: config.yaml, metrics.jsonl, metrics.csv, summary.json (`running`; the
+loop writes the final one), train.log, plots."""
 
 from __future__ import annotations
 
@@ -42,14 +43,12 @@ class RunFiles(Sink):
         self.run.add_epoch_row(_metrics_only(record))
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """summary.json (best effort when the run failed: the disk may be full), and the plots
-        of a completed run."""
-        failed = summary["status"] == "failed"
-        with contextlib.suppress(TrainingFailed) if failed else contextlib.nullcontext():  # a write refused
-            if failed:
+        """The plots of a completed run; a failed run's error in train.log (best effort: the disk may
+        be full). summary.json is written after every sink finished (`Training._finish`)."""
+        if summary["status"] == "failed":
+            with contextlib.suppress(TrainingFailed):  # a write refused
                 self.run.log(f"failed: {summary['error']}")  # train.log keeps what stderr showed
-            self.run.write_json("summary.json", summary)
-        if summary["status"] == "completed":
+        elif summary["status"] == "completed":
             from ..plots import plot_run
 
-            plot_run(self.run.path)
+            plot_run(self.run.path, best=summary["best"])
