@@ -193,7 +193,7 @@ def test_a_stop_during_start_up_exits_130_and_leaves_the_run_as_it_was(slow, cli
     if resuming:
         run = mltrain.fit(slow, run_dir=tmp_path / "run").run_dir
         before = files_of(run)
-        process = start("fit", "--resume", run, "--set", "train.epochs=3", start=60)
+        process = start("fit", "--resume", run, "--set", "train.epochs=3", "--trust-code", start=60)
     else:
         process = start("fit", slow, "--run-dir", tmp_path / "run", start=60)
     wait_for(tmp_path / "start", process)  # loading the data

@@ -227,3 +227,27 @@ def test_a_lock_path_that_is_a_folder_is_one_line(cli, tmp_path):
     result = cli("sweep", "--resume", sweep_dir)
     assert result.exit_code == 2, result.output
     assert "study.db.lock: cannot open the sweep's lock file" in result.output
+
+
+def test_a_storage_that_cannot_record_a_trial_is_one_line_and_resumable(cli, tmp_path, monkeypatch):
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from helpers import write_config
+
+    def disk_full(*args, **keys):
+        raise OperationalError("UPDATE trials", {}, Exception("database or disk is full"))
+
+    sweep_dir = tmp_path / "sweep"
+    config = write_config(tmp_path, train={"epochs": 1})
+    with monkeypatch.context() as patched:
+        patched.setattr(optuna.study.Study, "tell", disk_full)
+        result = cli("sweep", config, "--search", "optimizer.lr=choice(0.01)", "--sampler", "grid", "--sweep-dir",
+                     sweep_dir)
+    assert result.exit_code == 2, result.output
+    assert "trial 0: the study's storage refused to record it (database or disk is full)" in result.output
+    assert f"mltrain sweep --resume {sweep_dir}" in result.output
+    resumed = cli("sweep", "--resume", sweep_dir)  # the trial left RUNNING by a dead worker runs again
+    assert resumed.exit_code == 0, resumed.output
+    rows = read_trials(sweep_dir)
+    assert [row["state"] for row in rows] == ["interrupted", "complete"] and "retried as trial 1" in rows[0]["note"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -38,7 +39,27 @@ class ReportToTrial(Sink):
 def run_trial(sweep: Sweep, trial: optuna.Trial) -> str:
     """Run a claimed trial to its end and record it in the study; returns one line saying how it went.
     A failed trial (non-finite loss, a combination the config refuses) is recorded FAIL with its
-    message; only a stop request (Ctrl-C, SIGTERM) leaves it RUNNING, for a later worker to retry."""
+    message; only a stop request (Ctrl-C, SIGTERM), or a storage that cannot record the end (a
+    full disk: UserError), leaves it RUNNING, for a later worker to retry."""
+    with _recording(sweep, trial):
+        return _run(sweep, trial)
+
+
+@contextlib.contextmanager
+def _recording(sweep: Sweep, trial: optuna.Trial) -> Iterator[None]:
+    """A study storage that refuses a write (a full disk, a database gone) is one line saying how to go on."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as error:
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise UserError(f"trial {trial.number}: the study's storage refused to record it ({detail}); free disk "
+                        f"space or fix the database, then continue with mltrain sweep --resume {sweep.directory}") \
+            from None
+
+
+def _run(sweep: Sweep, trial: optuna.Trial) -> str:
     definition, study = sweep.definition, trial.study
     run_dir = sweep.directory / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
