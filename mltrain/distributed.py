@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,8 @@ import torch
 from .errors import UserError
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)  # a rank that stops answering ends the job, not hangs it
+LAUNCHER_PID = "MLTRAIN_LAUNCHER_PID"  # set by `launch_local` for its workers
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,22 @@ class Distributed:
         return box[0]
 
 
+def end_with_launcher() -> None:
+    """Have Linux send this worker SIGTERM when its launcher dies (prctl's parent-death signal), as
+    Ctrl-C to a live launcher does: rank 0 saves at the next step and the workers end, where they
+    would otherwise train on with nobody waiting. Nothing on other systems."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.environ.get(LAUNCHER_PID, str(os.getppid())) != str(os.getppid()):
+        signal.raise_signal(signal.SIGTERM)  # the launcher died before the signal was set
+
+
 def launch_local(nproc: int, argv: list[str]) -> int:
     """Run `python -P -m mltrain <argv>` as `nproc` workers on this machine through torch's elastic
     launcher (what `torchrun --standalone --nproc-per-node N` does). Returns the exit code."""
@@ -130,6 +149,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     for name in [name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the workers say what matters
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker sets its own torch threads (train.threads)
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the parent each worker checks for (end_with_launcher)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
                           monitor_interval=0.1, start_method="spawn")

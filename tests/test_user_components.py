@@ -219,6 +219,7 @@ def test_a_user_language_model_trains_on_text_and_samples(user_package):
     }))
     fitted = run(env, "fit", path, "--run-dir", directory / "lm")
     assert fitted.returncode == 0, fitted.stderr
-    sampled = run(env, "sample", directory / "lm", "--prompt", "ab", "--tokens", "6", "--temperature", "0")
+    sampled = run(env, "sample", directory / "lm", "--prompt", "ab", "--tokens", "6", "--temperature", "0",
+                  "--trust-code")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.strip() == "abcabcab"  # after a, b comes c; after c, a: learnt from the text

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from . import ending
 from .errors import exit_codes
 from .options import SET, TRUST_CODE
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 def fit(
@@ -23,6 +27,8 @@ def fit(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
                                           "or a checkpoint."),
     trust_code: bool = TRUST_CODE,
+    force: bool = typer.Option(False, "--force", help="With --nproc: start more processes than the usable CPU "
+                               "cores (or, on CUDA, the visible GPUs)."),
 ) -> None:
     """Train a model as CONFIG says and write a run directory (or continue one with --resume).
 
@@ -32,14 +38,20 @@ def fit(
     with exit_codes(trust_code):
         from ..errors import UserError
 
+        if ending.is_distributed_worker():
+            from ..distributed import end_with_launcher
+
+            end_with_launcher()  # a launcher killed with kill -9 leaves no worker training on
         if nproc > 1:
             if ending.is_distributed_worker():
                 raise UserError("--nproc under torchrun: torchrun already started the processes; leave --nproc out")
             from ..config import load_config
             from ..distributed import launch_local
 
-            if config is not None:
-                load_config(config, set_)  # a bad config is one message here, not one per worker
+            # a bad config is one message here, not one per worker
+            cfg = load_config(config, set_) if config is not None else None
+            if not force:
+                _check_processes(nproc, _device_name(device, cfg, resume, set_))
             ending.launching_workers()
             raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume,
                                                                      trust_code)))
@@ -57,6 +69,41 @@ def fit(
         from ..fitting import fit as run_fit
 
         run_fit(load_config(config, set_), run_dir=run_dir, device=device, quiet=quiet)
+
+
+def _device_name(device: str | None, cfg: Config | None, resume: Path | None, set_: list[str]) -> str:
+    """The device the workers will ask for: --device, else train.device of the config (of a resumed
+    run, its config.yaml with --set), else auto when that cannot be read here."""
+    from ..config import load_config
+    from ..errors import UserError
+    from ..registry import from_stored
+
+    if device is not None:
+        return device
+    if cfg is not None:
+        return cfg.train.device
+    run = resume if resume is None or resume.is_dir() else resume.parent.parent  # <run>/checkpoints/x.pt
+    if run is not None and (run / "config.yaml").is_file():
+        with from_stored(), contextlib.suppress(UserError):  # the workers say what is wrong with it
+            return load_config(run / "config.yaml", set_).train.device
+    return "auto"
+
+
+def _check_processes(nproc: int, device_name: str) -> None:
+    """Refuse more processes than the device has room for, before any starts: each holds its own
+    model, data and threads, so 64 on 2 cores fill the memory and train no faster."""
+    from ..devices import pick_device, usable_cores
+    from ..errors import UserError
+
+    if pick_device(device_name).type == "cuda":
+        import torch
+
+        limit, what = torch.cuda.device_count(), "visible CUDA GPUs"
+    else:
+        limit, what = usable_cores(), "usable CPU cores"
+    if nproc > limit:
+        raise UserError(f"--nproc {nproc}: more processes than the {limit} {what}; use --nproc {limit} or fewer, "
+                        "or add --force to start them anyway")
 
 
 def _worker_arguments(config: Path | None, set_: list[str], run_dir: Path | None, device: str | None,

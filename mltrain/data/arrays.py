@@ -21,6 +21,14 @@ from .splits import as_tensors, split_arrays
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def most_classes(distinct: int) -> int:
+    """The most classes (largest id + 1) that `distinct` class ids in use may span. Unused ids are
+    ordinary (a subset of a larger label set keeping its ids, a class no sample of a split has) and
+    cost one output each, so 10,000 of them pass, or 3 per id in use for large label sets; a stray
+    id of 10**7 or 10**12 (a hash, a timestamp, an unmapped code) would build that many outputs."""
+    return max(4 * distinct, distinct + 10_000)
+
+
 def _declared_bytes(archive: np.lib.npyio.NpzFile) -> int:
     """What the arrays would take once loaded, read from their .npy headers alone."""
     total = 0
@@ -126,10 +134,14 @@ def npz(val_split: float, seed: int, path: str, task: str, test_split: float) ->
                             f"{train[0].shape[1:]}; every split needs the same sample shape")
     num_classes = None
     if task == "classification":
-        num_classes = int(train[1].max()) + 1
-        if len(np.unique(train[1])) < 2:
+        num_classes, distinct = int(train[1].max()) + 1, len(np.unique(train[1]))
+        if distinct < 2:
             raise UserError(f"data.path {file}: every y_train is class {int(train[1][0])}; classification needs "
                             "at least 2 classes")
+        if num_classes > most_classes(distinct):
+            raise UserError(f"data.path {file}: y_train has class id {num_classes - 1} but only {distinct} distinct "
+                            f"ids, so {num_classes:,} outputs; relabel y to 0..{distinct - 1} (e.g. with "
+                            "numpy.unique(y, return_inverse=True))")
         for split, pair in zip(SPLIT_NAMES, (train, val, test)):
             if pair is not None and len(pair[1]) and pair[1].max() >= num_classes:
                 raise UserError(f"data.path {file}: y_{split} has class id {int(pair[1].max())}, out of range: "

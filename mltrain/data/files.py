@@ -22,12 +22,37 @@ def regular_file(path: Path, key: str, what: str) -> Path:
     return path
 
 
+CGROUP = Path("/sys/fs/cgroup")  # a container's own cgroup (v2) where it has a cgroup namespace
+
+
 def available_memory() -> int:
-    """Bytes of memory free now (physical pages), or a large number where the OS does not say."""
+    """Bytes this process may still take: the least of the memory free now (physical pages), the
+    room under its address-space limit (ulimit -v) and under its cgroup's memory limit (a
+    container's); a large number where none of them is known."""
+    bounds = []
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        bounds.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        return 1 << 62
+        pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            try:  # less the address space mapped now
+                limit -= int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, IndexError):
+                pass
+            bounds.append(max(0, limit))
+    except (ImportError, ValueError, OSError):
+        pass
+    try:
+        cgroup_max = (CGROUP / "memory.max").read_text().strip()
+        if cgroup_max != "max":
+            bounds.append(max(0, int(cgroup_max) - int((CGROUP / "memory.current").read_text())))
+    except (ValueError, OSError):
+        pass
+    return min(bounds, default=1 << 62)
 
 
 def check_image_header(path: Path, key: str = "data.root") -> None:

@@ -19,6 +19,7 @@ import torch
 from ..errors import UserError
 from ..registry import DATASETS, Component, schema_from_signature
 from ..schema import DataSection
+from .arrays import most_classes
 from .dataset import DataSpec, DataSplits
 from .splits import as_tensors, split_arrays
 
@@ -51,6 +52,16 @@ def _array(name: str, what: str, value: Any) -> np.ndarray:
     return array
 
 
+def _check_class_ids(name: str, pairs: dict[str, tuple[np.ndarray, np.ndarray]], highest: int) -> None:
+    """Refuse ids far above the number in use before one class name is made per id up to the largest."""
+    distinct = len(np.unique(np.concatenate([y.ravel() for _, y in pairs.values()])))
+    if highest + 1 > most_classes(distinct):
+        split = next(split for split, (_, y) in pairs.items() if int(y.max()) == highest)
+        raise UserError(f"dataset '{name}': the {split} split has class id {highest} but the splits use only "
+                        f"{distinct} distinct ids; relabel y to 0..{distinct - 1} (or return 'classes' naming "
+                        "every class)")
+
+
 def in_memory(name: str, returned: Any, val_split: float, seed: int) -> DataSplits:
     """Check what a user's loader returned and make the splits of it."""
     if not isinstance(returned, dict) or "train" not in returned:
@@ -81,6 +92,8 @@ def in_memory(name: str, returned: Any, val_split: float, seed: int) -> DataSpli
     num_classes, class_names = None, ()
     if y_train.dtype == np.int64:
         highest = max(int(y.max()) for _, y in pairs.values())
+        if not returned.get("classes"):
+            _check_class_ids(name, pairs, highest)
         class_names = tuple(map(str, returned.get("classes") or range(highest + 1)))
         if min(int(y.min()) for _, y in pairs.values()) < 0 or highest >= len(class_names):
             raise UserError(f"dataset '{name}': class ids must lie in 0..{len(class_names) - 1} "
