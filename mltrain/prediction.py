@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -91,13 +90,7 @@ class Preprocessing:
     def arrays(self, file: Path, name: str) -> Source:
         """Samples as the run's data stored them: image runs' arrays in pixel units, normalised
         here; any other run's arrays are model inputs as they are."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", np.exceptions.ComplexWarning)  # not a silent cast to the real part
-            try:
-                x = read_samples(file, name, KEY)
-            except np.exceptions.ComplexWarning:
-                raise UserError(f"{KEY} {file}: array '{name}' holds complex values; samples must be real numbers: "
-                                "give the part the model reads as its own array") from None
+        x = read_samples(file, name, KEY)
         if tuple(x.shape[1:]) != self.sample_shape:
             raise UserError(f"{KEY} {file}: array '{name}' holds samples shaped {tuple(x.shape[1:])}, but the model "
                             f"reads samples shaped {self.sample_shape}; give an array (N, {_shape(self.sample_shape)})")

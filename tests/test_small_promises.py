@@ -14,7 +14,7 @@ from PIL import Image
 
 import mltrain
 from conftest import MLTRAIN
-from helpers import write_images, write_table
+from helpers import write_config, write_images, write_table
 from mltrain.data.streamed import decode
 
 
@@ -90,3 +90,10 @@ def test_sigterm_while_a_command_starts_up_is_exit_130(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130 and stderr == "interrupted\n", (process.returncode, stderr)
+
+
+def test_complex_training_arrays_are_refused_not_cut_to_their_real_part(cli, tmp_path):
+    np.savez(tmp_path / "waves.npz", x_train=np.ones((20, 3), dtype=np.complex64), y_train=np.arange(20) % 2)
+    config = write_config(tmp_path, data={"dataset": "npz", "path": str(tmp_path / "waves.npz")}, replace=True)
+    result = cli("fit", config)
+    assert result.exit_code == 2 and "array 'x_train' holds complex values" in result.output, result.output

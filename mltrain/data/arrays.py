@@ -64,6 +64,9 @@ def _samples(file: Path, name: str, x: np.ndarray, key: str = "data.path") -> np
     """The array as float32 samples, each value a finite number."""
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise UserError(f"{key} {file}: {name} holds {x.dtype} values; samples must be numbers")
+    if np.issubdtype(x.dtype, np.complexfloating):  # a cast would silently keep the real part alone
+        raise UserError(f"{key} {file}: array '{name}' holds complex values; samples must be real numbers: give "
+                        "the part the model reads as its own array")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
