@@ -223,3 +223,20 @@ def test_a_user_language_model_trains_on_text_and_samples(user_package):
                   "--trust-code")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.strip() == "abcabcab"  # after a, b comes c; after c, a: learnt from the text
+
+
+@pytest.mark.parametrize("loader, message", [
+    ("def load(points: int = 10):\n    raise ValueError('my loader broke')\n",
+     "failed to load: ValueError: my loader broke"),
+    ("import numpy as np\n\ndef load(points: int = 10):\n"
+     "    return {'train': (np.zeros((points, 2), 'float32'), np.array(['a', 'b'] * (points // 2)))}\n",
+     "train holds x of float32 and y of <U1; x must be real numbers"),
+], ids=["raises", "string-labels"])
+def test_a_dataset_of_your_own_that_fails_is_one_line(cli, tmp_path, monkeypatch, loader, message):
+    package = f"loaders_{len(message)}"  # one module per case: a module is imported once per process
+    monkeypatch.syspath_prepend(str(write_package(tmp_path / "site", package, {"broken": loader})))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": f"{package}.broken:load"}, "train": {"epochs": 1},
+                                      "output": {"dir": str(tmp_path / "runs")}}))
+    result = cli("fit", config)
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -30,7 +30,14 @@ def _adopt(name: str, load: Callable, origin: str) -> Component:
     takes_seed = "seed" in inspect.signature(load).parameters
 
     def build(val_split: float, seed: int, **keys: Any) -> DataSplits:
-        returned = load(**keys, **({"seed": seed} if takes_seed else {}))
+        try:
+            returned = load(**keys, **({"seed": seed} if takes_seed else {}))
+        except UserError:
+            raise
+        except Exception as error:  # the loader's own failure, said in one line with where it came from
+            detail = str(error).splitlines()[0] if str(error) else ""
+            raise UserError(f"data.dataset '{name}' failed to load: {type(error).__name__}: {detail}; fix it, "
+                            "then run again (MLTRAIN_DEBUG=1 shows the traceback)") from None
         return in_memory(name, returned, val_split, seed)
 
     summary = (load.__doc__ or "").strip().splitlines()
@@ -50,6 +57,12 @@ def _array(name: str, what: str, value: Any) -> np.ndarray:
         raise UserError(f"dataset '{name}': {what} must be a numeric array with one sample per row, "
                         f"got {array.dtype} of shape {array.shape}")
     return array
+
+
+def _real(array: np.ndarray) -> bool:
+    """Numbers a float32 or int64 cast keeps whole: no strings, no complex values."""
+    return (np.issubdtype(array.dtype, np.number) or array.dtype == bool) \
+        and not np.issubdtype(array.dtype, np.complexfloating)
 
 
 def _check_class_ids(name: str, pairs: dict[str, tuple[np.ndarray, np.ndarray]], highest: int) -> None:
@@ -82,6 +95,10 @@ def in_memory(name: str, returned: Any, val_split: float, seed: int) -> DataSpli
             raise UserError(f"dataset '{name}': {split} has {len(x)} samples in x but {len(y)} targets in y")
         if not len(y):
             raise UserError(f"dataset '{name}': the {split} split is empty")
+        if not (_real(x) and _real(y)):
+            raise UserError(f"dataset '{name}': {split} holds x of {x.dtype} and y of {y.dtype}; x must be real "
+                            "numbers and y integer class ids (or numbers for regression): map labels such as "
+                            "strings to 0..K-1 and return their names as 'classes'")
         classify = np.issubdtype(y.dtype, np.integer)
         pairs[split] = (x.astype(np.float32), y.astype(np.int64) if classify else y.astype(np.float32))
     x_train, y_train = pairs["train"]
