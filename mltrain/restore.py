@@ -15,12 +15,14 @@ from torch import nn
 from .build import build_learner
 from .checkpoint import load_checkpoint, run_directory_of, spec_from_state, spec_state
 from .config import Config, config_from_dict, get_key, updated
-from .data import TARGET_SCALE, DataSpec, DataSplits, build_data
+from .data import TARGET_SCALE, DataSpec, DataSplits, build_data, checked_state
 from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
-from .registry import from_stored
+from .registry import DATASETS, from_stored
 from .learner import Learner
+from .losses import build_loss
+from .models import build_model
 from .startup import start
 from .state_checks import DAMAGED, averaged_weights, check_tensors, loading_state
 
@@ -91,17 +93,47 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     if not resume:
         cfg = _for_scoring(cfg, torch_device)
     threads = start(cfg, torch_device, job.local_world_size)
-    data_state = checkpoint.get("data_state") or {}
+    data_state = _checked_data_state(cfg, checkpoint.get("data_state") or {}, path)
     data = None
     if checkpoint.get("spec") is None:  # format version 1 stored no spec: the data tells it
         data = _encoded_data(cfg, torch_device, data_state, path)
         spec = data.spec
     else:
         spec = spec_from_state(checkpoint["spec"], path)
+    _refuse_a_model_beyond_its_weights(cfg, spec, data_state, checkpoint["model"], path)
     learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE))
     if not resume:
         load_eval_weights(learner, checkpoint, path)
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)
+
+
+def _checked_data_state(cfg: Config, state: dict, path: Path) -> dict:
+    """The stored data encoding, held to what its dataset's builder declares (its names and
+    types), before eval, predict or sample reads any of it."""
+    source_state = {name: value for name, value in state.items() if name != TARGET_SCALE}
+    with loading_state(path, "the data encoding (data_state)"):
+        checked = checked_state(DATASETS[cfg.data.dataset], source_state)
+    return {**state, **checked}
+
+
+def _refuse_a_model_beyond_its_weights(cfg: Config, spec: DataSpec, data_state: dict, weights: object,
+                                       path: Path) -> None:
+    """Build the model without memory first (on the meta device) and count its values: a stored
+    spec edited to ask for a larger model than the file's weights would otherwise be allocated
+    before the weights are compared with it."""
+    if not isinstance(weights, dict):
+        return  # check_tensors names it
+    stored = sum(tensor.numel() for tensor in weights.values() if isinstance(tensor, torch.Tensor))
+    try:
+        with torch.device("meta"):
+            criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, data_state.get(TARGET_SCALE))
+            built = sum(tensor.numel() for tensor in build_model(cfg.model, spec, criterion.num_outputs)
+                        .state_dict().values())
+    except Exception:  # noqa: BLE001 - a model that cannot be built without memory is compared after it is built
+        return
+    if built > stored:
+        raise UserError(f"{path}: its data spec and config build a model of {built:,} values, but its weights hold "
+                        f"{stored:,}; {DAMAGED}")
 
 
 def _encoded_data(cfg: Config, device: torch.device, data_state: dict, path: Path) -> DataSplits:

@@ -302,8 +302,13 @@ class Training:
         }
         if status == "completed" and position.stopped:
             summary["stopped_early"] = position.stopped
-        for sink in self.started:
-            sink.finish(summary)
+        try:
+            for sink in self.started:
+                sink.finish(summary)
+        except BaseException:
+            if self.started and status != "completed":  # the run's own end, whatever a logger's did
+                self.run_dir.write_summary(summary)
+            raise
         if self.started:  # rank 0, whose run files started
             self.run_dir.write_summary(summary)
         return summary

@@ -163,7 +163,12 @@ def test_set_nested_too_deep_is_one_line(cli, tmp_path):
     assert result.exit_code == 2 and "--set model.hidden" in result.output and "nested more than" in result.output
 
 
-def test_a_checkpoint_asking_for_a_huge_sample_is_refused_before_a_model_is_built(cli, tmp_path):
+@pytest.mark.parametrize("spec, message", [
+    ({"sample_shape": [100_000, 100_000]}, "sample_shape [100000, 100000] holds more than"),
+    ({"sample_shape": [1 << 25]}, "build a model of"),  # within the bound: 2^25 x 32 weights, 4 GiB
+    ({"num_classes": 1 << 25, "class_names": []}, "build a model of"),
+], ids=["beyond-the-bound", "wide-input", "many-classes"])
+def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_it_is_built(cli, tmp_path, spec, message):
     import torch
 
     import mltrain
@@ -171,7 +176,23 @@ def test_a_checkpoint_asking_for_a_huge_sample_is_refused_before_a_model_is_buil
     run = mltrain.fit(write_config(tmp_path, train={"epochs": 1}), quiet=True).run_dir
     for checkpoint in (run / "checkpoints").glob("*.pt"):
         state = torch.load(checkpoint, weights_only=True)
-        state["spec"]["sample_shape"] = [100_000, 100_000]  # an MLP for it would need 10^10 weights per unit
+        state["spec"].update(spec)
         torch.save(state, checkpoint)
     result = cli("eval", run)
-    assert result.exit_code == 2 and "sample_shape [100000, 100000] holds more than" in result.output
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_predict_checks_the_stored_data_encoding_too(cli, tmp_path):
+    import numpy as np
+    import torch
+
+    import mltrain
+
+    run = mltrain.fit(write_config(tmp_path, train={"epochs": 1}), quiet=True).run_dir
+    for checkpoint in (run / "checkpoints").glob("*.pt"):
+        state = torch.load(checkpoint, weights_only=True)
+        state["data_state"] = {"mean": "abc", "std": [1.0]}
+        torch.save(state, checkpoint)
+    np.savez(tmp_path / "points.npz", x=np.zeros((3, 2), dtype=np.float32))
+    result = cli("predict", run, tmp_path / "points.npz")
+    assert result.exit_code == 2 and "the data encoding (data_state) could not be restored" in result.output

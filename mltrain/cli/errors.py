@@ -33,6 +33,8 @@ def exit_codes(trust_code: bool = False) -> Iterator[None]:
         _fail(f"failed: {error}", 1)
     except (StopRequested, KeyboardInterrupt):
         _fail("interrupted", 130)
+    except typer.Exit:
+        raise
     except Exception as error:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             raise

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ..schema import DataSection
 
-__all__ = ["DataSpec", "DataSplits", "TARGET_SCALE", "build_data", "target_scale"]
+__all__ = ["DataSpec", "DataSplits", "TARGET_SCALE", "build_data", "checked_state", "target_scale"]
 
 _APPLIED_HERE = ("augment",)  # dataset keys applied to whatever the source loaded, not by the source
 TARGET_SCALE = "target_scale"  # data-state key: regression targets' training mean and std, per output
@@ -30,7 +30,7 @@ def target_scale(y: torch.Tensor) -> dict[str, list[float]]:
     return {"mean": y.mean(dim=0).flatten().tolist(), "std": std.where(std > 0, 1.0).flatten().tolist()}
 
 
-def _checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any]:
+def checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any]:
     """A stored data state, validated as its dataset's builder declares it, like a config: only
     the builder's parameters that are no config key, each of its declared type. ValueError
     names what does not fit. A dataset of your own (`**keys`) keeps whatever state it returns."""
@@ -47,9 +47,7 @@ def _checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any
         hints = typing.get_type_hints(getattr(component.factory, "func", component.factory))  # a partial's function
     except Exception:  # annotations that do not resolve: the names are checked, the types are not
         hints = {}
-    for name, value in state.items():
-        TypeAdapter(hints.get(name, Any)).validate_python(value)
-    return state
+    return {name: TypeAdapter(hints.get(name, Any)).validate_python(value) for name, value in state.items()}
 
 
 def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> DataSplits:
@@ -61,7 +59,7 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
     rebuilds exactly the encoding the model was trained on."""
     keys = {name: value for name, value in cfg.own_values().items() if name not in _APPLIED_HERE}
     component = DATASETS[cfg.dataset]
-    source_state = _checked_state(component, {name: value for name, value in (state or {}).items()
+    source_state = checked_state(component, {name: value for name, value in (state or {}).items()
                                               if name != TARGET_SCALE})
     data = component.factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
     if cfg.limit is not None:
