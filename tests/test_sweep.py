@@ -247,6 +247,14 @@ def test_a_storage_that_cannot_record_a_trial_is_one_line_and_resumable(cli, tmp
     assert result.exit_code == 2, result.output
     assert "trial 0: the study's storage refused to record it (database or disk is full)" in result.output
     assert f"mltrain sweep --resume {sweep_dir}" in result.output
+    # The worker that stopped there is this test's own process: as if it had exited, as the command does.
+    from optuna.storages import RDBStorage
+
+    storage = RDBStorage(f"sqlite:///{sweep_dir / 'study.db'}")
+    (trial,) = storage.get_all_trials(storage.get_study_id_from_name(sweep_dir.name))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    storage.set_trial_user_attr(trial._trial_id, "worker", f"{trial.user_attrs['worker'].split(':')[0]}:"
+                                                           f"{ended.stdout.strip()}")
     resumed = cli("sweep", "--resume", sweep_dir)  # the trial left RUNNING by a dead worker runs again
     assert resumed.exit_code == 0, resumed.output
     rows = read_trials(sweep_dir)
