@@ -30,6 +30,8 @@ from .state_checks import DAMAGED, averaged_weights, check_tensors, loading_stat
 # not fit its optimizer state (a weight-decay change regroups the parameters).
 FIXED_ON_RESUME = ("seed", "data", "model", "optimizer", "scheduler.name", "train.accumulate")
 
+SPARE_VALUES = 1 << 24  # values (64 MiB of float32) a spec may ask beyond twice its weights before it is refused
+
 # Besides config, model and ema, what continuing a run reads.
 _TRAINING_STATE = ("optimizer", "scaler", "scheduler", "monitor", "epoch_totals", "position", "metrics", "rng")
 
@@ -119,8 +121,9 @@ def _checked_data_state(cfg: Config, state: dict, path: Path) -> dict:
 def _refuse_a_model_beyond_its_weights(cfg: Config, spec: DataSpec, data_state: dict, weights: object,
                                        path: Path) -> None:
     """Build the model without memory first (on the meta device) and count its values: a stored
-    spec edited to ask for a larger model than the file's weights would otherwise be allocated
-    before the weights are compared with it."""
+    spec edited to ask for a far larger model than the file's weights would otherwise be allocated
+    before the weights are compared with it. A small difference is left to the tensor check,
+    which names the entry."""
     if not isinstance(weights, dict):
         return  # check_tensors names it
     stored = sum(tensor.numel() for tensor in weights.values() if isinstance(tensor, torch.Tensor))
@@ -131,7 +134,7 @@ def _refuse_a_model_beyond_its_weights(cfg: Config, spec: DataSpec, data_state: 
                         .state_dict().values())
     except Exception:  # noqa: BLE001 - a model that cannot be built without memory is compared after it is built
         return
-    if built > stored:
+    if built > 2 * stored + SPARE_VALUES:
         raise UserError(f"{path}: its data spec and config build a model of {built:,} values, but its weights hold "
                         f"{stored:,}; {DAMAGED}")
 
