@@ -21,6 +21,9 @@ from .errors import UserError
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)  # a rank that stops answering ends the job, not hangs it
 LAUNCHER_PID = "MLTRAIN_LAUNCHER_PID"  # set by `launch_local` for its workers
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# How a worker runs mltrain: -P keeps the working directory off its import path (a yaml.py planted
+# there would run in every worker), as it is for the `mltrain` console script.
+WORKER_MODULE = ("-P", "-m", "mltrain")
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
                           rdzv_endpoint="localhost:0", run_id=f"mltrain-{os.getpid()}", max_restarts=0,
                           monitor_interval=0.1, start_method="spawn")
     try:
-        # -P: the working directory is not put on the workers' import path (a planted yaml.py
-        # there would run in each); plain `mltrain` does not import from it either.
-        elastic_launch(config, entrypoint=sys.executable)("-u", "-P", "-m", "mltrain", *argv)
+        elastic_launch(config, entrypoint=sys.executable)("-u", *WORKER_MODULE, *argv)
     except ChildFailedError as failure:
         # A worker killed or crashed is the cause (the others then fail on the lost connection);
         # otherwise the first to fail. Timestamps are whole seconds, so a tie is common.

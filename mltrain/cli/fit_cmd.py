@@ -42,9 +42,9 @@ def fit(
             from ..distributed import end_with_launcher
 
             end_with_launcher()  # a launcher killed with kill -9 leaves no worker training on
-        if nproc > 1:
-            if ending.is_distributed_worker():
+            if nproc > 1:
                 raise UserError("--nproc under torchrun: torchrun already started the processes; leave --nproc out")
+        if nproc > 1:
             from ..config import load_config
             from ..distributed import launch_local
 

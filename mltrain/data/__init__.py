@@ -55,13 +55,11 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
     samples, augment the training batches and move it all to the device. Regression data also
     gets its training targets' `target_scale` in its state (the targets themselves stay in
     their units; the head standardises them).
-    `state` is the data state a checkpoint stored (e.g. a text's vocabulary): passing it back
-    rebuilds exactly the encoding the model was trained on."""
+    `state` is the data state a checkpoint stored (e.g. a text's vocabulary), as `checked_state`
+    passed it: given back, it rebuilds exactly the encoding the model was trained on."""
     keys = {name: value for name, value in cfg.own_values().items() if name not in _APPLIED_HERE}
-    component = DATASETS[cfg.dataset]
-    source_state = checked_state(component, {name: value for name, value in (state or {}).items()
-                                              if name != TARGET_SCALE})
-    data = component.factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
+    source_state = {name: value for name, value in (state or {}).items() if name != TARGET_SCALE}
+    data = DATASETS[cfg.dataset].factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
     if cfg.limit is not None:
         data = data.limited(cfg.limit)
     if data.spec.num_classes is None:

@@ -10,6 +10,7 @@ import time
 
 import yaml
 
+from ..distributed import WORKER_MODULE
 from ..errors import TrainingFailed, UserError
 from ..registry import trusts_stored_code
 from ..signals import StopRequested, stop_on_signals
@@ -39,9 +40,7 @@ def work(sweep: Sweep) -> None:
 
 def work_in_processes(sweep: Sweep, jobs: int) -> None:
     """`jobs` worker processes (`mltrain sweep --join DIR --worker`); returns when all have ended."""
-    # -P: the working directory is not put on the workers' import path (a planted yaml.py there
-    # would run in each); plain `mltrain` does not import from it either.
-    command = [sys.executable, "-P", "-m", "mltrain", "sweep", "--join", str(sweep.directory), "--worker"]
+    command = [sys.executable, *WORKER_MODULE, "sweep", "--join", str(sweep.directory), "--worker"]
     if sweep.storage_url != default_storage(sweep.directory):
         command += ["--storage", sweep.storage_url]
     if sweep.from_users_config or trusts_stored_code():  # the workers read the same config back from the study
