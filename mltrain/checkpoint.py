@@ -1,16 +1,7 @@
 """The checkpoint: a self-describing dict, written atomically, loaded without running code.
 `state.TrainState` builds it and reads it back; this module writes, loads and upgrades the file.
 
-Schema (format_version 2): format, format_version, model, optimizer, scaler, ema (weights and
-n_averaged, or None), scheduler (plateau and warmup state; the schedule is replayed to the
-position's step), monitor (best and early-stopping state), epoch_totals (running sums of the
-epoch in progress), position (step, epoch, epoch_step, epochs_completed, samples_seen,
-epoch_seconds, train_seconds, elapsed_s, started_at, stopped: see position.Position), epoch and
-step (the position's, for readers), config (resolved, plain data), spec (what the model reads
-and predicts: sample_shape, num_classes, class_names, target_shape), data_state (the data
-encoding: vocabulary, normalisation...), metrics (the last epoch's record), rng (torch, cuda,
-numpy, python), per_process (each process's rng, augment, epoch_totals and data stream state, in
-rank order), world_size, versions.
+Its entries are listed in ENTRIES below.
 
 Version 1 had no spec, and instead of position a `progress` dict (epoch_step, epochs_completed,
 samples_seen, epoch_seconds, train_seconds, elapsed_s, stopped_early) beside epoch and step;
@@ -37,6 +28,33 @@ from .run_dir import is_run_directory, temporary_file
 
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 2
+
+# Every entry of a version-2 checkpoint and what it holds; the checkpoint reference is generated
+# from it, and a test holds it to the keys of a real checkpoint.
+ENTRIES = {
+    "format": f"`{FORMAT}`: what the file is",
+    "format_version": f"{FORMAT_VERSION}; a newer version is refused with the version this mltrain reads",
+    "model": "the model's weights (plain parameter names, also after `train.compile`)",
+    "optimizer": "the optimizer's state: moments and settings of every parameter group",
+    "scaler": "the fp16 loss scaler's state (null otherwise)",
+    "ema": "the averaged weights and how many steps they average (`train.ema`; null otherwise)",
+    "scheduler": "the plateau and warmup state; the schedule itself is replayed to the position's step",
+    "monitor": "the best value of `train.monitor` so far and the early-stopping count",
+    "epoch_totals": "the running sums of the epoch in progress (rank 0's)",
+    "position": "where the run stands: step, epoch, epoch_step, epochs_completed, samples_seen, "
+                "epoch_seconds, train_seconds, elapsed_s, started_at, stopped",
+    "epoch": "the position's epoch, for readers",
+    "step": "the position's optimizer step, for readers",
+    "config": "the resolved config, as plain data",
+    "spec": "what the model reads and predicts: sample_shape, num_classes, class_names, target_shape",
+    "data_state": "the data's encoding: vocabulary, normalisation statistics, the CSV column encoding",
+    "metrics": "the last epoch's record",
+    "rng": "rank 0's random states: torch, CUDA, NumPy, Python",
+    "per_process": "each process's random states, augmentation state, running sums and data-stream state, "
+                   "in rank order",
+    "world_size": "the number of processes that trained it",
+    "versions": "python, torch and mltrain versions that wrote it",
+}
 
 
 def _fsync_directory(directory: Path) -> None:

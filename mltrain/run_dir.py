@@ -21,6 +21,31 @@ from .position import Renumbering
 # writing the run holds an exclusive lock on it and writes its pid into it.
 MARKER = ".mltrain-run"
 
+# Every file and folder a run directory may hold (`*` stands for a name part); the run-directory
+# reference is generated from it, and a test holds a real run's files to it.
+RUN_FILES = {
+    MARKER: "marks a directory `fit` made; the process writing the run holds a lock on it, with its pid inside",
+    "config.yaml": "the resolved config, every default filled in; `mltrain fit config.yaml` trains the run again",
+    "metrics.jsonl": "one JSON object per record: every epoch (`epoch`, `step`, `train/loss`, `train/accuracy`, "
+                     "`val/...`, `lr`), every `train.log_every_steps` (`train/loss` so far in the epoch, `lr`, "
+                     "`grad_norm`) and every extra validation (`train.val_every_steps`)",
+    "metrics.csv": "the epoch records, one row per epoch",
+    "summary.json": "`status` (running, completed, failed, interrupted, or a sink's own such as pruned), "
+                    "`started_at`, `epochs_completed`, `steps`, `best` {`metric`, `value`, `epoch`}, `final` "
+                    "metrics, `test` metrics of best.pt, `duration_s`, `train_samples_per_s`, `params`, "
+                    "`device`, `threads`, `versions`; written last, when everything else is",
+    "train.log": "every line `fit` printed",
+    "checkpoints/last.pt": "written atomically after every epoch (and every `train.checkpoint_every_steps`); "
+                           "`mltrain fit --resume` continues from it",
+    "checkpoints/best.pt": "the weights at the best `train.monitor` so far; eval, predict and export use it",
+    "plots/*.png": "one figure per metric by epoch with the best epoch marked, `lr.png` at every logged step, "
+                   "and `confusion-<split>.png` from `mltrain eval`",
+    "eval-*.json": "`mltrain eval`'s report of a split (the object `--json` prints)",
+    "export/*": "`mltrain export`'s files (`best.onnx`, `best.pt2`, `best.safetensors` and `best.json`)",
+    "tensorboard/*": "TensorBoard event files, with `output.loggers: [tensorboard]`",
+    "mlflow.json": "the MLflow tracking URI, run id and last step sent, with `output.loggers: [mlflow]`",
+}
+
 
 def json_safe(data: Any) -> Any:
     """NaN and inf (a diverged loss, a best value not yet seen) become null: valid JSON."""

@@ -31,6 +31,7 @@ def name_in(registry_name: str) -> AfterValidator:
         if value not in table:
             raise ValueError(table.unknown_message(value))
         return value
+    check.registry_name = registry_name  # read by the generated config reference
     return AfterValidator(check)
 
 

@@ -13,6 +13,7 @@ from . import (
     preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
 from . import ending
+from .errors import ExitCode
 
 app = typer.Typer(
     name="mltrain",
@@ -97,8 +98,8 @@ def _run() -> int:
         except click_errors.UsageError as error:
             command = error.ctx.command_path if error.ctx else "mltrain"
             print(f"error: {error.format_message()} (see `{command} --help`)", file=sys.stderr)
-            code = 2
+            code = ExitCode.BAD_INPUT
         except (typer.Abort, StopRequested):
             print("interrupted", file=sys.stderr)
-            code = 130
-    return code or 0
+            code = ExitCode.INTERRUPTED
+    return int(code or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import sys
 import traceback
@@ -13,6 +14,25 @@ import typer
 from ..errors import RunComplete, TrainingFailed, UserError
 from ..registry import trusting_stored_code
 from ..signals import StopRequested
+
+
+class ExitCode(enum.IntEnum):
+    DONE = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    INTERRUPTED = 130
+
+
+# What each code means to a user; the exit-code reference is generated from it.
+MEANINGS = {
+    ExitCode.DONE: "done (and, for overfit-tiny and preflight, every check passed)",
+    ExitCode.FAILED: "ran but failed: the loss became NaN or inf, a check failed, a checkpoint could not be "
+                     "written, or (sweep) no trial completed",
+    ExitCode.BAD_INPUT: "bad usage or input, before anything is lost: one line on stderr naming the file:line, "
+                        "key or flag and what to do; `MLTRAIN_DEBUG=1` adds the traceback",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM, after writing `checkpoints/last.pt` (or, during "
+                          "start-up, before writing anything)",
+}
 
 
 @contextlib.contextmanager
@@ -26,13 +46,13 @@ def exit_codes(trust_code: bool = False) -> Iterator[None]:
     except RunComplete as done:
         if int(os.environ.get("RANK", "0")) == 0:
             print(done)
-        raise typer.Exit(0) from None
+        raise typer.Exit(ExitCode.DONE) from None
     except UserError as error:
-        _fail(f"error: {error}", 2)
+        _fail(f"error: {error}", ExitCode.BAD_INPUT)
     except TrainingFailed as error:
-        _fail(f"failed: {error}", 1)
+        _fail(f"failed: {error}", ExitCode.FAILED)
     except (StopRequested, KeyboardInterrupt):
-        _fail("interrupted", 130)
+        _fail("interrupted", ExitCode.INTERRUPTED)
     except typer.Exit:
         raise
     except Exception as error:
@@ -41,7 +61,7 @@ def exit_codes(trust_code: bool = False) -> Iterator[None]:
         # In a job, a peer that died leaves the others a page of collective-library traceback;
         # one line each says it (MLTRAIN_DEBUG=1 keeps the traceback), and the launcher names the cause.
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        _fail(f"failed: {type(error).__name__}: {detail}"[:300], 1)
+        _fail(f"failed: {type(error).__name__}: {detail}"[:300], ExitCode.FAILED)
 
 
 def _fail(message: str, code: int) -> None:
@@ -52,6 +72,6 @@ def _fail(message: str, code: int) -> None:
         traceback.print_exc()
     if rank == 0:
         print(message, file=sys.stderr)
-    elif code not in (2, 130):  # bad input and stops are the same on every process
+    elif code not in (ExitCode.BAD_INPUT, ExitCode.INTERRUPTED):  # bad input and stops are the same on every process
         print(f"rank {rank}: {message}", file=sys.stderr)
-    raise typer.Exit(code) from None
+    raise typer.Exit(int(code)) from None

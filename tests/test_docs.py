@@ -1,0 +1,132 @@
+"""Docs that cannot drift: the reference pages are what the code generates, every YAML block
+loads, the tutorial runs as written, the site builds strictly, and the README reaches every page."""
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import MLTRAIN, REPO
+from mltrain.checkpoint import ENTRIES
+from mltrain.config import load_config
+from mltrain.errors import UserError
+from mltrain.run_dir import RUN_FILES
+from mltrain.sweep.space import check_space, parse_space
+from mltrain.sweep.sweep_file import read_sweep_file
+
+DOCS = REPO / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+# ```yaml title="my_sweep.yaml"  (the title is optional)
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$')
+
+
+def _reference_pages():
+    spec = importlib.util.spec_from_file_location("reference_pages", REPO / "scripts" / "reference_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def code_blocks(page: Path) -> list[tuple[str, str, str, int]]:
+    """(language, title, text, line) of each fenced block, snippets (`--8<-- "file"`) read in."""
+    blocks = []
+    page_text = page.read_text(encoding="utf-8")
+    for match in FENCE.finditer(page_text):
+        language, attributes, text = match.groups()
+        title = re.search(r'title="([^"]+)"', attributes)
+        included = SNIPPET.match(text.strip())
+        if included:
+            text = (REPO / included.group(1)).read_text(encoding="utf-8")
+        blocks.append((language, title.group(1) if title else "", text, page_text.count("\n", 0, match.start()) + 1))
+    return blocks
+
+
+def test_the_reference_pages_are_what_the_code_generates():
+    stale = _reference_pages().differing_pages()
+    assert not stale, f"regenerate with `python scripts/reference_pages.py`: {stale}"
+
+
+YAML_PAGES = [page for page in [REPO / "README.md", *PAGES] if any(block[0] == "yaml" for block in code_blocks(page))]
+
+
+@pytest.mark.parametrize("page", YAML_PAGES, ids=[str(page.relative_to(REPO)) for page in YAML_PAGES])
+def test_every_yaml_block_loads(page, tmp_path, monkeypatch):
+    """Each YAML block is a whole config (or a sweep file) that the loader accepts; the page's
+    Python blocks with a file title (`my_pkg/nets.py`) are written first, for configs naming them."""
+    blocks = code_blocks(page)
+    for language, title, text, _ in blocks:
+        if language == "python" and title:
+            (tmp_path / title).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / title).write_text(text)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules_before = set(sys.modules)
+    try:
+        for language, title, text, line in blocks:
+            if language != "yaml":
+                continue
+            path = tmp_path / f"block-at-line-{line}.yaml"
+            path.write_text(text)
+            try:
+                sweep = read_sweep_file(path)
+                if sweep is None:
+                    load_config(path)
+                else:
+                    check_space(parse_space(sweep.search), lambda overrides: load_config(sweep.config, overrides))
+            except UserError as error:
+                pytest.fail(f"{page.relative_to(REPO)}: the YAML block at line {line}: {error}", pytrace=False)
+    finally:
+        for name in set(sys.modules) - modules_before:
+            del sys.modules[name]
+
+
+def test_the_tutorial_runs_as_written(tmp_path):
+    """Every bash block of the tutorial, in order, in a fresh directory with the shipped configs;
+    then the run it made holds only documented files, and its checkpoint the documented entries."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    script = "\n".join(text for language, _, text, _ in code_blocks(DOCS / "tutorial.md") if language == "bash")
+    environment = {**os.environ, "PATH": f"{Path(MLTRAIN).parent}{os.pathsep}{os.environ['PATH']}",
+                   "MPLBACKEND": "Agg"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "export/best.onnx" in done.stdout and (tmp_path / "compare-val-loss.png").is_file()
+
+    run = tmp_path / "runs" / "quickstart"
+    patterns = [re.compile(re.escape(name).replace(r"\*", ".*") + "$") for name in RUN_FILES]
+    undocumented = [str(path.relative_to(run)) for path in run.rglob("*") if path.is_file()
+                    and not any(pattern.match(str(path.relative_to(run))) for pattern in patterns)]
+    assert not undocumented, f"add these to run_dir.RUN_FILES: {undocumented}"
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert set(checkpoint) == set(ENTRIES)
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+                          cwd=REPO, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "reference" / "config" / "index.html").is_file()
+
+
+def test_the_readme_is_short_and_reaches_every_page():
+    readme = REPO / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 200
+    reached, waiting = set(), [readme]
+    while waiting:
+        page = waiting.pop()
+        if page in reached or not page.is_file():
+            continue
+        reached.add(page)
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" not in target:
+                waiting.append((page.parent / target).resolve())
+    unreachable = [str(page.relative_to(REPO)) for page in PAGES if page.resolve() not in reached]
+    assert not unreachable, f"no link leads here from README.md: {unreachable}"
