@@ -35,6 +35,7 @@ ENTRIES = {
     "format": f"`{FORMAT}`: what the file is",
     "format_version": f"{FORMAT_VERSION}; a newer version is refused with the version this mltrain reads",
     "model": "the model's weights (plain parameter names, also after `train.compile`)",
+    "backbone": "the names of the parameters `model.weights` set when the run started (`train.freeze: [backbone]`)",
     "optimizer": "the optimizer's state: moments and settings of every parameter group",
     "scaler": "the fp16 loss scaler's state (null otherwise)",
     "ema": "the averaged weights and how many steps they average (`train.ema`; null otherwise)",

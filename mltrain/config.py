@@ -28,6 +28,7 @@ from .schema import (
     DataSection, Fraction, ModelSection, NonNegativeFloat, OptimizerSection, PositiveFloat, PositiveInt,
     SchedulerSection, Section,
 )
+from .parameter_sets import ROLES
 from .yaml_source import Locations, apply_overrides, parse_yaml, parse_value, read_config_text
 
 __all__ = ["Config", "TrainConfig", "OutputConfig", "EarlyStoppingConfig", "load_config", "config_from_dict",
@@ -79,6 +80,10 @@ class TrainConfig(Section):
     """with several processes: batch-norm statistics over the global batch (SyncBatchNorm, CUDA)"""
     preflight: bool = True
     """run the cheap pre-flight checks (data, loss at init, schedule) at the start of fit; they warn, never stop"""
+    freeze: tuple[str, ...] = ()
+    """parameters that do not train: backbone (those loaded from model.weights), head, or fnmatch patterns"""
+    unfreeze_at_epoch: PositiveInt | None = None
+    """the frozen parameters train from this epoch on (counted from 1); null: never"""
 
 
 class OutputConfig(Section):
@@ -351,6 +356,7 @@ def _check_pairings(cfg: Config, locations: Locations) -> Config:
         raise ConfigError(locations.of("train.label_smoothing"), "train.label_smoothing",
                           f"label smoothing applies to the softmax head only (head here: {cfg.model.head}); "
                           "set it to 0 or use head: softmax")
+    _check_fine_tuning(cfg, locations)
     has_val = cfg.data.val_split > 0
     choices = monitor_choices(cfg.model.head, has_val)
     if cfg.train.monitor == "auto":
@@ -364,19 +370,33 @@ def _check_pairings(cfg: Config, locations: Locations) -> Config:
     return cfg
 
 
+def _check_fine_tuning(cfg: Config, locations: Locations) -> None:
+    """backbone and head name what model.weights set and what it did not: without weights, neither
+    means anything; and a thaw needs something frozen."""
+    named = [("train.freeze", pattern) for pattern in cfg.train.freeze] + \
+        [(f"optimizer.groups[{i}].params", group.params) for i, group in enumerate(cfg.optimizer.groups)]
+    for key, pattern in named:
+        if pattern in ROLES and cfg.model.weights is None:
+            raise ConfigError(locations.of(key), key, f"'{pattern}' means the parameters model.weights "
+                              f"{'sets' if pattern == 'backbone' else 'does not set'}, but model.weights is null; set "
+                              "model.weights (pretrained, a weight file or a run), or name parameters by pattern")
+    if cfg.train.unfreeze_at_epoch is not None and not cfg.train.freeze:
+        raise ConfigError(locations.of("train.unfreeze_at_epoch"), "train.unfreeze_at_epoch",
+                          "nothing is frozen to unfreeze; set train.freeze (e.g. [backbone]) or remove this key")
+
+
 def _resolve_data_paths(cfg: Config, config_dir: Path, locations: Locations) -> Config:
-    """data.path and data.root written in a config file are relative to that file's directory; from
-    --set or a default, to the working directory. The resolved config holds them absolute, so a saved
-    config reads the same files from anywhere."""
-    resolved = {}
-    for key in ("path", "root"):
-        value = getattr(cfg.data, key, None)
-        if not isinstance(value, str) or Path(value).is_absolute():
+    """data.path, data.root and model.weights written in a config file are relative to that file's
+    directory; from --set or a default, to the working directory. The resolved config holds them
+    absolute, so a saved config reads the same files from anywhere."""
+    for section, key in (("data", "path"), ("data", "root"), ("model", "weights")):
+        value = getattr(getattr(cfg, section), key, None)
+        if not isinstance(value, str) or Path(value).is_absolute() or (section, value) == ("model", "pretrained"):
             continue
-        written_at = locations.places.get(f"data.{key}", "--set")
+        written_at = locations.places.get(f"{section}.{key}", "--set")
         base = Path.cwd() if written_at.startswith("--set") else config_dir
-        resolved[key] = str((base / value).resolve())
-    return _replace(cfg, "data", **resolved) if resolved else cfg
+        cfg = _replace(cfg, section, **{key: str((base / value).resolve())})
+    return cfg
 
 
 # --- public API ---------------------------------------------------------------------------

@@ -50,8 +50,10 @@ class Learner:
 
     def __init__(self, model: nn.Module, criterion: Loss, optimizer: torch.optim.Optimizer | None, precision: str,
                  device: torch.device, grad_clip: float | None = None, ema_decay: float | None = None,
-                 compile: bool = False):
+                 compile: bool = False, backbone: list[str] | None = None):
         self.model, self.criterion, self.optimizer, self.device = model, criterion, optimizer, device
+        self.backbone = list(backbone or ())  # the parameters model.weights set (see parameter_sets)
+        self.frozen_norms: list[nn.Module] = []  # batch norms of frozen parts: eval mode while frozen
         self.grad_clip = grad_clip
         self.autocast = autocast_for(precision, device)
         # Loss scaling only matters for fp16; disabled it passes losses and steps through.
@@ -98,6 +100,8 @@ class Learner:
         Returns the (detached, unscaled) loss and logits."""
         if not self.model.training:  # a check, not a call: train() walks every module
             self.model.train()
+            for norm in self.frozen_norms:  # frozen: their running statistics stay as loaded
+                norm.eval()
         loss, logits = self._forward(self.forward_model, x, y)
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         return loss.detach(), _outliving_the_step(logits)
@@ -123,7 +127,7 @@ class Learner:
         return loss, logits
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "backbone": self.backbone, "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "ema": {"weights": self.ema.module.state_dict(), "n_averaged": self.ema.n_averaged}
                 if self.ema is not None else None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Collection
 
 import torch
 from pydantic import Field, field_validator
@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .data.dataset import steps_per_epoch
 from .errors import UserError
+from .parameter_sets import example_names, selects
 from .registry import OPTIMIZERS, SCHEDULERS, Component, schema_from_signature
 from .schema import (
     Fraction, NonNegativeFloat, NonNegativeInt, OptimizerSection, PositiveFloat, PositiveInt, SchedulerSection,
@@ -83,16 +84,40 @@ OPTIMIZERS.accept_user_components(_adopt_optimizer)
 SCHEDULERS.accept_user_components(_adopt_scheduler)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and kernels only: never on biases or norm scales.
-    One group when there is no decay (each group is a separate optimizer kernel launch). Every
-    trainable kind of parameter is in a group, frozen ones too: freezing is `requires_grad`, so
-    unfreezing later never changes the optimizer's shape (or a checkpoint's)."""
-    parameters = [p for p in model.parameters() if p.is_floating_point() or p.is_complex()]
-    if weight_decay == 0:
-        return [{"params": parameters, "weight_decay": 0.0}]
-    return [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+def parameter_groups(model: nn.Module, cfg: OptimizerSection, backbone: Collection[str] = ()) -> list[dict]:
+    """The optimizer's parameter groups: each parameter in the first of `optimizer.groups` that
+    selects it (its lr scaled, its own weight decay), the rest in the base group, first, whose lr
+    is `optimizer.lr`. Where a group sets no weight decay, `optimizer.weight_decay` applies to
+    weight matrices and kernels only, never to biases or norm scales (a group each, as each group
+    is its own kernel launch). Every trainable kind of parameter is in a group, frozen ones too:
+    freezing is `requires_grad`, so unfreezing later never changes the optimizer's shape (or a
+    checkpoint's). Each group carries its `name`: "" for the base group, else its `params`."""
+    named = [(name, p) for name, p in model.named_parameters() if p.is_floating_point() or p.is_complex()]
+    members: dict[int | None, list[nn.Parameter]] = {}
+    for name, parameter in named:
+        index = next((i for i, group in enumerate(cfg.groups) if selects(group.params, name, backbone)), None)
+        members.setdefault(index, []).append(parameter)
+    for index, group in enumerate(cfg.groups):
+        if index not in members:
+            raise UserError(f"optimizer.groups[{index}].params: '{group.params}' selects no parameter (an earlier "
+                            f"group may have taken them); the model's are named like "
+                            f"{example_names([name for name, _ in named])}")
+    groups = []
+    for index in [None, *range(len(cfg.groups))]:
+        if index not in members:
+            continue
+        spec = cfg.groups[index] if index is not None else None
+        settings = {"lr": cfg.lr * (spec.lr_scale if spec else 1.0), "name": spec.params if spec else ""}
+        parameters = members[index]
+        if spec is not None and spec.weight_decay is not None:
+            groups.append({"params": parameters, "weight_decay": spec.weight_decay, **settings})
+        elif cfg.weight_decay == 0:
+            groups.append({"params": parameters, "weight_decay": 0.0, **settings})
+        else:
+            groups += [{"params": chosen, "weight_decay": decay, **settings} for chosen, decay in (
+                ([p for p in parameters if p.ndim >= 2], cfg.weight_decay),
+                ([p for p in parameters if p.ndim < 2], 0.0)) if chosen]
+    return groups
 
 
 def build_optimizer(cfg: OptimizerSection, groups: list[dict]) -> torch.optim.Optimizer:
@@ -247,6 +272,17 @@ class LRSchedule:
     def lrs(self) -> list[float]:
         """The lr of every parameter group, in the optimizer's order."""
         return [group["lr"] for group in self.optimizer.param_groups]
+
+    def named_lrs(self) -> dict[str, float]:
+        """What a record reports: `lr`, the base group's (the head's when the backbone has a group
+        of its own), and `lr/<params>` for each of optimizer.groups."""
+        named: dict[str, float] = {}
+        for group in self.optimizer.param_groups:
+            key = f"lr/{group['name']}" if group.get("name") else "lr"
+            named.setdefault(key, group["lr"])
+        if "lr" not in named:  # every parameter is in a configured group: the first speaks for the run
+            named = {"lr": self.optimizer.param_groups[0]["lr"], **named}
+        return named
 
     def state_dict(self) -> dict:
         return {"main": self.main.state_dict() if self.main is not None else None,

@@ -42,7 +42,7 @@ def plot_run(run: Path, best: dict[str, Any] | None = None) -> list[Path]:
 def plot_metrics(records: list[dict[str, Any]], directory: Path, logged: list[dict[str, Any]] | None = None,
                  best: dict[str, Any] | None = None, title: str = "") -> list[Path]:
     """One figure per metric (loss, accuracy, ...) by epoch, every split on it, the best epoch marked;
-    and lr.png, the lr at every logged step. `records`: one per epoch; `logged`: every record of
+    and lr.png, the lr (of every parameter group) at every logged step. `records`: one per epoch; `logged`: every record of
     metrics.jsonl (default: `records`); `best`: summary.json's {metric, value, epoch}."""
     if not records:
         return []
@@ -50,7 +50,8 @@ def plot_metrics(records: list[dict[str, Any]], directory: Path, logged: list[di
     from matplotlib.ticker import MaxNLocator
 
     best_epoch = (best or {}).get("epoch") or None
-    names = sorted({key.split("/", 1)[1] for record in records for key in record if "/" in key})
+    names = sorted({key.split("/", 1)[1] for record in records for key in record
+                    if key.split("/", 1)[0] in ("train", "val")})
     written = []
     for name in names:
         figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
@@ -73,10 +74,14 @@ def plot_metrics(records: list[dict[str, Any]], directory: Path, logged: list[di
         axes.grid(alpha=0.3)
         axes.legend()
         written.append(_save(plt, figure, directory / f"{name}.png"))
-    steps = {record["step"]: record["lr"] for record in (logged or records) if record.get("lr") is not None}
-    if steps:
+    rates = sorted({key for record in (logged or records) for key in record if key == "lr" or key.startswith("lr/")})
+    if rates:
         figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-        axes.plot(list(steps), list(steps.values()), marker=".", markersize=3)
+        for key in rates:  # lr, then each of optimizer.groups' lr/<params>
+            steps = {record["step"]: record[key] for record in (logged or records) if record.get(key) is not None}
+            axes.plot(list(steps), list(steps.values()), marker=".", markersize=3, label=key)
+        if len(rates) > 1:
+            axes.legend()
         axes.set_xlabel("step")
         axes.set_ylabel("lr")
         axes.set_title("learning rate by step" + (f" ({title})" if title else ""))

@@ -112,6 +112,7 @@ class Registry:
         self._builtins: dict[str, Component] = {}
         self._adopted: dict[str, Component] = {}  # import paths and entry points, once resolved
         self._bring_your_own: Callable[[str, Callable, str], Component] | None = None
+        self._families: dict[str, Callable[[str], Component]] = {}
         self._loaded = False
 
     def accept_user_components(self, adopt: Callable[[str, Callable, str], Component]) -> None:
@@ -129,6 +130,14 @@ class Registry:
 
     def add(self, component: Component) -> None:
         self._builtins[component.name] = component
+
+    def accept_families(self, families: dict[str, Callable[[str], Component]]) -> None:
+        """Names `family/member` (`torchvision/resnet18`): `families[family](member)` builds the
+        component, importing the family's library only then."""
+        self._families.update(families)
+
+    def family_names(self) -> list[str]:
+        return [f"{family}/<name>" for family in self._families]
 
     def _load_builtins(self) -> None:
         if not self._loaded:
@@ -156,7 +165,7 @@ class Registry:
         return self.get(name)
 
     def unknown_message(self, name: object) -> str:
-        names = self.names() + self.plugin_names()
+        names = self.names() + self.plugin_names() + self.family_names()
         return (f"unknown {self.kind} '{name}', {did_you_mean(str(name), names)}choose from: {', '.join(names)}"
                 + (", or an import path package.module:callable" if self._bring_your_own else ""))
 
@@ -168,6 +177,11 @@ class Registry:
             return self._builtins[name]
         if name in self._adopted:
             return self._adopted[name]
+        family, slash, member = name.partition("/")
+        if slash and family in self._families:
+            component = self._families[family](member)
+            self._adopted[name] = component
+            return component
         if self._bring_your_own is not None:
             if is_import_path(name):
                 if _refusing.get():
@@ -279,7 +293,7 @@ DATASETS = Registry("dataset", ("mltrain.data.builtin", "mltrain.data.sequences"
 AUGMENTATIONS = Registry("augmentation", ("mltrain.data.augment",), section="data.augment")
 ARCHITECTURES = Registry("architecture", ("mltrain.models.mlp", "mltrain.models.cnn", "mltrain.models.resnet",
                                           "mltrain.models.recurrent", "mltrain.models.transformer",
-                                          "mltrain.models.gpt"),
+                                          "mltrain.models.gpt", "mltrain.models.zoo"),
                          section="model", entry_point_group="mltrain.architectures")
 ACTIVATIONS = Registry("activation", ("mltrain.models.layers",))
 HEADS = Registry("head", ("mltrain.losses",))

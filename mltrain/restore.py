@@ -103,10 +103,20 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     else:
         spec = spec_from_state(checkpoint["spec"], path)
     _refuse_a_model_beyond_its_weights(cfg, spec, data_state, checkpoint["model"], path)
-    learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE))
+    learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE),
+                            backbone=_stored_backbone(checkpoint, path))
     if not resume:
         load_eval_weights(learner, checkpoint, path)
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)
+
+
+def _stored_backbone(checkpoint: dict, path: Path) -> list[str]:
+    """The parameters the run's starting weights set (none in a checkpoint from before them):
+    the checkpoint holds the weights, so `model.weights` is never read again."""
+    backbone = checkpoint.get("backbone", [])
+    if not isinstance(backbone, list) or not all(isinstance(name, str) for name in backbone):
+        raise UserError(f"{path}: its backbone is not a list of parameter names; {DAMAGED}")
+    return backbone
 
 
 def _checked_data_state(cfg: Config, state: dict, path: Path) -> dict:

@@ -84,6 +84,19 @@ class ModelSection(Section):
     """a name from `mltrain list architectures`, or an import path package.module:callable"""
     head: Annotated[str, name_in("HEADS")] = "softmax"
     """softmax (multi-class) | sigmoid (binary / one-vs-rest) | linear (regression)"""
+    weights: str | None = None
+    """starting weights: null (random) | pretrained (a zoo's published ones) | a .safetensors or .pt/.pth file, or an mltrain run or checkpoint"""
+    weights_strict: bool = True
+    """refuse weights naming tensors the model does not have; false: only report them"""
+
+
+class ParameterGroup(Section):
+    params: str
+    """backbone, head, or an fnmatch pattern on dotted parameter names (`*.bias`, `layer4.*`)"""
+    lr_scale: PositiveFloat = 1.0
+    """this group's lr as a multiple of optimizer.lr, through every schedule and warmup"""
+    weight_decay: NonNegativeFloat | None = None
+    """this group's weight decay; null: optimizer.weight_decay on weight matrices, none on biases and norms"""
 
 
 class OptimizerSection(Section):
@@ -94,6 +107,8 @@ class OptimizerSection(Section):
     """peak learning rate"""
     weight_decay: NonNegativeFloat = 0.0
     """on weight matrices and kernels only, never on biases or norms; L2 or decoupled as the optimizer does it"""
+    groups: tuple[ParameterGroup, ...] = ()
+    """per-group settings, e.g. [{params: backbone, lr_scale: 0.1}]; a parameter takes the first that matches"""
 
 
 class SchedulerSection(Section):

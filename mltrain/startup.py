@@ -14,6 +14,7 @@ from .data import TARGET_SCALE, DataSplits, build_data
 from .devices import set_threads
 from .build import build_learner
 from .learner import Learner
+from .weights import published_normalization
 
 
 def seed_everything(seed: int) -> None:
@@ -52,5 +53,5 @@ class Prepared:
 def prepare(cfg: Config, device: torch.device, processes: int = 1) -> Prepared:
     """A fresh start from a config: the data and a newly initialised learner for it."""
     threads = start(cfg, device, processes)
-    data = build_data(cfg.data, cfg.seed, device)
+    data = build_data(cfg.data, cfg.seed, device, published_statistics=published_normalization(cfg))
     return Prepared(data, build_learner(cfg, data.spec, device, target_scale=data.state.get(TARGET_SCALE)), threads)

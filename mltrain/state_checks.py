@@ -76,7 +76,7 @@ def _kept_per_parameter(optimizer: OptimizerSection, device: torch.device) -> di
     for parameter in probe.parameters():
         parameter.grad = torch.zeros_like(parameter)
     try:
-        built = build_optimizer(optimizer, parameter_groups(probe, optimizer.weight_decay))
+        built = build_optimizer(optimizer, parameter_groups(probe, optimizer.model_copy(update={"groups": ()})))
         built.step()
     except Exception:  # noqa: BLE001 - whatever it raises, its checkpoints are checked without this
         return {}

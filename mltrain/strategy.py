@@ -29,6 +29,9 @@ class SingleProcess:
     def prepare(self, learner: Learner, sync_batchnorm: bool, seed: int) -> None:
         """Ready the learner to train in this job (nothing to do for one process)."""
 
+    def trainable_changed(self, learner: Learner) -> None:
+        """The set of parameters that train changed (a part froze or thawed)."""
+
     def accumulating(self, last: bool) -> contextlib.AbstractContextManager:
         """Around a micro-batch's backward; `last`: the optimizer step's last micro-batch."""
         return NO_CONTEXT
@@ -54,11 +57,18 @@ class DataParallel(SingleProcess):
         if sync_batchnorm:
             # The converted layers keep the same Parameter objects, so the optimizer still holds them.
             learner.model = nn.SyncBatchNorm.convert_sync_batchnorm(learner.model)
+        self._wrap(learner)
+        torch.manual_seed(seed * PER_RANK_SEED + self.job.rank)  # the weights were drawn alike; dropout is not
+
+    def trainable_changed(self, learner: Learner) -> None:
+        """DDP reduces the gradients of the parameters that trained when it was built: rebuild it."""
+        self._wrap(learner)
+
+    def _wrap(self, learner: Learner) -> None:
         device = learner.device
         self.wrapped = nn.parallel.DistributedDataParallel(
             learner.model, device_ids=[device.index] if device.type == "cuda" else None)
         learner.run_through(self.wrapped)
-        torch.manual_seed(seed * PER_RANK_SEED + self.job.rank)  # the weights were drawn alike; dropout is not
 
     def accumulating(self, last: bool) -> contextlib.AbstractContextManager:
         """DDP averages gradients only on a step's last micro-batch."""

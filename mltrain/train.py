@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .data.stream import SeededPermutation
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
+from .freezing import Freezing
 from .metrics import samples_per_s
 from .models import count_parameters
 from .restore import load_eval_weights_from
@@ -58,6 +59,7 @@ class Training:
         self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
         self.stream = SeededPermutation(*data.splits["train"], cfg.data.batch_size, cfg.seed)
         self.state = TrainState(cfg, learner, self.stream, self.strategy, data.spec, data.state, data.augment)
+        self.freezing = Freezing(learner, cfg.train.freeze, cfg.train.unfreeze_at_epoch)
         self.last_validation: Record = {}
 
         self.progress, self.sinks = run_sinks(cfg, run, self.state.monitor, quiet, job.is_main, sinks)
@@ -92,6 +94,7 @@ class Training:
                 while position.step < state.total_steps and not position.stopped:
                     if position.epoch_done:
                         state.next_epoch()
+                    self._freeze_for(position.epoch)
                     position.start_clock()
                     micro_batches = self.stream.batches(position.epoch, job.rank, job.world_size)
                     while True:
@@ -180,6 +183,12 @@ class Training:
         if cfg.train.preflight and position.step == 0 and self.job.is_main:
             self._cheap_preflight()
 
+    def _freeze_for(self, epoch: int) -> None:
+        """Freeze or thaw as train.freeze says for this epoch; DDP is rebuilt for the new set."""
+        if self.freezing.apply(epoch):
+            self.strategy.trainable_changed(self.learner)
+            self.progress.info(self.freezing.describe(epoch))
+
     def _cheap_preflight(self) -> None:
         """The pre-flight checks that cost nothing (data, loss at init, schedule): warnings only."""
         from .checks.preflight import run_cheap_checks
@@ -190,8 +199,8 @@ class Training:
                                    + (f"; {check.fix}" if check.fix else ""))
 
     def _lr(self) -> float:
-        """The lr a record reports: the first parameter group's (every group shares it today)."""
-        return self.state.schedule.lrs[0]
+        """The run's lr: the base parameter group's (see LRSchedule.named_lrs)."""
+        return self.state.schedule.named_lrs()["lr"]
 
     def _step_record(self, grad_norm: float | None = None, this_process_only: bool = False) -> Record:
         """Where training stands: the running loss of the epoch (one host sync; over every process,
@@ -199,7 +208,7 @@ class Training:
         state = self.state
         loss = state.totals.compute("train", across_processes=not this_process_only)["train/loss"]
         record: Record = {"epoch": state.position.epoch, "step": state.position.step, "train/loss": loss,
-                          "lr": self._lr()}
+                          **state.schedule.named_lrs()}
         if grad_norm is not None:
             record["grad_norm"] = grad_norm
         record["samples_per_s"] = samples_per_s(state.totals.count * self.job.world_size,
@@ -226,7 +235,7 @@ class Training:
         self._ensure_finite(record["train/loss"])
         if "val" in self.data.splits:
             record.update(self.learner.evaluate(*self.data.splits["val"], "val"))
-        record["lr"] = self._lr()
+        record.update(state.schedule.named_lrs())
         is_best = state.monitor.update(record, position.epoch, position.step)
         state.schedule.after_validation(record[state.monitor.metric], position.step)
         if is_best:

@@ -93,19 +93,36 @@ def _cell(text: str) -> str:
     return _prose(text).replace("|", "\\|").replace("\n", " ")
 
 
-def keys_table(schema: type[BaseModel], prefix: str, keys: list[str]) -> list[str]:
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The one mapping type a field holds (through Optional, tuple, Union with literals), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = {model for argument in typing.get_args(annotation) if (model := _nested_model(argument))}
+    return models.pop() if len(models) == 1 else None
+
+
+def keys_table(schema: type[BaseModel], prefix: str, keys: list[str], seen: set | None = None) -> list[str]:
+    """A table of `keys`, then one for each mapping a key holds (once per page, with `seen`)."""
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    nested = []
     for name in keys:
         field = schema.model_fields[name]
         lines.append(f"| `{prefix}{name}` | {type_text(field.annotation, field.metadata)} | {default_text(field)} "
                      f"| {_cell(field.description or '')} |")
-    return lines
+        model = _nested_model(field.annotation)
+        if model is not None and (seen is None or (prefix + name, model) not in seen):
+            if seen is not None:
+                seen.add((prefix + name, model))
+            items = " (each item)" if typing.get_origin(field.annotation) is tuple else ""
+            nested += ["", f"Keys of `{prefix}{name}`{items}:", "",
+                       *keys_table(model, f"{prefix}{name}.", list(model.model_fields), seen)]
+    return lines + nested
 
 
 # --- the pages -------------------------------------------------------------------------------
 
 def config_page() -> str:
-    from mltrain.config import COMPONENT_SECTIONS, Config, EarlyStoppingConfig, OutputConfig, TrainConfig
+    from mltrain.config import COMPONENT_SECTIONS, Config, OutputConfig, TrainConfig
 
     lines = [GENERATED, "", "# Config keys", "",
              "Every key a config may hold, with its type, default and meaning. The keys of `data`, `model`,",
@@ -115,16 +132,16 @@ def config_page() -> str:
              "[configs guide](../guides/configs.md) explains how a config is read.", "",
              "## Run-level keys", "", *keys_table(Config, "", ["name", "seed"]), "",
              "## train", "", *keys_table(TrainConfig, "train.", list(TrainConfig.model_fields)), "",
-             "### train.early_stopping", "",
-             *keys_table(EarlyStoppingConfig, "train.early_stopping.", list(EarlyStoppingConfig.model_fields)), "",
              "## output", "", *keys_table(OutputConfig, "output.", list(OutputConfig.model_fields)), ""]
+    seen: set = set()
     for section, (selector, registry, base) in COMPONENT_SECTIONS.items():
         lines += [f"## {section}", "", f"Keys every {registry.kind} takes:", "",
-                  *keys_table(base, f"{section}.", list(base.model_fields)), ""]
+                  *keys_table(base, f"{section}.", list(base.model_fields), seen), ""]
         for component in registry:
             own = component.schema.own_keys()
             lines += [f"### {section}.{selector}: {component.name}", "", _cell(component.help) + ".", ""]
-            lines += [*keys_table(component.schema, f"{section}.", own), ""] if own else ["No keys of its own.", ""]
+            lines += [*keys_table(component.schema, f"{section}.", own, seen), ""] if own \
+                else ["No keys of its own.", ""]
     from mltrain.registry import AUGMENTATIONS
 
     lines += ["## data.augment items", "",

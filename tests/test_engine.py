@@ -75,7 +75,7 @@ def test_plateau_drops_after_patience_validations_without_improvement():
 def test_every_parameter_is_in_the_optimizer_from_the_start_frozen_ones_too():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     model[0].requires_grad_(False)
-    groups = parameter_groups(model, weight_decay=0.1)
+    groups = parameter_groups(model, section_config("optimizer", name="adamw", weight_decay=0.1))
     assert [len(group["params"]) for group in groups] == [2, 2]  # weights decay; biases never do
     assert {id(p) for group in groups for p in group["params"]} == {id(p) for p in model.parameters()}
 

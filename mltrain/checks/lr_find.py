@@ -36,6 +36,7 @@ def range_test(learner: Learner, x: Any, y: torch.Tensor, cfg: Config, start_lr:
     rates = [start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1)) for i in range(steps)]
     losses = torch.zeros(steps, device=learner.device)  # raw loss of each step, read in chunks
     taken, epoch, stream = 0, 0, iter(())
+    scales = [group["lr"] / cfg.optimizer.lr for group in learner.optimizer.param_groups]  # optimizer.groups
     while taken < steps:
         try:
             xb, yb = next(stream)
@@ -43,8 +44,8 @@ def range_test(learner: Learner, x: Any, y: torch.Tensor, cfg: Config, start_lr:
             epoch += 1
             stream = batches(x, y, cfg.data.batch_size, epoch_order(len(y), cfg.seed, epoch))
             continue
-        for group in learner.optimizer.param_groups:
-            group["lr"] = rates[taken]
+        for group, scale in zip(learner.optimizer.param_groups, scales):
+            group["lr"] = rates[taken] * scale
         losses[taken] = learner.step(xb, yb)[0]
         taken += 1
         if taken % CHECK_EVERY == 0 and _diverged(smoothed(losses[:taken].tolist())):

@@ -50,14 +50,18 @@ def checked_state(component: Component, state: dict[str, Any]) -> dict[str, Any]
     return {name: TypeAdapter(hints.get(name, Any)).validate_python(value) for name, value in state.items()}
 
 
-def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None) -> DataSplits:
+def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | None = None,
+               published_statistics: Any = None) -> DataSplits:
     """Load the configured dataset, split it with the seed, keep the first data.limit training
     samples, augment the training batches and move it all to the device. Regression data also
     gets its training targets' `target_scale` in its state (the targets themselves stay in
     their units; the head standardises them).
     `state` is the data state a checkpoint stored (e.g. a text's vocabulary), as `checked_state`
-    passed it: given back, it rebuilds exactly the encoding the model was trained on."""
+    passed it: given back, it rebuilds exactly the encoding the model was trained on.
+    `published_statistics`: the starting weights' normalisation, for `data.normalize: auto`."""
     keys = {name: value for name, value in cfg.own_values().items() if name not in _APPLIED_HERE}
+    if published_statistics is not None and keys.get("normalize") == "auto":
+        keys["normalize"] = published_statistics
     source_state = {name: value for name, value in (state or {}).items() if name != TARGET_SCALE}
     data = DATASETS[cfg.dataset].factory(val_split=cfg.val_split, seed=seed, **keys, **source_state)
     if cfg.limit is not None:

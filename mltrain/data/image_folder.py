@@ -10,6 +10,7 @@ through DataLoader workers (data/streamed.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..registry import CLASSIFICATION, DATASETS, IMAGE
 from ..schema import NonNegativeInt, PositiveInt
 from .dataset import DataSpec, DataSplits
 from .sections import HeldOutTest, ImageDataConfig
-from .inputs import Normalise, channel_stats, normalised_splits
+from .inputs import Normalise, channel_stats, chosen_normalise, normalised_splits
 from .splits import as_tensors, split_arrays
 from .streamed import ImageFiles, StreamedImages, decode
 
@@ -68,7 +69,7 @@ class ImageFolderConfig(ImageDataConfig, HeldOutTest):
                    "test/<class>/...), resized to data.image_size, kept in memory up to data.max_memory_mb, else "
                    "streamed", ImageFolderConfig, tags={IMAGE, CLASSIFICATION})
 def image_folder(val_split: float, seed: int, root: str, image_size: int, test_split: float, max_memory_mb: int,
-                 workers: int, mean: list[float] | None = None, std: list[float] | None = None,
+                 workers: int, normalize: Any, mean: list[float] | None = None, std: list[float] | None = None,
                  classes: list[str] | None = None) -> DataSplits:
     """`mean`, `std` and `classes` come from the data state when rebuilding for a checkpoint."""
     directory = Path(root)
@@ -101,11 +102,12 @@ def image_folder(val_split: float, seed: int, root: str, image_size: int, test_s
                                      arrays.get("test")))
     spec = DataSpec((channels, image_size, image_size), len(found), tuple(found))
     if not streamed:
-        inputs, normalise = normalised_splits(splits, mean, std)
+        inputs, normalise = normalised_splits(splits, mean, std, normalize)
         return DataSplits(spec, inputs, {**normalise.state(), "classes": found})
     files = {split: ImageFiles([every_file[i][0] for i in x.tolist()], image_size, channels, every_file[0][0])
              for split, (x, _) in splits.items()}
-    normalise = Normalise.from_state(mean, std) if mean is not None else _sampled_stats(files["train"], seed)
+    normalise = Normalise.from_state(mean, std) if mean is not None \
+        else chosen_normalise(normalize, channels, lambda: _sampled_stats(files["train"], seed))
     return DataSplits(spec, {split: (StreamedImages(files[split], normalise, workers), y)
                                for split, (_, y) in splits.items()}, {**normalise.state(), "classes": found})
 

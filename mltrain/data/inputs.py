@@ -12,9 +12,11 @@ to a device (`to`). A split's plain tensor becomes an `Inputs` through `as_sourc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
+
+from ..errors import UserError
 
 STATS_CHUNK = 8192  # images per pass when computing channel statistics (bounds the float copy)
 
@@ -124,9 +126,32 @@ def as_source(x: torch.Tensor | BatchSource) -> BatchSource:
     return Inputs(x) if isinstance(x, torch.Tensor) else x
 
 
+PIXEL_MAX = 255.0  # stored images are uint8; data.normalize's statistics are on the 0..1 scale
+
+
+def chosen_normalise(normalize: Any, channels: int, measure: Callable[[], Normalise]) -> Normalise:
+    """The normalisation `data.normalize` asks for: the data's own statistics (`measure()`) for
+    auto and data, pixels scaled to 0..1 for none, else the given {mean, std} on the 0..1 scale
+    (RGB statistics averaged for grey images)."""
+    if normalize in ("auto", "data"):
+        return measure()
+    if normalize == "none":
+        return Normalise(torch.zeros(channels, 1, 1), torch.full((channels, 1, 1), PIXEL_MAX))
+    mean, std = torch.tensor(normalize.mean), torch.tensor(normalize.std)
+    if len(mean) != len(std) or (len(mean) != channels and not (len(mean) == 3 and channels == 1)):
+        raise UserError(f"data.normalize: {len(mean)} means and {len(std)} stds for images of {channels} "
+                        "channel(s); give one of each per channel")
+    if len(mean) != channels:
+        mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
+    return Normalise((mean * PIXEL_MAX).view(-1, 1, 1), (std * PIXEL_MAX).view(-1, 1, 1))
+
+
 def normalised_splits(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: list[float] | None,
-                      std: list[float] | None) -> tuple[dict[str, tuple[Inputs, torch.Tensor]], Normalise]:
+                      std: list[float] | None,
+                      normalize: Any) -> tuple[dict[str, tuple[Inputs, torch.Tensor]], Normalise]:
     """Every split's stored images wrapped in `Inputs`, normalised with the stored statistics when
-    rebuilding for a checkpoint, else with the training split's."""
-    normalise = Normalise.from_state(mean, std) if mean is not None else channel_stats(splits["train"][0])
+    rebuilding for a checkpoint, else as `data.normalize` says."""
+    train = splits["train"][0]
+    normalise = Normalise.from_state(mean, std) if mean is not None \
+        else chosen_normalise(normalize, train.shape[1], lambda: channel_stats(train))
     return {split: (Inputs(x, normalise), y) for split, (x, y) in splits.items()}, normalise

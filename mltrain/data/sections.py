@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
-from ..schema import DataSection, Fraction
+from ..schema import DataSection, Fraction, PositiveFloat, Section
 from .augment import AugmentList
 from .splits import TEST_FRACTION
+
+
+class Statistics(Section):
+    mean: tuple[float, ...]
+    """per channel, of pixel values scaled to 0..1 (as torchvision's transforms write them)"""
+    std: tuple[PositiveFloat, ...]
+    """per channel, on the same scale"""
+
+
+# auto: the published weights' statistics with model.weights: pretrained, else the data's
+Normalization = Union[Literal["auto", "data", "none"], Statistics]
 
 
 class ImageDataConfig(DataSection):
     augment: AugmentList = ()
     """training-batch augmentations in order, e.g. [{name: crop, padding: 4}, {name: flip}]; never in eval"""
+    normalize: Normalization = "auto"
+    """auto (the pretrained weights' statistics with model.weights: pretrained, else data) | data (the training split's per-channel mean and std) | none (pixels scaled to 0..1) | {mean: [...], std: [...]} on the 0..1 scale"""
 
 
 class FileDataConfig(DataSection):

@@ -11,6 +11,7 @@ import gzip
 import shutil
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def _read(cls: type, root: Path, train: bool, download: bool) -> tuple[np.ndarra
     return images, np.asarray(split.targets, dtype=np.int64), tuple(split.classes)
 
 
-def _load(class_name: str, name: str, val_split: float, seed: int, root: str, download: bool,
+def _load(class_name: str, name: str, val_split: float, seed: int, root: str, download: bool, normalize: Any,
           mean: list[float] | None = None, std: list[float] | None = None) -> DataSplits:
     from torchvision import datasets
 
@@ -77,7 +78,7 @@ def _load(class_name: str, name: str, val_split: float, seed: int, root: str, do
                         "incomplete or corrupt: delete them and set data.download: true, or copy the "
                         "original files again") from None
     splits = as_tensors(split_arrays((x_train, y_train), val_split, seed, test=(x_test, y_test)))
-    inputs, normalise = normalised_splits(splits, mean, std)
+    inputs, normalise = normalised_splits(splits, mean, std, normalize)
     return DataSplits(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
 
 
