@@ -37,7 +37,7 @@ ENTRIES = {
     "model": "the model's weights (plain parameter names, also after `train.compile`)",
     "backbone": "the names of the parameters `model.weights` set when the run started (`train.freeze: [backbone]`)",
     "optimizer": "the optimizer's state: moments and settings of every parameter group",
-    "scaler": "the fp16 loss scaler's state (null otherwise)",
+    "scaler": "the fp16 loss scaler's state (empty otherwise)",
     "ema": "the averaged weights and how many steps they average (`train.ema`; null otherwise)",
     "scheduler": "the plateau and warmup state; the schedule itself is replayed to the position's step",
     "monitor": "the best value of `train.monitor` so far and the early-stopping count",

@@ -53,7 +53,7 @@ class TrainConfig(Section):
     device: str = "auto"
     """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps"""
     threads: PositiveInt | None = None
-    """CPU threads for torch (per process); null: one per core, minus one on 2+ cores"""
+    """CPU threads for torch (per process); null: the cores other processes leave free (every core when idle)"""
     log_every_steps: PositiveInt = 50
     """optimizer steps between metrics.jsonl step records (each one a host sync)"""
     max_steps: PositiveInt | None = None

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import UserError
+from .errors import ExitCode, UserError
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)  # a rank that stops answering ends the job, not hangs it
 LAUNCHER_PID = "MLTRAIN_LAUNCHER_PID"  # set by `launch_local` for its workers
@@ -161,13 +161,14 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     except ChildFailedError as failure:
         # A worker killed or crashed is the cause (the others then fail on the lost connection);
         # otherwise the first to fail. Timestamps are whole seconds, so a tie is common.
-        crashed = [item for item in failure.failures.items() if item[1].exitcode not in (1, 2, 130)]
+        said_why = (ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.INTERRUPTED)  # the worker said why on its stderr
+        crashed = [item for item in failure.failures.items() if item[1].exitcode not in said_why]
         rank, reason = min(crashed or failure.failures.items(), key=lambda item: item[1].timestamp)
-        if reason.exitcode in (1, 2, 130):  # the worker said why on its stderr
+        if reason.exitcode in said_why:
             return reason.exitcode
         print(f"failed: worker rank {rank} ended with exit code {reason.exitcode} (killed or crashed); "
               "the other workers were stopped", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     except SignalException:  # Ctrl-C or SIGTERM to this launcher: rank 0 saved, said so, and stopped
-        return 130
-    return 0
+        return ExitCode.INTERRUPTED
+    return ExitCode.DONE

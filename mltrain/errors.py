@@ -1,4 +1,25 @@
-"""The exceptions that map to mltrain's exit codes (see cli/errors.py)."""
+"""mltrain's exit codes, and the exceptions that map to them (see cli/errors.py)."""
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    DONE = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    INTERRUPTED = 130
+
+
+# What each code means to a user; the exit-code reference is generated from it.
+MEANINGS = {
+    ExitCode.DONE: "done (and, for overfit-tiny and preflight, no check failed)",
+    ExitCode.FAILED: "ran but failed: the loss became NaN or inf, a check failed, a checkpoint could not be "
+                     "written, or (sweep) no trial completed",
+    ExitCode.BAD_INPUT: "bad usage or input, before anything is lost: one line on stderr naming the file:line, "
+                        "key or flag and what to do; `MLTRAIN_DEBUG=1` adds the traceback",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; `fit` first writes `checkpoints/last.pt` (during "
+                          "start-up it stops before writing anything)",
+}
 
 
 class UserError(Exception):

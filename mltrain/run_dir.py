@@ -33,7 +33,9 @@ RUN_FILES = {
     "summary.json": "`status` (running, completed, failed, interrupted, or a sink's own such as pruned), "
                     "`started_at`, `epochs_completed`, `steps`, `best` {`metric`, `value`, `epoch`}, `final` "
                     "metrics, `test` metrics of best.pt, `duration_s`, `train_samples_per_s`, `params`, "
-                    "`device`, `threads`, `versions`; written last, when everything else is",
+                    "`device`, `threads`, `processes`, `global_batch_size`, `versions`, and when they apply "
+                    "`stopped_early`, `stopped` (why a sink stopped it) or `error`; written last, when everything "
+                    "else is",
     "train.log": "every line `fit` printed",
     "checkpoints/last.pt": "written atomically after every epoch (and every `train.checkpoint_every_steps`); "
                            "`mltrain fit --resume` continues from it",

@@ -124,6 +124,10 @@ def keys_table(schema: type[BaseModel], prefix: str, keys: list[str], seen: set 
 def config_page() -> str:
     from mltrain.config import COMPONENT_SECTIONS, Config, OutputConfig, TrainConfig
 
+    described = {"name", "seed", "train", "output", *COMPONENT_SECTIONS}
+    if set(Config.model_fields) != described:  # a new top-level key needs its place on this page
+        raise SystemExit(f"config_page does not describe {sorted(set(Config.model_fields) - described)}")
+
     lines = [GENERATED, "", "# Config keys", "",
              "Every key a config may hold, with its type, default and meaning. The keys of `data`, `model`,",
              "`optimizer` and `scheduler` depend on the component the section names (`dataset`, `arch`,",
@@ -161,25 +165,31 @@ def commands_page() -> str:
     group = typer.main.get_command(app)  # a click group (typer may carry its own copy of click)
     context = group.context_class(group, info_name="mltrain")
     lines = [GENERATED, "", "# Commands", "",
-             "Every command and flag of `mltrain`. `mltrain COMMAND --help` prints the same.", ""]
+             "Every command and flag of `mltrain`. `mltrain COMMAND --help` prints the same.", "",
+             "## mltrain", "", "```text", "mltrain [OPTIONS] COMMAND [ARGS]...", "```", "",
+             *_parameter_rows(group, context), ""]
     for name in group.list_commands(context):
         command = group.get_command(context, name)
         sub_context = command.context_class(command, info_name=name, parent=context)
         usage = " ".join(command.collect_usage_pieces(sub_context))
         lines += [f"## {name}", "", "```text", f"mltrain {name} {usage}".rstrip(), "```", "",
                   _prose((command.help or "").strip()), ""]
-        rows = []
-        for parameter in command.params:
-            if parameter.hidden:
-                continue
-            if parameter.param_type_name == "argument":
-                label, help_text = parameter.metavar or parameter.name.upper(), parameter.help or ""
-            else:  # what --help prints: the flags with their value, the help with its default and range
-                label, help_text = parameter.get_help_record(sub_context)
-            rows.append(f"| `{label}` | {_cell(help_text)} |")
-        if rows:
-            lines += ["| argument or option | meaning |", "| --- | --- |", *rows, ""]
+        lines += [*_parameter_rows(command, sub_context), ""]
     return "\n".join(lines)
+
+
+def _parameter_rows(command: Any, context: Any) -> list[str]:
+    """A table of a command's arguments and options, as --help describes them."""
+    rows = []
+    for parameter in command.params:
+        if parameter.hidden:
+            continue
+        if parameter.param_type_name == "argument":
+            label, help_text = parameter.metavar or parameter.name.upper(), parameter.help or ""
+        else:  # what --help prints: the flags with their value, the help with its default and range
+            label, help_text = parameter.get_help_record(context)
+        rows.append(f"| `{label.replace('|', chr(92) + '|')}` | {_cell(help_text)} |")
+    return ["| argument or option | meaning |", "| --- | --- |", *rows] if rows else []
 
 
 def components_page() -> str:
@@ -194,14 +204,17 @@ def components_page() -> str:
         lines += [f"## {kind}", "", "| name | keys (default) | what it is |", "| --- | --- | --- |"]
         for component in registry:
             reads = f" Reads: {', '.join(sorted(component.tags))}." if kind == "architectures" and component.tags else ""
-            lines.append(f"| `{component.name}` | {_cell(describe_keys(component.schema))} "
+            lines.append(f"| `{component.name}` | {_cell(describe_keys(component.schema)) or '–'} "
                          f"| {_cell(component.help)}.{reads} |")
+        for family in registry.family_names():
+            lines.append(f"| `{family}` | – | any model of the {family.split('/')[0]} zoo, its classifier sized to the data; "
+                         "`mltrain list architectures --search TEXT` finds names. Reads: image. |")
         lines.append("")
     return "\n".join(lines)
 
 
 def exit_codes_page() -> str:
-    from mltrain.cli.errors import MEANINGS
+    from mltrain.errors import MEANINGS
 
     lines = [GENERATED, "", "# Exit codes", "", "Every `mltrain` command ends with one of these.", "",
              "| code | meaning |", "| --- | --- |"]

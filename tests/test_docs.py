@@ -4,6 +4,7 @@ loads, the tutorial runs as written, the site builds strictly, and the README re
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,9 @@ from mltrain.sweep.sweep_file import read_sweep_file
 
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
-# ```yaml title="my_sweep.yaml"  (the title is optional)
-FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# ```yaml title="my_sweep.yaml"  (the title is optional; a fence may be indented, in a list)
+FENCE = re.compile(r"^( *)(```|~~~)(\w*)([^\n]*)\n(.*?)^\1\2", re.MULTILINE | re.DOTALL)
+LANGUAGES = {"yml": "yaml", "sh": "bash", "shell": "bash"}
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"$')
 
 
@@ -39,7 +41,9 @@ def code_blocks(page: Path) -> list[tuple[str, str, str, int]]:
     blocks = []
     page_text = page.read_text(encoding="utf-8")
     for match in FENCE.finditer(page_text):
-        language, attributes, text = match.groups()
+        indent, _, language, attributes, text = match.groups()
+        language = LANGUAGES.get(language, language)
+        text = "\n".join(line[len(indent):] for line in text.splitlines()) + "\n"
         title = re.search(r'title="([^"]+)"', attributes)
         included = SNIPPET.match(text.strip())
         if included:
@@ -67,7 +71,6 @@ def test_every_yaml_block_loads(page, tmp_path, monkeypatch):
             (tmp_path / title).write_text(text)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.syspath_prepend(str(tmp_path))
-    modules_before = set(sys.modules)
     try:
         for language, title, text, line in blocks:
             if language != "yaml":
@@ -82,8 +85,9 @@ def test_every_yaml_block_loads(page, tmp_path, monkeypatch):
                     check_space(parse_space(sweep.search), lambda overrides: load_config(sweep.config, overrides))
             except UserError as error:
                 pytest.fail(f"{page.relative_to(REPO)}: the YAML block at line {line}: {error}", pytrace=False)
-    finally:
-        for name in set(sys.modules) - modules_before:
+    finally:  # the page's own modules (my_pkg...) go; mltrain's stay as they were
+        for name in [name for name, module in sys.modules.items()
+                     if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path))]:
             del sys.modules[name]
 
 
@@ -100,10 +104,14 @@ def test_the_tutorial_runs_as_written(tmp_path):
     assert "export/best.onnx" in done.stdout and (tmp_path / "compare-val-loss.png").is_file()
 
     run = tmp_path / "runs" / "quickstart"
-    patterns = [re.compile(re.escape(name).replace(r"\*", ".*") + "$") for name in RUN_FILES]
-    undocumented = [str(path.relative_to(run)) for path in run.rglob("*") if path.is_file()
-                    and not any(pattern.match(str(path.relative_to(run))) for pattern in patterns)]
+    files = [str(path.relative_to(run)) for path in run.rglob("*") if path.is_file()]
+    patterns = {name: re.compile(re.escape(name).replace(r"\*", ".*") + "$") for name in RUN_FILES}
+    undocumented = [file for file in files if not any(pattern.match(file) for pattern in patterns.values())]
     assert not undocumented, f"add these to run_dir.RUN_FILES: {undocumented}"
+    loggers_only = {"tensorboard/*", "mlflow.json"}  # the tutorial's runs use no logger
+    never_written = [name for name, pattern in patterns.items()
+                     if name not in loggers_only and not any(pattern.match(file) for file in files)]
+    assert not never_written, f"run_dir.RUN_FILES lists files the tutorial's run does not have: {never_written}"
     checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert set(checkpoint) == set(ENTRIES)
 
@@ -127,6 +135,43 @@ def test_the_readme_is_short_and_reaches_every_page():
         reached.add(page)
         for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             if "://" not in target:
+                assert (page.parent / target).is_file(), f"{page.relative_to(REPO)} links to {target}, which is missing"
                 waiting.append((page.parent / target).resolve())
     unreachable = [str(page.relative_to(REPO)) for page in PAGES if page.resolve() not in reached]
     assert not unreachable, f"no link leads here from README.md: {unreachable}"
+
+
+def _command_lines(text: str) -> list[str]:
+    """The `mltrain ...` commands of a bash block, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.split(" #", 1)[0].strip() for line in joined.splitlines() if line.strip().startswith("mltrain ")]
+
+
+COMMAND_PAGES = [REPO / "README.md", *PAGES]
+
+
+@pytest.mark.parametrize("page", COMMAND_PAGES, ids=[str(page.relative_to(REPO)) for page in COMMAND_PAGES])
+def test_every_command_in_the_docs_parses(page):
+    """Each `mltrain ...` line of the page's bash blocks (and each command of the README's table)
+    names a command and flags the command line accepts."""
+    import typer
+
+    from mltrain.cli import app
+
+    group = typer.main.get_command(app)
+    root = group.context_class(group, info_name="mltrain")
+    lines = [line for language, _, text, _ in code_blocks(page) if language == "bash" for line in _command_lines(text)]
+    if page.name == "README.md":
+        lines += [re.sub(r"\\\|", "|", cell) for cell in re.findall(r"^\| `(mltrain [^`]+)` \|", page.read_text(), re.M)]
+    for line in lines:
+        words = shlex.split(line)[1:]
+        if words[0].startswith("-"):
+            continue  # mltrain --version, --install-completion
+        command = group.get_command(root, words[0])
+        assert command is not None, f"{page.relative_to(REPO)}: `{line}`: no command {words[0]}"
+        arguments = [word for word in words[1:] if word != "..." and not word.endswith("...")]
+        try:
+            command.make_context(words[0], arguments, parent=root, resilient_parsing=False)
+        except Exception as error:  # click's usage errors, whichever click typer carries
+            if type(error).__name__ not in ("MissingParameter",):
+                pytest.fail(f"{page.relative_to(REPO)}: `{line}`: {error}", pytrace=False)

@@ -13,7 +13,7 @@ from . import (
     preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
 from . import ending
-from .errors import ExitCode
+from ..errors import ExitCode
 
 app = typer.Typer(
     name="mltrain",

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 from rich.table import Table
 
+from ..errors import ExitCode
+
 STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 
 
@@ -33,4 +35,4 @@ def show_report(report: dict[str, Any], as_json: bool, draw: Callable[[dict[str,
     else:
         draw(report)
     if not report["passed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

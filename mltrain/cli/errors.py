@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import sys
 import traceback
@@ -11,28 +10,9 @@ from typing import Iterator
 
 import typer
 
-from ..errors import RunComplete, TrainingFailed, UserError
+from ..errors import ExitCode, RunComplete, TrainingFailed, UserError
 from ..registry import trusting_stored_code
 from ..signals import StopRequested
-
-
-class ExitCode(enum.IntEnum):
-    DONE = 0
-    FAILED = 1
-    BAD_INPUT = 2
-    INTERRUPTED = 130
-
-
-# What each code means to a user; the exit-code reference is generated from it.
-MEANINGS = {
-    ExitCode.DONE: "done (and, for overfit-tiny and preflight, every check passed)",
-    ExitCode.FAILED: "ran but failed: the loss became NaN or inf, a check failed, a checkpoint could not be "
-                     "written, or (sweep) no trial completed",
-    ExitCode.BAD_INPUT: "bad usage or input, before anything is lost: one line on stderr naming the file:line, "
-                        "key or flag and what to do; `MLTRAIN_DEBUG=1` adds the traceback",
-    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM, after writing `checkpoints/last.pt` (or, during "
-                          "start-up, before writing anything)",
-}
 
 
 @contextlib.contextmanager

@@ -10,11 +10,18 @@ from .errors import exit_codes
 def list_(
     kind: Optional[str] = typer.Argument(None, help="architectures, activations, optimizers, "
                                          "schedulers, datasets, augmentations or heads; all if omitted."),
+    search: Optional[str] = typer.Option(None, "--search", metavar="TEXT",
+                                         help="List the zoo architectures (torchvision/..., timm/... when timm "
+                                              "is installed) whose names contain TEXT."),
 ) -> None:
     """List the names a config may use, with their keys and defaults (installed plugins included).
 
-    Example: mltrain list architectures
+    Example: mltrain list architectures; mltrain list architectures --search convnext
     """
+    if search is not None:
+        with exit_codes():
+            _search_zoos(search)
+        return
     with exit_codes():
         from rich.console import Console
         from rich.table import Table
@@ -40,4 +47,17 @@ def list_(
             for component in [*registry, *registry.plugins()]:
                 origin = "" if component.origin == "built-in" else f" ({component.origin})"
                 table.add_row(component.name, describe_keys(component.schema), component.help + origin)
+            for family in registry.family_names():
+                table.add_row(family, "", f"any model of the {family.split('/')[0]} zoo; "
+                                          "find names with `mltrain list architectures --search TEXT`")
             console.print(table)
+
+
+def _search_zoos(text: str) -> None:
+    from ..models.zoo import TIMM_PIP, search
+
+    found = search(text)
+    for family, names in found.items():
+        typer.echo(f"{family} ({len(names)}): " + (" ".join(names) if names else "none"))
+    if "timm" not in found:
+        typer.echo(f"timm: not installed; {TIMM_PIP} to search and use its models")
