@@ -45,11 +45,12 @@ class Freezing:
         return bool(self.parameters) and (self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch)
 
     def apply(self, epoch: int) -> bool:
-        """Freeze or thaw for `epoch` (from 1); True when that changed which parameters train."""
-        frozen = self.frozen_in(epoch)
+        """Freeze or thaw for `epoch` (from 1); True when that changed which parameters train (or,
+        on the first call of a run with train.freeze, always: it says where the run stands)."""
+        frozen, first = self.frozen_in(epoch), self.applied is None
         if frozen == bool(self.applied):
             self.applied = frozen
-            return False
+            return first and bool(self.parameters)
         for parameter in self.parameters:
             parameter.requires_grad_(not frozen)
         self.learner.frozen_norms = self.norms if frozen else []

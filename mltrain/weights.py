@@ -101,10 +101,10 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
             raise UserError(f"model.weights: {path} is not a readable safetensors file ({error})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(f"model.weights: {path} holds more than tensors (loading it would run code: "
-                        f"{str(error).splitlines()[0][:160]}); it is refused. Save a plain state dict "
-                        "(torch.save(model.state_dict(), path)) or a .safetensors file") from None
+    except pickle.UnpicklingError:
+        raise UserError(f"model.weights: {path} holds more than tensors: objects that would run code when loaded. "
+                        "It is refused; save a plain state dict (torch.save(model.state_dict(), path)) or a "
+                        ".safetensors file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"model.weights: {path} is not a weight file torch can read ({str(error)[:160]})") from None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:

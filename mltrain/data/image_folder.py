@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE
 from ..schema import NonNegativeInt, PositiveInt
 from .dataset import DataSpec, DataSplits
-from .sections import HeldOutTest, ImageDataConfig
+from .sections import HeldOutTest, PixelImagesConfig
 from .inputs import Normalise, channel_stats, chosen_normalise, normalised_splits
 from .splits import as_tensors, split_arrays
 from .streamed import ImageFiles, StreamedImages, decode
@@ -54,7 +54,7 @@ def _decode_all(files: list[tuple[Path, int]], image_size: int, channels: int) -
     return torch.stack([decoder[i] for i in range(len(decoder))])
 
 
-class ImageFolderConfig(ImageDataConfig, HeldOutTest):
+class ImageFolderConfig(PixelImagesConfig, HeldOutTest):
     root: str = "data"
     """the folder of class folders; relative: to the config file's directory when written there, else to the working directory"""
     image_size: PositiveInt = 32

@@ -23,6 +23,10 @@ Normalization = Union[Literal["auto", "data", "none"], Statistics]
 class ImageDataConfig(DataSection):
     augment: AugmentList = ()
     """training-batch augmentations in order, e.g. [{name: crop, padding: 4}, {name: flip}]; never in eval"""
+
+
+class PixelImagesConfig(ImageDataConfig):
+    """Images stored as pixels (uint8), normalised per channel as each batch is taken."""
     normalize: Normalization = "auto"
     """auto (the pretrained weights' statistics with model.weights: pretrained, else data) | data (the training split's per-channel mean and std) | none (pixels scaled to 0..1) | {mean: [...], std: [...]} on the 0..1 scale"""
 

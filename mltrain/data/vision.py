@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, IMAGE, Component
 from .dataset import DataSpec, DataSplits
 from .inputs import normalised_splits
-from .sections import ImageDataConfig
+from .sections import PixelImagesConfig
 from .splits import as_tensors, split_arrays
 
 
@@ -82,7 +82,7 @@ def _load(class_name: str, name: str, val_split: float, seed: int, root: str, do
     return DataSplits(DataSpec(tuple(x_train.shape[1:]), len(classes), classes), inputs, normalise.state())
 
 
-class TorchvisionSetConfig(ImageDataConfig):
+class TorchvisionSetConfig(PixelImagesConfig):
     root: str = "data"
     """the data directory; relative: to the config file's directory when written there, else to the working directory"""
     download: bool = False
