@@ -24,10 +24,13 @@ def build_learner(cfg: Config, spec: DataSpec, device: torch.device, training: b
     says its starting weights set; None for a fresh start, which reads `model.weights`."""
     criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, target_scale)
     model = build_model(cfg.model, spec, criterion.num_outputs)
+    started_from = None
     if backbone is None:
-        backbone = starting_weights(model, cfg.model)
+        backbone, started_from = starting_weights(model, cfg.model)
     model = model.to(device)
     optimizer = build_optimizer(cfg.optimizer, parameter_groups(model, cfg.optimizer, backbone)) \
         if training else None
-    return Learner(model, criterion, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
-                   cfg.train.compile, backbone)
+    learner = Learner(model, criterion, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
+                      cfg.train.compile, backbone)
+    learner.started_from = started_from
+    return learner

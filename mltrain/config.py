@@ -383,6 +383,18 @@ def _check_fine_tuning(cfg: Config, locations: Locations) -> None:
     if cfg.train.unfreeze_at_epoch is not None and not cfg.train.freeze:
         raise ConfigError(locations.of("train.unfreeze_at_epoch"), "train.unfreeze_at_epoch",
                           "nothing is frozen to unfreeze; set train.freeze (e.g. [backbone]) or remove this key")
+    if cfg.train.unfreeze_at_epoch == 1:
+        raise ConfigError(locations.of("train.unfreeze_at_epoch"), "train.unfreeze_at_epoch",
+                          "1 would unfreeze before the first step (epochs count from 1); use 2 or later, or leave "
+                          "train.freeze empty")
+    statistics = getattr(cfg.data, "normalize", None)
+    if hasattr(statistics, "mean") and (len(statistics.mean) != len(statistics.std) or not statistics.mean):
+        raise ConfigError(locations.of("data.normalize"), "data.normalize",
+                          f"{len(statistics.mean)} means and {len(statistics.std)} stds; give one of each per channel")
+    if cfg.model.weights == "pretrained" and "/" not in cfg.model.arch:
+        raise ConfigError(locations.of("model.weights"), "model.weights",
+                          f"pretrained: '{cfg.model.arch}' has no published weights; they come with the zoo "
+                          "architectures (torchvision/<name>, timm/<name>). Give a weight file or an mltrain run")
 
 
 def _resolve_data_paths(cfg: Config, config_dir: Path, locations: Locations) -> Config:

@@ -53,6 +53,7 @@ class Learner:
                  compile: bool = False, backbone: list[str] | None = None):
         self.model, self.criterion, self.optimizer, self.device = model, criterion, optimizer, device
         self.backbone = list(backbone or ())  # the parameters model.weights set (see parameter_sets)
+        self.started_from: str | None = None  # what model.weights loaded, said in a new run's log
         self.frozen_norms: list[nn.Module] = []  # batch norms of frozen parts: eval mode while frozen
         self.grad_clip = grad_clip
         self.autocast = autocast_for(precision, device)

@@ -6,6 +6,7 @@ Schedules advance once per optimizer step (plateau: once per validation).
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import warnings
 from typing import Annotated, Callable, Collection
@@ -107,16 +108,19 @@ def parameter_groups(model: nn.Module, cfg: OptimizerSection, backbone: Collecti
         if index not in members:
             continue
         spec = cfg.groups[index] if index is not None else None
-        settings = {"lr": cfg.lr * (spec.lr_scale if spec else 1.0), "name": spec.params if spec else ""}
+        scale = spec.lr_scale if spec else 1.0
+        settings = {"lr": cfg.lr * scale, "lr_scale": scale, "name": spec.params if spec else ""}
         parameters = members[index]
         if spec is not None and spec.weight_decay is not None:
             groups.append({"params": parameters, "weight_decay": spec.weight_decay, **settings})
         elif cfg.weight_decay == 0:
             groups.append({"params": parameters, "weight_decay": 0.0, **settings})
         else:
-            groups += [{"params": chosen, "weight_decay": decay, **settings} for chosen, decay in (
-                ([p for p in parameters if p.ndim >= 2], cfg.weight_decay),
-                ([p for p in parameters if p.ndim < 2], 0.0)) if chosen]
+            split = (([p for p in parameters if p.ndim >= 2], cfg.weight_decay),
+                     ([p for p in parameters if p.ndim < 2], 0.0))
+            # An empty half is kept for the base group alone: checkpoints before optimizer.groups had both.
+            groups += [{"params": chosen, "weight_decay": decay, **settings} for chosen, decay in split
+                       if chosen or spec is None]
     return groups
 
 
@@ -205,9 +209,17 @@ def exponential(optimizer: Optimizer, total_steps: int, mode: str, decay: float)
     return lr_scheduler.ExponentialLR(optimizer, gamma=decay)
 
 
-@SCHEDULERS.register("cosine", "cosine decay from lr to min_lr over the run", CosineConfig)
+@SCHEDULERS.register("cosine", "cosine decay from lr to min_lr over the run (each of optimizer.groups to its "
+                    "share of min_lr)", CosineConfig)
 def cosine(optimizer: Optimizer, total_steps: int, mode: str, min_lr: float) -> LRScheduler:
-    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=min_lr)
+    # The floor as a fraction of optimizer.lr (every group's lr over its lr_scale), so a group at
+    # lr_scale 0.1 ends at 0.1 x min_lr.
+    first = optimizer.param_groups[0]
+    floor = min_lr * first.get("lr_scale", 1.0) / first["lr"]
+
+    def factor(step: int) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @SCHEDULERS.register("onecycle", "rise from lr/25 to lr over pct_start of the run, then anneal (cosine) "
@@ -280,8 +292,8 @@ class LRSchedule:
         for group in self.optimizer.param_groups:
             key = f"lr/{group['name']}" if group.get("name") else "lr"
             named.setdefault(key, group["lr"])
-        if "lr" not in named:  # every parameter is in a configured group: the first speaks for the run
-            named = {"lr": self.optimizer.param_groups[0]["lr"], **named}
+        if "lr" not in named:  # every parameter is in a configured group: the head's speaks for the run
+            named = {"lr": named.get("lr/head", self.optimizer.param_groups[0]["lr"]), **named}
         return named
 
     def state_dict(self) -> dict:

@@ -173,6 +173,8 @@ class Training:
              + f"; sample shape {tuple(data.spec.sample_shape)}"
              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
         info(data.describe())
+        if self.learner.started_from:
+            info(self.learner.started_from)
         info(f"model {cfg.model.arch} ({count_parameters(self.learner.model):,} parameters), head {cfg.model.head}, "
              f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {state.total_steps} steps, "
              f"device {self.device}, {self.threads} CPU thread{'s' if self.threads != 1 else ''}, "

@@ -11,9 +11,9 @@ reports them): it is most likely for another architecture.
 
 from __future__ import annotations
 
-import os
 import pickle
-import zipfile
+import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +33,11 @@ WRAPPERS = ("state_dict", "model", "model_state_dict")  # keys other tools nest 
 SHOWN = 6  # names listed in a message before "and N more"
 
 
-def starting_weights(model: nn.Module, cfg: ModelSection) -> list[str]:
-    """Copy `cfg.weights` into `model` (a fresh start only); the names of the parameters it set,
-    the backbone (none without weights). Prints one line of what was kept and what is new."""
+def starting_weights(model: nn.Module, cfg: ModelSection) -> tuple[list[str], str | None]:
+    """Copy `cfg.weights` into `model` (a fresh start only): the names of the parameters it set
+    (the backbone; none without weights), and a line saying what was kept and what is new."""
     if cfg.weights is None:
-        return []
+        return [], None
     if cfg.weights == PRETRAINED:
         from .models.zoo import published_weights, zoo_of
 
@@ -52,18 +52,18 @@ def starting_weights(model: nn.Module, cfg: ModelSection) -> list[str]:
     if not kept:
         raise UserError(f"model.weights: {source}: none of its {len(state)} tensors fits this model "
                         f"({_names(state)}); it holds weights of another architecture")
+    left_out = ""
     if unmatched:
         message = (f"model.weights: {source}: {len(unmatched)} of its tensors match no parameter of "
                    f"{cfg.arch} ({_names(unmatched)})")
         if cfg.weights_strict:
             raise UserError(f"{message}; it is most likely for another architecture. Set model.weights_strict: "
                             "false to load the rest anyway")
-        print(f"{message}; left out (weights_strict: false)")
+        left_out = f"; left out (weights_strict: false): {_names(unmatched)}"
     fresh = ", ".join(f"{name} {tuple(value.shape)}" for name, value in new.items())
-    if int(os.environ.get("RANK", "0")) == 0:  # every process loads them; one says so
-        print(f"model.weights: kept {len(kept)} tensors from {source}" + (f"; new: {fresh}" if new else ""))
+    said = f"model.weights: kept {len(kept)} tensors from {source}" + (f"; new: {fresh}" if new else "") + left_out
     parameters = dict(model.named_parameters())
-    return [name for name in kept if name in parameters]
+    return [name for name in kept if name in parameters], said
 
 
 def published_normalization(cfg: Config) -> Statistics | None:
@@ -100,13 +100,17 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as error:
             raise UserError(f"model.weights: {path} is not a readable safetensors file ({error})") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"model.weights: {path} holds more than tensors: objects that would run code when loaded. "
-                        "It is refused; save a plain state dict (torch.save(model.state_dict(), path)) or a "
-                        ".safetensors file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"model.weights: {path} is not a weight file torch can read ({str(error)[:160]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the weights-only unpickler trips over
+        named = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if named:
+            raise UserError(f"model.weights: {path} names {named[1]}, which is neither a tensor nor plain data: "
+                            "loading it could run code, so it is refused. Save a plain state dict "
+                            "(torch.save(model.state_dict(), path)) or a .safetensors file") from None
+        raise UserError(f"model.weights: {path} is not a weight file torch can read (truncated, corrupt, or not "
+                        "written by torch.save); give a .safetensors or .pt/.pth file") from None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         return _run_weights(path)  # an mltrain checkpoint: read (and checked) as one
     return _state_dict_in(state, path)
@@ -139,7 +143,7 @@ def _state_dict_in(state: Any, path: Path) -> dict[str, torch.Tensor]:
 def _load_fitting(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], dict, list[str]]:
     """Copy the tensors of `state` that fit `model`: (names kept, the model's tensors left fresh
     by name, names of `state` that match nothing in the model)."""
-    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    own = model.state_dict(keep_vars=True)  # tied weights under each of their names
     parameters = dict(model.named_parameters())
     kept, new = [], {}
     with torch.no_grad():

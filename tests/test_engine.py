@@ -14,7 +14,7 @@ from mltrain.build import build_learner
 from mltrain.learner import Learner
 from mltrain.metrics import UNCHECKED_LOSSES, Accumulator, LossGuard
 from mltrain.errors import UserError
-from mltrain.optim import LRSchedule, parameter_groups, run_length
+from mltrain.optim import LRSchedule, build_optimizer, parameter_groups, run_length
 from mltrain.sinks import Sink
 
 BASE_LR = 0.5
@@ -78,6 +78,20 @@ def test_every_parameter_is_in_the_optimizer_from_the_start_frozen_ones_too():
     groups = parameter_groups(model, section_config("optimizer", name="adamw", weight_decay=0.1))
     assert [len(group["params"]) for group in groups] == [2, 2]  # weights decay; biases never do
     assert {id(p) for group in groups for p in group["params"]} == {id(p) for p in model.parameters()}
+
+
+def test_every_group_follows_the_schedule_at_its_scale_min_lr_included():
+    """optimizer.groups: a backbone at lr_scale 0.1 warms up and anneals in proportion, to a tenth
+    of the cosine's min_lr; records name each group's lr."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    cfg = section_config("optimizer", name="sgd", lr=0.1, groups=({"params": "0.*", "lr_scale": 0.1},))
+    optimizer = build_optimizer(cfg, parameter_groups(model, cfg))
+    schedule = LRSchedule(section_config("scheduler", name="cosine", min_lr=0.01, warmup_steps=2), optimizer, 10,
+                          monitor_mode="min")
+    for step in range(1, 11):
+        schedule.after_step(step)
+        assert schedule.named_lrs()["lr/0.*"] == pytest.approx(0.1 * schedule.named_lrs()["lr"])
+    assert schedule.named_lrs() == pytest.approx({"lr": 0.01, "lr/0.*": 0.001})
 
 
 def test_a_stream_of_unknown_length_needs_max_steps():

@@ -193,7 +193,8 @@ def test_impossible_pairings_exit_2_saying_what_fits(cli, tmp_path, arch, datase
 def test_each_arch_configures_on_digits_with_only_its_keys(cli, tmp_path, arch):
     result = cli("config", write_model_config(tmp_path, "digits", arch=arch))
     assert result.exit_code == 0, result.output
-    assert set(yaml.safe_load(result.stdout)["model"]) == {"arch", "head", *ARCHITECTURES[arch].keys}
+    shared = {"arch", "head", "weights", "weights_strict"}  # every architecture's
+    assert set(yaml.safe_load(result.stdout)["model"]) == {*shared, *ARCHITECTURES[arch].keys}
 
 
 def test_heads_must_divide_d_model(cli, tmp_path):

@@ -238,7 +238,8 @@ def test_labels_out_of_range_fail():
 @pytest.mark.parametrize("lr, side", [(1e-6, "below"), (30.0, "above")])
 def test_an_lr_far_from_the_range_tests_suggestion_warns(tmp_path, lr, side):
     cfg = load_config(write_config(tmp_path), [f"optimizer.lr={lr}"])
-    check = learning_rate(cfg, prepare(cfg, torch.device("cpu")).data, torch.device("cpu"), None)
+    prepared = prepare(cfg, torch.device("cpu"))
+    check = learning_rate(cfg, prepared.data, torch.device("cpu"), None, prepared.learner)
     assert check.status == "warn" and side in check.detail and "--set optimizer.lr=" in check.fix
     assert check.values["suggested_lr"] is not None
 

@@ -116,7 +116,8 @@ def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arc
     whole = run(env, "fit", path, "--run-dir", directory / "whole")
     assert whole.returncode == 0, whole.stderr
     saved = yaml.safe_load((directory / "whole/config.yaml").read_text())
-    assert saved["model"] == {"arch": arch, "head": "softmax", "width": 12, "scale": 1.0}
+    assert saved["model"] == {"arch": arch, "head": "softmax", "weights": None, "weights_strict": True, "width": 12,
+                              "scale": 1.0}
     assert saved["data"]["dataset"] == dataset and saved["data"]["spread"] == 0.3
     summary = json.loads((directory / "whole/summary.json").read_text())
     assert summary["test"]["test/accuracy"] > 0.9  # three well-separated blobs

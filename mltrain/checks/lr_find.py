@@ -14,6 +14,7 @@ import torch
 from ..config import Config
 from ..data.dataset import batches, epoch_order
 from ..devices import pick_device
+from ..freezing import Freezing
 from ..learner import Learner
 from ..startup import prepare
 
@@ -32,7 +33,9 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
 
 def range_test(learner: Learner, x: Any, y: torch.Tensor, cfg: Config, start_lr: float = 1e-7,
                end_lr: float = 10.0, steps: int = 100) -> dict[str, Any]:
-    """The range test on a fresh learner and its training split (x, y), in the run's batch order."""
+    """The range test on a fresh learner and its training split (x, y), in the run's batch order,
+    with what the run's first epoch freezes frozen."""
+    Freezing(learner, cfg.train.freeze, cfg.train.unfreeze_at_epoch).apply(1)
     rates = [start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1)) for i in range(steps)]
     losses = torch.zeros(steps, device=learner.device)  # raw loss of each step, read in chunks
     taken, epoch, stream = 0, 0, iter(())

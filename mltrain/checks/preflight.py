@@ -53,10 +53,20 @@ def default_output_dir(cfg: Config) -> Path:
     return Path(cfg.output.dir) / f"{cfg.name}-preflight"
 
 
-def fresh_learner(cfg: Config, data: DataSplits, device: torch.device) -> Learner:
-    """A learner with the run's seeded initial weights, the same each time it is built."""
+def fresh_learner(cfg: Config, data: DataSplits, device: torch.device, start: Learner) -> Learner:
+    """A learner with the run's initial weights, the same each time it is built: its seeded draw,
+    and the starting weights `start` read (copied from it, unless `cfg` builds another structure,
+    such as an MLP without its dropout layers)."""
     seed_everything(cfg.seed)
-    return build_learner(cfg, data.spec, device)
+    learner = build_learner(cfg, data.spec, device, backbone=start.backbone)
+    if start.backbone:
+        state = start.model.state_dict()
+        if state.keys() == learner.model.state_dict().keys():
+            learner.model.load_state_dict(state)
+        else:
+            seed_everything(cfg.seed)
+            learner = build_learner(cfg, data.spec, device)
+    return learner
 
 
 def without_augmentation(data: DataSplits) -> DataSplits:
@@ -104,14 +114,14 @@ def dumb_baselines(learner: Learner, data: DataSplits) -> CheckResult:
 
 
 def input_independent_baseline(cfg: Config, data: DataSplits, device: torch.device, x: torch.Tensor,
-                               y: torch.Tensor, real: Memorisation) -> CheckResult:
+                               y: torch.Tensor, real: Memorisation, start: Learner) -> CheckResult:
     """The same steps as the tiny run, on zeroed inputs: they must end worse than the real ones."""
     name = "input-independent baseline"
     real_loss = real.final["tiny/loss"]
     if not math.isfinite(real_loss):
         return CheckResult(name, "skip", "training on the real inputs diverged (see the overfit row)",
                            "fix the overfit row first")
-    learner = fresh_learner(cfg, data, device)
+    learner = fresh_learner(cfg, data, device, start)
     zeros = torch.zeros_like(x)
     for _ in range(real.steps):
         learner.step(zeros, y)
@@ -146,17 +156,17 @@ def overfit_subset(cfg: Config, run: Memorisation, samples: int) -> CheckResult:
     return CheckResult("overfit a tiny subset", "fail", detail, run.advice(cfg), values)
 
 
-def tiny_run_checks(cfg: Config, data: DataSplits, device: torch.device) -> list[CheckResult]:
+def tiny_run_checks(cfg: Config, data: DataSplits, device: torch.device, start: Learner) -> list[CheckResult]:
     """Gradient flow, memorising the tiny subset and the input-independent baseline: one tiny
     training run (regularisation off) and its twin on zeroed inputs."""
     cfg = without_regularisation(cfg)
     x, y = without_augmentation(data).subset("train", TINY_SAMPLES).splits["train"]
-    learner = fresh_learner(cfg, data, device)
+    learner = fresh_learner(cfg, data, device, start)
     initial = learner.evaluate(x, y, "tiny")["tiny/loss"]
     flow = gradient_flow(learner, x, y)
     learner.update()  # the first step of memorising, on the gradients just checked
     run = memorise(learner, x, y, TINY_STEPS, initial, steps_taken=1)
-    return [flow, input_independent_baseline(cfg, data, device, x, y, run), overfit_subset(cfg, run, len(y))]
+    return [flow, input_independent_baseline(cfg, data, device, x, y, run, start), overfit_subset(cfg, run, len(y))]
 
 
 def _mixes_by_design(model: nn.Module) -> list[str]:
@@ -230,9 +240,10 @@ def batch_independence(learner: Learner, data: DataSplits) -> CheckResult:
                        f"(by {how})", values=values)
 
 
-def learning_rate(cfg: Config, data: DataSplits, device: torch.device, plot: Path | None) -> CheckResult:
+def learning_rate(cfg: Config, data: DataSplits, device: torch.device, plot: Path | None,
+                  start: Learner) -> CheckResult:
     """The configured (peak) lr against a short range test's suggestion."""
-    report = range_test(fresh_learner(cfg, data, device), *data.splits["train"], cfg, steps=LR_STEPS)
+    report = range_test(fresh_learner(cfg, data, device, start), *data.splits["train"], cfg, steps=LR_STEPS)
     if plot is not None:
         from ..plots import plot_lr_curve
 
@@ -360,7 +371,7 @@ def preflight(cfg: Config, output_dir: str | Path | None = None) -> dict[str, An
     device = pick_device(cfg.train.device)
     prepared = prepare(cfg, device)
     data, learner = prepared.data, prepared.learner
-    flow, blind, overfit = tiny_run_checks(cfg, data, device)  # on fresh learners: `learner` stays untrained
+    flow, blind, overfit = tiny_run_checks(cfg, data, device, learner)  # on copies: `learner` stays untrained
     checks = [
         *data_checks(data),
         init_loss(learner, data),
@@ -369,7 +380,7 @@ def preflight(cfg: Config, output_dir: str | Path | None = None) -> dict[str, An
         flow,
         batch_independence(learner, data),
         overfit,
-        learning_rate(cfg, data, device, directory / LR_PLOT),
+        learning_rate(cfg, data, device, directory / LR_PLOT, learner),
         schedule_sanity(cfg, data.size("train")),
         look_at_batch(cfg, data, directory / BATCH_PLOT),
     ]

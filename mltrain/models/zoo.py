@@ -47,8 +47,9 @@ def _torchvision_component(name: str) -> Component:
     def build(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
         from torchvision import models
 
-        model = models.get_model(name, weights=None, num_classes=num_outputs)
-        return _with_input_channels(model, input_shape[0])
+        model = _with_input_channels(models.get_model(name, weights=None, num_classes=num_outputs), input_shape[0])
+        model.register_forward_hook(_main_output)  # googlenet and inception add auxiliary outputs in training
+        return _fits_input(model, f"torchvision/{name}", input_shape)
     return Component(f"torchvision/{name}", f"torchvision's {name}, its classifier sized to the data", build,
                      ModelSection, frozenset({IMAGE}))
 
@@ -62,12 +63,36 @@ def _timm_component(name: str) -> Component:
                         + f"; search with `mltrain list architectures --search {name[:6]}`")
 
     def build(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
-        return timm.create_model(name, pretrained=False, num_classes=num_outputs, in_chans=input_shape[0])
+        model = timm.create_model(name, pretrained=False, num_classes=num_outputs, in_chans=input_shape[0])
+        return _fits_input(model, f"timm/{name}", input_shape)
     return Component(f"timm/{name}", f"timm's {name}, its classifier sized to the data", build, ModelSection,
                      frozenset({IMAGE}))
 
 
 ARCHITECTURES.accept_families({"torchvision": _torchvision_component, "timm": _timm_component})
+
+
+def _main_output(module: nn.Module, inputs: Any, output: Any) -> Any:
+    """The classifier's logits of a model that returns auxiliary ones beside them while training."""
+    return output.logits if isinstance(output, tuple) and hasattr(output, "logits") else output
+
+
+def _fits_input(model: nn.Module, arch: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """The model, once it has read one sample of the data's size: a model built for a fixed size
+    (a ViT's 224 px) is refused with the size to set, before any data is read into it."""
+    import torch
+
+    if next(model.parameters()).is_meta:  # sizing a stored model (restore): no data to try
+        return model
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except Exception as error:
+        raise UserError(f"model.arch {arch} cannot read images of {tuple(input_shape)} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}); "
+                        "set data.image_size to the size it was made for (often 224)") from None
+    return model.train(was_training)
 
 
 def _with_input_channels(model: nn.Module, channels: int) -> nn.Module:
@@ -142,7 +167,11 @@ def published_statistics(arch: str) -> tuple[list[float], list[float]]:
     if family == "torchvision":
         from torchvision import models
 
-        transform = models.get_model_weights(name).DEFAULT.transforms()
+        try:
+            transform = models.get_model_weights(name).DEFAULT.transforms()
+        except (ValueError, AttributeError):
+            raise UserError(f"data.normalize: auto: torchvision publishes no weights, so no statistics, for {name}; "
+                            "set data.normalize: data or give {mean: [...], std: [...]}") from None
         return list(transform.mean), list(transform.std)
     config = _timm().get_pretrained_cfg(name)
     if config is None:

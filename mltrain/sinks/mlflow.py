@@ -10,6 +10,7 @@ to the checkpoint's step from metrics.jsonl: each step is in MLflow once."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ _STATUS = {"completed": "FINISHED", "failed": "FAILED"}  # any other (interrupte
 _BATCH = 1000  # MLflow's most metrics per log_batch call
 _PARAMS_BATCH = 100  # its most params per call
 _PARAM_LENGTH = 6000  # its longest param value, in characters
+
+
+def metric_name(key: str) -> str:
+    """A record's key as MLflow accepts it (letters, digits, _ - . / and spaces): a group's
+    `lr/*.bias` becomes `lr/_.bias`."""
+    return re.sub(r"[^\w\-. /]", "_", key)
 
 
 class MLflowSink(Sink):
@@ -102,7 +109,7 @@ class MLflowSink(Sink):
         now_ms = int(time.time() * 1000)
         for key, value in scalars(record).items():
             if key not in self._written:  # the epoch's record repeats its last validation's numbers
-                self._pending.append(Metric(key, float(value), now_ms, self._step))
+                self._pending.append(Metric(metric_name(key), float(value), now_ms, self._step))
                 self._written.add(key)
 
     def _send(self) -> None:
