@@ -37,7 +37,7 @@ def write_task(path: Path, digits: list[int], train_per_class: int | None, seed:
         val.extend(members[:40])
         train.extend(members[40:40 + train_per_class] if train_per_class else members[40:])
     remap = {digit: index for index, digit in enumerate(digits)}
-    labels = np.array([remap[value] for value in y])
+    labels = np.array([remap.get(int(value), -1) for value in y])  # -1: a digit of the other task
     np.savez(path, x_train=x[train], y_train=labels[train], x_val=x[val], y_val=labels[val])
 
 
