@@ -41,6 +41,7 @@ class Source:
 
     names: list[str]
     take: Callable[[int, int], torch.Tensor]
+    ids: list[str] | None = None  # a table's data.id_column values, carried into the rows
 
     def __len__(self) -> int:
         return len(self.names)
@@ -53,13 +54,15 @@ class Preprocessing:
     sample_shape: tuple[int, ...]
     dataset: str
     normalise: Normalise | None  # image runs: per-channel statistics of the stored (0..255) pixels
-    columns: list[dict] | None  # CSV runs: each feature column's stored encoding
+    columns: list[dict] | None  # table runs: each feature column's stored encoding
+    id_column: str | None  # table runs: the column naming each row
 
     @classmethod
     def of(cls, restored: Restored) -> Preprocessing:
         state = restored.data_state
         normalise = Normalise.from_state(state["mean"], state["std"]) if "mean" in state and "std" in state else None
-        return cls(tuple(restored.spec.sample_shape), restored.cfg.data.dataset, normalise, state.get("columns"))
+        return cls(tuple(restored.spec.sample_shape), restored.cfg.data.dataset, normalise, state.get("columns"),
+                   getattr(restored.cfg.data, "id_column", None))
 
     def images(self, files: list[Path]) -> Source:
         if self.normalise is None or len(self.sample_shape) != 3:
@@ -81,11 +84,11 @@ class Preprocessing:
 
     def table(self, file: Path) -> Source:
         if self.columns is None:
-            raise UserError(f"{KEY} {file}: the model was trained on dataset '{self.dataset}', not on a CSV table; "
+            raise UserError(f"{KEY} {file}: the model was trained on dataset '{self.dataset}', not on a table; "
                             f"give its samples as a .npz array shaped (N, {_shape(self.sample_shape)})")
-        x, lines = encode_rows(file, self.columns, KEY)
+        x, names, ids = encode_rows(file, self.columns, KEY, self.id_column)
         encoded = torch.from_numpy(x)
-        return Source([f"{file}:{line}" for line in lines], lambda start, stop: encoded[start:stop])
+        return Source(names, lambda start, stop: encoded[start:stop], ids)
 
     def arrays(self, file: Path, name: str) -> Source:
         """Samples as the run's data stored them: image runs' arrays in pixel units, normalised
@@ -131,13 +134,13 @@ def _sources(arguments: Sequence[str | Path], preprocessing: Preprocessing) -> l
             readers.append(partial(preprocessing.images, _image_files(path)))
         elif suffix in IMAGE_SUFFIXES:
             readers.append(partial(preprocessing.images, [path]))
-        elif suffix == ".csv":
+        elif suffix in (".csv", ".parquet"):
             readers.append(partial(preprocessing.table, path))
         elif suffix == ".npz":
             readers.append(partial(preprocessing.arrays, path, name or NPZ_DEFAULT_ARRAY))
         else:
-            raise UserError(f"{KEY} {path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a .csv table or a .npz file; "
-                            "give one of those or a folder of images")
+            raise UserError(f"{KEY} {path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a .csv or .parquet table or a "
+                            ".npz file; give one of those or a folder of images")
     return [read() for read in readers]
 
 
@@ -155,21 +158,25 @@ def _refuse_language_models(restored: Restored) -> None:
                         f"`mltrain sample {restored.run_dir or restored.path} --prompt TEXT --tokens N`")
 
 
-def _rows(restored: Restored, logits: torch.Tensor, names: list[str], top_k: int) -> list[dict]:
-    """One row per sample of a batch of logits."""
+def _rows(restored: Restored, logits: torch.Tensor, names: list[str], top_k: int,
+          ids: list[str] | None = None) -> list[dict]:
+    """One row per sample of a batch of logits: its input, its id (a table with data.id_column),
+    then what the model says."""
     criterion, spec = restored.learner.criterion, restored.spec
+    heads = [{"input": name} for name in names] if ids is None \
+        else [{"input": name, "id": row_id} for name, row_id in zip(names, ids)]
     if not criterion.classifies:
         values = criterion.predict(logits).float().cpu()  # (B, *target_shape)
-        return [{"input": name, "value": value.item() if value.ndim == 0 else value.flatten().tolist()}
-                for name, value in zip(names, values)]
+        return [{**head, "value": value.item() if value.ndim == 0 else value.flatten().tolist()}
+                for head, value in zip(heads, values)]
     class_names = spec.class_names or tuple(map(str, range(spec.num_classes)))
     probabilities = criterion.probabilities(logits).float().cpu()  # (B, *target_shape, classes)
     if spec.target_shape:  # a class per position: the most likely one at each
         chosen, index = probabilities.max(dim=-1)
     else:
         chosen, index = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-    return [{"input": name, "classes": [class_names[i] for i in ids.flatten().tolist()],
-             "probabilities": p.flatten().tolist()} for name, ids, p in zip(names, index, chosen)]
+    return [{**head, "classes": [class_names[i] for i in classes.flatten().tolist()],
+             "probabilities": p.flatten().tolist()} for head, classes, p in zip(heads, index, chosen)]
 
 
 @torch.inference_mode()
@@ -200,7 +207,8 @@ def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch
                 x = source.take(start, start + batch_size).to(learner.device)
                 with learner.autocast():
                     logits = model(x).float()
-                rows += _rows(restored, logits, source.names[start:start + batch_size], top_k)
+                rows += _rows(restored, logits, source.names[start:start + batch_size], top_k,
+                              source.ids[start:start + batch_size] if source.ids is not None else None)
                 advance(len(x))
     task = "classification" if learner.criterion.classifies else "regression"
     return Predictions(restored.path, task, rows)
@@ -208,7 +216,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], top_k: int = 1, batch
 
 def _flat(row: dict) -> dict:
     """A row as CSV columns: class_1, probability_1, ... (or value_1, ... for several values)."""
-    columns = {"input": row["input"]}
+    columns = {"input": row["input"], **({"id": row["id"]} if "id" in row else {})}
     if "classes" in row:
         for rank, (name, probability) in enumerate(zip(row["classes"], row["probabilities"]), start=1):
             columns[f"class_{rank}"], columns[f"probability_{rank}"] = name, probability

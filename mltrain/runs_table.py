@@ -63,10 +63,12 @@ def metric_value(row: dict[str, Any], metric: str) -> float | None:
 
 
 def collect_runs(directory: str | Path, filters: list[str] = (), sort: str | None = None,
-                 warn: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], list[str]]:
+                 warn: Callable[[str], None] = print,
+                 columns: list[str] = ()) -> tuple[list[dict[str, Any]], list[str]]:
     """Every run directory directly under `directory` (oldest first: names carry the time) that
     passes the KEY=VALUE filters, sorted by `sort` (a metric, best first, or a config key); and the
-    config keys on which they differ. A run whose files cannot be read is skipped with a warning."""
+    config keys on which they differ. Each run's hyperparameters are those keys and the config keys
+    in `columns`, which the runs must have. A run whose files cannot be read is skipped with a warning."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: no such directory; runs are written to output.dir (default: runs)")
@@ -80,10 +82,28 @@ def collect_runs(directory: str | Path, filters: list[str] = (), sort: str | Non
         rows = _filtered(rows, item)
     if sort:
         rows = _sorted(rows, sort)
+    for key in columns:
+        _check_column(rows, key)
     keys = differing([row["hyperparameters"] for row in rows])
+    kept = list(dict.fromkeys([*keys, *columns]))
     for row in rows:
-        row["hyperparameters"] = {key: row["hyperparameters"].get(key) for key in keys}
+        row["hyperparameters"] = {key: row["hyperparameters"].get(key) for key in kept}
     return rows, keys
+
+
+def most_differing(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """`keys` by how many distinct values the runs have for each, most first; ties keep their order."""
+    def distinct(key: str) -> int:
+        return len({as_text(row["hyperparameters"].get(key)) for row in rows})
+
+    return sorted(keys, key=distinct, reverse=True)
+
+
+def _check_column(rows: list[dict[str, Any]], key: str) -> None:
+    known = {name for row in rows for name in row["hyperparameters"]}
+    if rows and key not in known:
+        raise UserError(f"--columns {key}: no run has this key; {did_you_mean(key, sorted(known))}"
+                        "use a config key (as in config.yaml, dotted)")
 
 
 def _filtered(rows: list[dict[str, Any]], item: str) -> list[dict[str, Any]]:

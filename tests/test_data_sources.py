@@ -198,7 +198,8 @@ def test_bad_image_folders(cli, tmp_path, problem):
     ("size,kind\n1,a\n2,b\n3,a\n4,b\n", {"target": "kind", "features": ["size", "wieght"]},
      ["data.features 'wieght'", "has no such column; columns: size, kind"]),
     ("size,kind\n1,2.5\ninf,3.5\n3,1.5\n4,2.5\n", {"target": "kind"}, [":3", "column 'size' is not finite"]),
-    ("size,kind\n1,2.5\n,3.5\n3,1.5\n4,2.5\n", {"target": "kind"}, [":3", "column 'size' is empty"]),
+    ("size,kind\n1,2.5\n,3.5\n3,1.5\n4,2.5\n", {"target": "kind"}, ["1 empty feature cell", ":3 column 'size'",
+                                                                      "data.missing: fill"]),
     ("size,kind\n1,a\n2,b,7\n3,a\n", {"target": "kind"}, [":3", "3 values, but the header has 2 columns"]),
 ])
 def test_bad_csv_files(cli, tmp_path, table, target, needles):
@@ -261,7 +262,7 @@ def test_each_sign_of_a_quantity_is_enough_to_refuse_the_guess(cli, tmp_path, ta
     assert result.exit_code == 2 and shown in result.stderr
 
 
-@pytest.mark.parametrize("cell, problem", [("", "is empty there"), ("nan", "is not finite there")])
+@pytest.mark.parametrize("cell, problem", [("", "is empty there"), ("nan", "is empty there")])
 def test_a_missing_class_label_names_its_row(cli, tmp_path, cell, problem):
     rows = ["x,y"] + [f"{i},{cell if i == 7 else i % 2}" for i in range(20)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
@@ -286,7 +287,7 @@ def test_csv_unknown_target_suggests_the_closest_column(cli, tmp_path):
 def test_csv_nan_feature_names_file_column_and_row(cli, tmp_path):
     write_table(tmp_path / "table.csv", bad_row=7)
     config = write_config(tmp_path, {"dataset": "csv", "path": "table.csv", "target": "kind"})
-    fails_with(cli, config, f"{tmp_path / 'table.csv'}:9", "column 'weight' is not finite")
+    fails_with(cli, config, f"{tmp_path / 'table.csv'}:9 column 'weight'", "1 empty feature cell")  # nan: empty
 
 
 # --- npz ----------------------------------------------------------------------------------

@@ -1,132 +1,82 @@
-"""A CSV table: one column is the target, the others (or data.features) the inputs.
-
-A column is numeric when every non-empty value parses as a number; it is then standardised with
-the train split's mean and std. Any other column is categorical: one-hot over the categories seen
-in train (unseen ones encode as all zeros). The encoding and the class names are the data state, so
-eval encodes exactly as training did.
+"""Tables: a CSV file (`csv`) or Parquet files (`parquet`), with one encoding for both. One column
+is the target, the others (or data.features, never data.id_column) the inputs, encoded as
+`table_encoding` says. The encoding and the class names are the data state, so eval and predict
+encode exactly as training did.
 """
 
 from __future__ import annotations
 
-import csv as csv_module
-import math
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import PrivateAttr
 
 from ..errors import UserError
-from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, did_you_mean
+from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, Component, did_you_mean
+from . import table_encoding
 from .dataset import DataSpec, DataSplits
-from .files import regular_file
 from .sections import FileDataConfig, HeldOutTest, Task
 from .splits import split_arrays
+from .table_files import Column, Table, read_table, table_format, table_header
 
-LISTED_CATEGORIES = 20  # categories a message lists before it only counts them
 MAX_GUESSED_CLASSES = 50  # more distinct numbers than this look like a quantity, not class ids
 
 
-def _read_table(file: Path, key: str = "data.path") -> tuple[list[str], list[list[str]], list[int]]:
-    """The header, the rows (as strings) and each row's line number in the file; `key` names
-    where the path came from in a message about it."""
-    regular_file(file, key, "a CSV file with a header row")
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as handle:  # a BOM (as Excel writes) is not a name
-            reader = csv_module.reader(handle)
-            header = next(reader, None)
-            rows, lines = [], []
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise UserError(f"{file}:{reader.line_num}: {len(row)} values, but the header has "
-                                    f"{len(header)} columns")
-                rows.append([value.strip() for value in row])
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as error:
-        raise UserError(f"{key} {file}: not UTF-8 text (invalid byte at offset {error.start}); "
-                        "convert it to UTF-8 first") from None
-    except (OSError, csv_module.Error) as error:
-        problem = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
-        raise UserError(f"{key} {file}: cannot read it as CSV ({problem}); give a comma-separated UTF-8 "
-                        "file with a header row") from None
-    if header is None or not rows:
-        raise UserError(f"{key} {file}: no data rows; give a header row and at least one row of values")
-    header = [name.strip() for name in header]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise UserError(f"{key} {file}: column name{'s' if len(repeated) > 1 else ''} "
-                        f"{', '.join(repr(name) for name in repeated)} appear more than once in the header; "
-                        "give every column its own name")
-    return header, rows, lines
+def _class_labels(column: Column) -> np.ndarray:
+    """The target column as text labels: numbers written as a CSV would (3, not 3.0)."""
+    if not column.numeric:
+        return column.values.astype(str)
+    return np.array([table_encoding.number_as_text(value) for value in column.values], dtype=object).astype(str)
 
 
-def _column(file: Path, header: list[str], name: str, key: str) -> int:
-    if name not in header:
-        raise UserError(f"{key} '{name}': {file} has no such column; {did_you_mean(name, header)}"
-                        f"columns: {', '.join(header)}")
-    return header.index(name)
-
-
-def _as_number(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _is_numeric(values: list[str]) -> bool:
-    return all(_as_number(value) is not None for value in values if value)
-
-
-def _numbers(file: Path, name: str, values: list[str], lines: list[int], what: str) -> np.ndarray:
-    """The column as float64, each value finite and present, or a UserError naming the row."""
-    for value, line in zip(values, lines):
-        number = _as_number(value)
-        if number is None or not math.isfinite(number):
-            shown = "not a number" if number is None and value else "empty" if not value else "not finite"
-            raise UserError(f"{file}:{line}: column '{name}' is {shown} there; {what} must be finite numbers: "
-                            "fill in or drop that row")
-    return np.array([float(value) for value in values], dtype=np.float64)
-
-
-def _targets(file: Path, name: str, values: list[str], lines: list[int], task: str, task_from_head: bool,
+def _targets(table: Table, name: str, task: str, task_from_head: bool,
              class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
     """Regression: float32 targets. Classification: int64 class ids and the class names
     (numeric names in numeric order, others sorted), or the stored names when rebuilding.
-    A task that only the head chose refuses to turn a quantity into classes."""
+    A task that only the head chose refuses to turn a quantity into classes. Every row needs
+    its target, whatever data.missing says."""
+    column = table.column(name, "data.target")
+    empty = np.flatnonzero(column.missing)
+    if len(empty):
+        raise UserError(f"{table.where(int(empty[0]))}: column '{name}' is empty there; every row needs its target "
+                        f"({len(empty)} row{'s' if len(empty) > 1 else ''} lack one): fill in or drop "
+                        f"{'those rows' if len(empty) > 1 else 'that row'}")
     if task == "regression":
-        if sum(_as_number(value) is not None for value in values) < len(values) / 2:  # mostly text
-            raise UserError(f"data.target '{name}': {file} holds text labels there, but model.head linear does "
-                            "regression on numbers; the head is the problem: use model.head: softmax for classes")
-        return _numbers(file, name, values, lines, "regression targets").astype(np.float32), None
+        if not column.numeric:
+            not_numbers = [row for row, value in enumerate(column.values) if not table_encoding.is_number(value)]
+            if len(not_numbers) > table.rows / 2:  # mostly text: class labels
+                raise UserError(f"data.target '{name}': {table.path} holds text labels there, but model.head linear "
+                                "does regression on numbers; the head is the problem: use model.head: softmax for "
+                                "classes")
+            raise UserError(f"{table.where(not_numbers[0])}: column '{name}' is not a number there; regression targets "
+                            "must be finite numbers: fix or drop that row")
+        if np.isinf(column.values).any():
+            row = int(np.flatnonzero(np.isinf(column.values))[0])
+            raise UserError(f"{table.where(row)}: column '{name}' is not finite there; regression targets must be "
+                            "finite numbers: fix or drop that row")
+        return column.values.astype(np.float32), None
+    labels = _class_labels(column)
     if class_names is None:
-        for value, line in zip(values, lines):
-            if not value.strip():
-                raise UserError(f"{file}:{line}: column '{name}' is empty there; every row needs its class: "
-                                "fill in or drop that row")
-        distinct = set(values)
-        numeric = _is_numeric(list(distinct))
-        if numeric:
-            _numbers(file, name, values, lines, "numeric class labels")  # finite, or the row is named
-        class_names = sorted(distinct, key=float) if numeric else sorted(distinct)
+        distinct = sorted(set(labels.tolist()))
+        class_names = sorted(distinct, key=float) if column.numeric else distinct
         if len(class_names) < 2:
-            raise UserError(f"data.target '{name}': every row of {file} has the class {values[0]!r}; "
+            raise UserError(f"data.target '{name}': every row of {table.path} has the class {labels[0]!r}; "
                             "classification needs at least 2 classes")
-        if task_from_head and numeric and _looks_like_a_quantity(class_names):
+        if task_from_head and column.numeric and _looks_like_a_quantity(class_names):
             shown = ", ".join(class_names if len(class_names) <= 4 else [*class_names[:3], "...", class_names[-1]])
-            raise UserError(f"data.target '{name}': {file} holds {len(class_names)} distinct numbers there "
+            raise UserError(f"data.target '{name}': {table.path} holds {len(class_names)} distinct numbers there "
                             f"({shown}), and a classification head "
                             "would make each one a class; for a quantity use model.head: linear (regression), "
                             "or if they are class ids say so with data.task: classification")
     index = {class_name: i for i, class_name in enumerate(class_names)}
-    for value, line in zip(values, lines):
-        if value not in index:
-            raise UserError(f"{file}:{line}: target '{value}' in column '{name}' is not one of the classes the "
-                            f"model was trained on: {', '.join(class_names)}")
-    return np.array([index[value] for value in values], dtype=np.int64), class_names
+    unknown = [row for row, label in enumerate(labels) if label not in index]
+    if unknown:
+        raise UserError(f"{table.where(unknown[0])}: target '{labels[unknown[0]]}' in column '{name}' is not one of "
+                        f"the classes the model was trained on: {', '.join(class_names)}")
+    return np.array([index[label] for label in labels], dtype=np.int64), class_names
 
 
 def _looks_like_a_quantity(numbers: list[str]) -> bool:
@@ -134,100 +84,81 @@ def _looks_like_a_quantity(numbers: list[str]) -> bool:
     return len(numbers) > MAX_GUESSED_CLASSES or any(not float(number).is_integer() for number in numbers)
 
 
-def _encoding(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
-              features: list[str]) -> list[dict]:
-    """How each feature column is encoded, from the training rows: mean and std, or categories."""
-    columns = []
-    for name in features:
-        values = [row[header.index(name)] for row in rows]
-        if _is_numeric(values):
-            numbers = _numbers(file, name, values, lines, "numeric features")
-            columns.append({"name": name, "mean": float(numbers.mean()), "std": float(numbers.std()) or 1.0})
-        else:
-            columns.append({"name": name, "categories": sorted(set(values))})
-    return columns
+def encode_rows(file: Path, encoding: list[dict], key: str,
+                id_column: str | None = None) -> tuple[np.ndarray, list[str], list[str] | None]:
+    """New rows of a table (.csv, or .parquet) encoded as the training rows were (`encoding`: the
+    stored one): the inputs, each row's name (file:line, or file row N) and its id_column value.
+    Other columns (the target, say) are ignored."""
+    path = Path(file)
+    format = table_format(path)
+    header = table_header(path, format, key)
+    wanted = [entry["name"] for entry in encoding] + ([id_column] if id_column else [])
+    absent = [name for name in wanted if name not in header]
+    if absent:
+        raise UserError(f"{key} {path}: no column {', '.join(repr(name) for name in absent)}; the model reads the "
+                        f"feature columns {', '.join(entry['name'] for entry in encoding)}"
+                        + (f" and the id column '{id_column}'" if id_column else "")
+                        + f" (columns here: {', '.join(header)})")
+    rows = read_table(path, format, key, wanted)
+    ids = _class_labels(rows.columns[id_column]).tolist() if id_column else None
+    return table_encoding.encode(rows, encoding), [rows.where(row) for row in range(rows.rows)], ids
 
 
-def _encode(file: Path, header: list[str], rows: list[list[str]], lines: list[int],
-            columns: list[dict]) -> np.ndarray:
-    """(N, F) float32: standardised numbers and one-hot categories, in column order."""
-    parts = []
-    for column in columns:
-        values = [row[_column(file, header, column["name"], "data.features")] for row in rows]
-        if "categories" in column:
-            index = {category: i for i, category in enumerate(column["categories"])}
-            one_hot = np.zeros((len(rows), len(index)), dtype=np.float32)
-            for row, value in enumerate(values):
-                if value in index:
-                    one_hot[row, index[value]] = 1.0
-            parts.append(one_hot)
-        else:
-            numbers = _numbers(file, column["name"], values, lines, "numeric features")
-            parts.append(((numbers - column["mean"]) / column["std"]).astype(np.float32)[:, None])
-    return np.concatenate(parts, axis=1)
-
-
-def encode_rows(file: Path, columns: list[dict], key: str) -> tuple[np.ndarray, list[int]]:
-    """New rows of a table encoded as the training rows were (`columns`: the stored encoding), and
-    their line numbers. Other columns (the target, say) are ignored. A missing feature column or a
-    category the training rows did not have is a UserError naming the file and the encoding."""
-    header, rows, lines = _read_table(file, key)
-    missing = [column["name"] for column in columns if column["name"] not in header]
-    if missing:
-        raise UserError(f"{key} {file}: no column {', '.join(repr(name) for name in missing)}; the model reads the "
-                        f"feature columns {', '.join(column['name'] for column in columns)} "
-                        f"(columns here: {', '.join(header)})")
-    for column in columns:
-        if "categories" in column:
-            index, known = header.index(column["name"]), set(column["categories"])
-            for row, line in zip(rows, lines):
-                if row[index] not in known:
-                    categories = column["categories"]
-                    shown = ", ".join(map(repr, categories[:LISTED_CATEGORIES])) \
-                        + (f", ... ({len(categories)} in all)" if len(categories) > LISTED_CATEGORIES else "")
-                    raise UserError(f"{file}:{line}: column '{column['name']}' is {row[index]!r}, a category the "
-                                    f"training rows did not have; the column is one-hot encoded over {shown}: "
-                                    "use one of those")
-    return _encode(file, header, rows, lines, columns), lines
-
-
-class CSVConfig(FileDataConfig, HeldOutTest):
+class TableConfig(FileDataConfig, HeldOutTest):
     target: str
     """the column to predict"""
     features: tuple[str, ...] | None = None
-    """the input columns; null: every column but the target"""
+    """the input columns; null: every column but the target and the id column"""
     task: Task = "auto"
     """what the target is; auto: from model.head (linear: regression)"""
+    missing: Literal["error", "fill"] = "error"
+    """empty feature cells: error (list them) | fill (numbers: train median and a <column>_missing indicator; text: a 'missing' category)"""
+    id_column: str | None = None
+    """a column naming each row: never a feature, carried into predict's rows"""
     _task_from_head: bool = PrivateAttr(False)  # auto was resolved from model.head, not written
 
     def own_values(self) -> dict[str, Any]:
         return {**super().own_values(), "task_from_head": self._task_from_head}
 
 
-@DATASETS.register("csv", "a table (data.path) with a header row: data.target column predicted from data.features; "
-                   "text columns one-hot, numbers standardised", CSVConfig,
-                   tags={VECTOR, CLASSIFICATION, REGRESSION})
-def csv(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
-        test_split: float, task_from_head: bool = False, columns: list[dict] | None = None,
-        class_names: list[str] | None = None) -> DataSplits:
-    """`columns` and `class_names` are the stored encoding when rebuilding for a checkpoint."""
+def table(format: str, val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None,
+          task: str, test_split: float, missing: str, id_column: str | None, task_from_head: bool = False,
+          columns: list[dict] | None = None, class_names: list[str] | None = None) -> DataSplits:
+    """A `format` ("csv" or "parquet") table as splits. `columns` (the encoding) and `class_names`
+    are the stored data state when rebuilding for a checkpoint."""
     file = Path(path)
-    header, rows, lines = _read_table(file)
-    target_index = _column(file, header, target, "data.target")
-    chosen = list(features) if features is not None else [name for name in header if name != target]
-    for name in chosen:
-        _column(file, header, name, "data.features")
+    header = table_header(file, format)
+    chosen = list(features) if features is not None else [name for name in header if name not in (target, id_column)]
+    for name, key in [(target, "data.target"), *((name, "data.features") for name in chosen),
+                      *([(id_column, "data.id_column")] if id_column else [])]:
+        if name not in header:
+            raise UserError(f"{key} '{name}': {file} has no such column; {did_you_mean(name, header)}"
+                            f"columns: {', '.join(header)}")
     if target in chosen or not chosen:
         raise UserError(f"data.features: give at least one column other than the target '{target}'")
-    y, class_names = _targets(file, target, [row[target_index] for row in rows], lines, task, task_from_head,
-                              class_names)
-    held = split_arrays((np.arange(len(rows)), y), val_split, seed, test_split)  # row indices per split
+    if id_column is not None and id_column in chosen:
+        raise UserError(f"data.features: '{id_column}' is data.id_column, which is never a feature; leave it out")
+    rows = read_table(file, format, "data.path", [target, *chosen])
+    if missing == "error":
+        table_encoding.refuse_missing(rows, chosen, "feature")
+    y, class_names = _targets(rows, target, task, task_from_head, class_names)
+    held = split_arrays((np.arange(rows.rows), y), val_split, seed, test_split)  # row indices per split
     if columns is None:
-        train_rows = held["train"][0]
-        columns = _encoding(file, header, [rows[i] for i in train_rows], [lines[i] for i in train_rows], chosen)
-    splits = {name: (torch.from_numpy(_encode(file, header, [rows[i] for i in index], [lines[i] for i in index],
-                                              columns)), torch.from_numpy(ys))
+        training = rows.take(held["train"][0])
+        columns = table_encoding.fit(training, chosen, missing)
+        table_encoding.warn_id_like(training, chosen)
+    splits = {name: (torch.from_numpy(table_encoding.encode(rows.take(index), columns)), torch.from_numpy(ys))
               for name, (index, ys) in held.items()}
     width = splits["train"][0].shape[1]
     spec = DataSpec((width,), len(class_names) if class_names else None, tuple(class_names or ()))
     return DataSplits(spec, splits, {"columns": columns, "class_names": class_names})
+
+
+DATASETS.add(Component(
+    "csv", "a CSV table (data.path) with a header row: data.target predicted from data.features; text columns "
+    "one-hot, numbers standardised, empty cells as data.missing says", partial(table, "csv"), TableConfig,
+    frozenset({VECTOR, CLASSIFICATION, REGRESSION})))
+DATASETS.add(Component(
+    "parquet", "a Parquet table (data.path: a .parquet file or a folder of them, read with pyarrow, only the "
+    "columns used) with the csv source's keys and encoding", partial(table, "parquet"), TableConfig,
+    frozenset({VECTOR, CLASSIFICATION, REGRESSION})))

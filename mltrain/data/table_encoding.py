@@ -1,0 +1,160 @@
+"""One encoder for every table source: feature columns to model inputs, learned from the training
+rows and stored in the checkpoint, so eval, predict and an export's sidecar encode new rows the
+same way.
+
+A numeric column is standardised with the training rows' mean and std. A text column is one-hot
+over the categories the training rows have. Empty cells, with `data.missing: fill`, become the
+training median plus a 0/1 `<column>_missing` indicator (for columns with empty cells in
+training; fastai's FillMissing), or the category `missing`; with `error`, every empty cell is
+listed in one message.
+
+The stored encoding, one entry per feature column: {"name", "mean", "std"} (with fill: "fill",
+the median, and "indicator") or {"name", "categories"} (with fill: "fill": "missing").
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from ..errors import UserError
+from .table_files import Column, Table
+
+MISSING = "missing"  # the category an empty text cell becomes with data.missing: fill
+LISTED = 10  # empty cells a message lists before it only counts them
+LISTED_CATEGORIES = 20  # categories a message lists before it only counts them
+ID_LIKE_MIN_ROWS = 20  # fewer rows than this can be all distinct by chance
+
+
+def refuse_missing(table: Table, names: list[str], what: str) -> None:
+    """With data.missing: error, every empty cell of `names` in one message."""
+    cells = [(row, name) for name in names for row in np.flatnonzero(table.columns[name].missing)]
+    if cells:
+        cells.sort()
+        shown = "; ".join(f"{table.where(row)} column '{name}'" for row, name in cells[:LISTED])
+        more = f" and {len(cells) - LISTED} more" if len(cells) > LISTED else ""
+        raise UserError(f"{table.path}: {len(cells)} empty {what} cell{'s' if len(cells) > 1 else ''}: {shown}{more}. "
+                        "Set data.missing: fill to fill them (numbers: the training median and a <column>_missing "
+                        "indicator; text: a 'missing' category), or fill them in the file")
+
+
+def fit(table: Table, features: list[str], missing: str) -> list[dict]:
+    """The encoding of `features`, learned from `table` (the training rows)."""
+    encoding = []
+    for name in features:
+        column = table.columns[name]
+        gaps = column.missing
+        if column.numeric:
+            _refuse_infinite(table, name, column)
+            present = column.values[~gaps]
+            if not len(present):
+                raise UserError(f"data.features '{name}': every training row of {table.path} is empty there; "
+                                "leave the column out of data.features")
+            entry = {"name": name, "mean": float(present.mean()), "std": float(present.std()) or 1.0}
+            if missing == "fill":
+                entry.update(fill=float(np.median(present)), indicator=bool(gaps.any()))
+        else:
+            categories = set(column.values[~gaps].tolist())
+            if missing == "fill" and gaps.any():
+                categories.add(MISSING)
+            entry = {"name": name, "categories": sorted(categories)}
+            if missing == "fill":
+                entry["fill"] = MISSING
+        encoding.append(entry)
+    return encoding
+
+
+def feature_names(encoding: list[dict]) -> list[str]:
+    """The name of each model input, in order: `age`, `age_missing`, `plan=basic`, ..."""
+    names = []
+    for entry in encoding:
+        if "categories" in entry:
+            names += [f"{entry['name']}={category}" for category in entry["categories"]]
+        else:
+            names += [entry["name"]] + ([f"{entry['name']}_missing"] if entry.get("indicator") else [])
+    return names
+
+
+def encode(table: Table, encoding: list[dict]) -> np.ndarray:
+    """(N, F) float32 model inputs of every row of `table`, as `encoding` says."""
+    empty = [entry["name"] for entry in encoding if "fill" not in entry and table.columns[entry["name"]].missing.any()]
+    refuse_missing(table, empty, "feature")
+    parts = []
+    for entry in encoding:
+        column = table.columns[entry["name"]]
+        if "categories" in entry:
+            parts.append(_one_hot(table, entry, column))
+            continue
+        if not column.numeric:
+            row = next(row for row, value in enumerate(column.values) if value and not is_number(value))
+            raise UserError(f"{table.where(row)}: column '{entry['name']}' is not a number there; the model reads it "
+                            "as numbers: fix or drop that row")
+        _refuse_infinite(table, entry["name"], column)
+        gaps = column.missing
+        values = np.where(gaps, entry.get("fill", 0.0), column.values)
+        parts.append(((values - entry["mean"]) / entry["std"]).astype(np.float32)[:, None])
+        if entry.get("indicator"):
+            parts.append(gaps.astype(np.float32)[:, None])
+    return np.concatenate(parts, axis=1)
+
+
+def _one_hot(table: Table, entry: dict, column: Column) -> np.ndarray:
+    """Each row's category as a one-hot row; an empty cell is the `missing` category where the
+    training rows had one, else all zeros. A category training did not see is refused."""
+    categories = entry["categories"]
+    values = column.values if not column.numeric else np.array([number_as_text(value) for value in column.values],
+                                                                dtype=object)
+    gaps = values == ""
+    values = np.where(gaps, MISSING if MISSING in categories else "", values)
+    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    index = {category: i for i, category in enumerate(categories)}
+    unknown = [value for value in uniques if value and value not in index]
+    if unknown:
+        row = int(np.flatnonzero(values.astype(str) == unknown[0])[0])
+        shown = ", ".join(map(repr, categories[:LISTED_CATEGORIES])) \
+            + (f", ... ({len(categories)} in all)" if len(categories) > LISTED_CATEGORIES else "")
+        raise UserError(f"{table.where(row)}: column '{entry['name']}' is {str(unknown[0])!r}, a category the training rows "
+                        f"did not have; the column is one-hot encoded over {shown}: use one of those")
+    positions = np.array([index.get(value, -1) for value in uniques])[inverse]
+    one_hot = np.zeros((len(values), len(categories)), dtype=np.float32)
+    known = positions >= 0
+    one_hot[np.flatnonzero(known), positions[known]] = 1.0
+    return one_hot
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def number_as_text(value: float) -> str:
+    """A number in a column the model reads as text (a Parquet integer column of codes)."""
+    if np.isnan(value):
+        return ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _refuse_infinite(table: Table, name: str, column: Column) -> None:
+    infinite = np.flatnonzero(np.isinf(column.values))
+    if len(infinite):
+        raise UserError(f"{table.where(int(infinite[0]))}: column '{name}' is not finite there; numeric features "
+                        "must be finite numbers: fix or drop that row")
+
+
+def warn_id_like(table: Table, features: list[str]) -> None:
+    """A feature that differs in every training row, as IDs do, teaches the model nothing it can
+    use on new rows: say so (and how to name it), once, on stderr."""
+    if table.rows < ID_LIKE_MIN_ROWS:
+        return
+    for name in features:
+        column = table.columns[name]
+        values = column.values[~column.missing]
+        integral = column.numeric and bool(np.all(np.mod(values, 1) == 0))
+        if (integral or not column.numeric) and len(np.unique(values.astype(str))) == table.rows:
+            print(f"warning: data.features '{name}' has a different value in every training row, as an ID does; "
+                  f"if it is one, set data.id_column: {name} (never a feature, carried into predict's rows)",
+                  file=sys.stderr)

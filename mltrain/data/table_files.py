@@ -1,0 +1,180 @@
+"""Tables read into columns: a CSV file (Python's csv module, no extra package) or Parquet files
+(pyarrow, reading only the columns asked for). Both give the same `Table`: each column numeric
+(float64, NaN where a cell is empty) or text (str, "" where a cell is empty), so one encoder
+(`table_encoding`) serves both and a table gives the same numbers from either format.
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..registry import did_you_mean
+from .files import regular_file
+
+PARQUET_PIP = 'pip install "mltrain[parquet]"'
+
+
+@dataclass
+class Column:
+    values: np.ndarray  # float64 with NaN for an empty cell, or object (str) with "" for one
+    numeric: bool
+
+    @property
+    def missing(self) -> np.ndarray:
+        return np.isnan(self.values) if self.numeric else self.values == ""
+
+    def take(self, rows: np.ndarray) -> Column:
+        return Column(self.values[rows], self.numeric)
+
+
+@dataclass
+class Table:
+    path: Path
+    header: list[str]  # every column of the file, in order (only some may be read)
+    columns: dict[str, Column]  # the columns read
+    lines: np.ndarray | None  # a CSV row's line in the file; None for Parquet (rows count from 1)
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values())).values) if self.columns else 0
+
+    def where(self, row: int) -> str:
+        """How a message names a row: file:line (CSV) or file row N (Parquet)."""
+        return f"{self.path}:{self.lines[row]}" if self.lines is not None else f"{self.path} row {row + 1}"
+
+    def column(self, name: str, key: str) -> Column:
+        if name not in self.columns:
+            raise UserError(f"{key} '{name}': {self.path} has no such column; {did_you_mean(name, self.header)}"
+                            f"columns: {', '.join(self.header)}")
+        return self.columns[name]
+
+    def take(self, rows: np.ndarray) -> Table:
+        return Table(self.path, self.header, {name: column.take(rows) for name, column in self.columns.items()},
+                     self.lines[rows] if self.lines is not None else None)
+
+
+def table_format(path: Path) -> str:
+    """csv or parquet, by the name: a .parquet file or a folder is Parquet."""
+    return "parquet" if path.suffix.lower() == ".parquet" or path.is_dir() else "csv"
+
+
+def table_header(path: Path, format: str, key: str = "data.path") -> list[str]:
+    """The column names, without reading the rows (a CSV's first line, a Parquet schema)."""
+    if format == "parquet":
+        parquet = _pyarrow(path, key)[2]
+        try:
+            return list(parquet.ParquetDataset(path).schema.names)
+        except Exception as error:  # not Parquet, truncated, unreadable
+            raise _unreadable_parquet(path, key, error) from None
+    regular_file(path, key, "a CSV file with a header row")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return [name.strip() for name in next(csv_module.reader(handle), [])]
+    except UnicodeDecodeError as error:
+        raise UserError(f"{key} {path}: not UTF-8 text (invalid byte at offset {error.start}); convert it to UTF-8 "
+                        "first, or give a .parquet file with data.dataset: parquet") from None
+    except (OSError, csv_module.Error) as error:
+        raise UserError(f"{key} {path}: cannot read it as CSV ({type(error).__name__})") from None
+
+
+def read_table(path: Path, format: str, key: str = "data.path", wanted: list[str] | None = None) -> Table:
+    """The rows of the table at `path` (`format`: csv or parquet). Parquet reads only the
+    `wanted` columns (all when None), which the caller has checked exist."""
+    return _parquet(path, key, wanted) if format == "parquet" else _csv(path, key)
+
+
+def _csv(file: Path, key: str) -> Table:
+    regular_file(file, key, "a CSV file with a header row")
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as handle:  # a BOM (as Excel writes) is not a name
+            reader = csv_module.reader(handle)
+            header = next(reader, None)
+            rows, lines = [], []
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise UserError(f"{file}:{reader.line_num}: {len(row)} values, but the header has "
+                                    f"{len(header)} columns")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{key} {file}: not UTF-8 text (invalid byte at offset {error.start}); convert it to UTF-8 "
+                        "first, or give a .parquet file") from None
+    except (OSError, csv_module.Error) as error:
+        problem = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise UserError(f"{key} {file}: cannot read it as CSV ({problem}); give a comma-separated UTF-8 "
+                        "file with a header row") from None
+    if header is None or not rows:
+        raise UserError(f"{key} {file}: no data rows; give a header row and at least one row of values")
+    header = [name.strip() for name in header]
+    _refuse_repeated(header, file, key)
+    cells = np.char.strip(np.array(rows, dtype=str)) if rows else np.empty((0, len(header)), dtype=str)
+    columns = {name: _text_column(cells[:, index]) for index, name in enumerate(header)}
+    return Table(file, header, columns, np.array(lines))
+
+
+def _text_column(cells: np.ndarray) -> Column:
+    """A CSV column: numeric when every non-empty cell is a number (empty and "nan" cells missing)."""
+    try:
+        numbers = np.where(cells == "", "nan", cells).astype(np.float64)
+    except ValueError:
+        return Column(cells.astype(object), numeric=False)
+    return Column(numbers, numeric=True)
+
+
+def _refuse_repeated(header: list[str], file: Path, key: str) -> None:
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{key} {file}: column name{'s' if len(repeated) > 1 else ''} "
+                        f"{', '.join(repr(name) for name in repeated)} appear more than once in the header; "
+                        "give every column its own name")
+
+
+def _pyarrow(path: Path, key: str):
+    try:
+        import pyarrow
+        import pyarrow.compute
+        import pyarrow.parquet
+    except ImportError:
+        raise UserError(f"{key} {path}: reading Parquet needs pyarrow; {PARQUET_PIP}") from None
+    return pyarrow, pyarrow.compute, pyarrow.parquet
+
+
+def _unreadable_parquet(path: Path, key: str, error: Exception) -> UserError:
+    if not path.exists():
+        return UserError(f"{key} {path}: no such file or folder; give a .parquet file or a folder of them")
+    detail = str(error).splitlines()[0][:160] if str(error) else ""
+    return UserError(f"{key} {path}: cannot read it as Parquet ({type(error).__name__}: {detail})")
+
+
+def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
+    pa, compute, parquet = _pyarrow(path, key)
+    header = table_header(path, "parquet", key)
+    try:
+        table = parquet.read_table(path, columns=wanted)
+    except Exception as error:
+        raise _unreadable_parquet(path, key, error) from None
+    if table.num_rows == 0:
+        raise UserError(f"{key} {path}: no rows; give a table with at least one row")
+    columns = {}
+    for name in table.column_names:
+        data = table.column(name)
+        kind = data.type
+        if pa.types.is_dictionary(kind):
+            data, kind = data.cast(kind.value_type), kind.value_type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
+                or pa.types.is_decimal(kind):
+            columns[name] = Column(compute.cast(data, pa.float64()).to_numpy(zero_copy_only=False), numeric=True)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            text = compute.fill_null(compute.utf8_trim_whitespace(data), "")
+            columns[name] = Column(text.to_numpy(zero_copy_only=False).astype(object), numeric=False)
+        else:
+            raise UserError(f"{key} {path}: column '{name}' holds {kind}, which is neither numbers nor text; leave it "
+                            "out with data.features, or convert it")
+    return Table(path, header, columns, None)
