@@ -32,6 +32,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import spec_from_state, spec_state
 from .config import config_from_dict
+from .data.table_encoding import feature_names
 from .errors import TrainingFailed, UserError
 from .losses import Loss, MeanSquaredError, build_loss
 from .models import build_model
@@ -172,6 +173,11 @@ def _onnx(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path
         torch.onnx.export(model, (trace,), str(path), dynamo=True, verbose=False, dynamic_shapes=_dynamic_batch(),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           external_data=weight_bytes > ONNX_SINGLE_FILE_BYTES)
+    if restored.spec.class_names and weight_bytes <= ONNX_SINGLE_FILE_BYTES:  # the names in the model itself
+        exported = onnx.load(str(path))
+        onnx.helper.set_model_props(exported, {"class_names": json.dumps(list(restored.spec.class_names))})
+        onnx.save(exported, str(path))
+    write_atomically(sidecar_path(path), to_json(_sidecar(restored, path, batch), indent=2) + "\n")
     with _running_back(path, "onnxruntime"):
         onnx.checker.check_model(str(path))
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -187,24 +193,34 @@ def _pt2(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path,
 
 
 def sidecar_path(path: Path) -> Path:
-    """model.safetensors -> model.json."""
+    """model.safetensors -> model.json (model.onnx -> model.json too)."""
     return path.with_suffix(".json")
+
+
+def _sidecar(restored: Restored, path: Path, batch: torch.Tensor) -> dict:
+    """What an exported file needs beside it: how to make its inputs (the data state: class names,
+    normalisation statistics, a table's column encoding with feature_names, the vocabulary), the
+    config and spec to rebuild it, and the scale of a regression model's raw outputs."""
+    checkpoint = restored.checkpoint
+    data_state = dict(restored.data_state)
+    if "columns" in data_state:  # a table: the name of each model input, in order
+        data_state["feature_names"] = feature_names(data_state["columns"])
+    return {
+        "format": SIDECAR_FORMAT, "format_version": 1, "weights": path.name, "mltrain": __version__,
+        "checkpoint": str(restored.path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
+        "averaged": checkpoint.get("ema") is not None,  # the EMA weights, as eval scores them
+        "input_dtype": str(batch.dtype).removeprefix("torch."),
+        "config": checkpoint["config"], "spec": spec_state(restored.spec), "data_state": data_state,
+        # Regression: what the model's raw outputs are scaled by (null: they are in the target's units).
+        "target_scale": getattr(restored.learner.criterion, "target_scale", None),
+    }
 
 
 def _safetensors(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path,
                  restored: Restored) -> torch.Tensor:
     from safetensors.torch import save_model
 
-    checkpoint = restored.checkpoint
-    sidecar = {
-        "format": SIDECAR_FORMAT, "format_version": 1, "weights": path.name, "mltrain": __version__,
-        "checkpoint": str(restored.path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
-        "averaged": checkpoint.get("ema") is not None,  # the EMA weights, as eval scores them
-        "input_dtype": str(batch.dtype).removeprefix("torch."),
-        "config": checkpoint["config"], "spec": spec_state(restored.spec), "data_state": restored.data_state,
-        # Regression: what the model's raw outputs are scaled by (null: they are in the target's units).
-        "target_scale": getattr(restored.learner.criterion, "target_scale", None),
-    }
+    sidecar = _sidecar(restored, path, batch)
     save_model(restored.model, str(path), metadata={"format": SIDECAR_FORMAT})  # shared (tied) weights stored once
     write_atomically(sidecar_path(path), to_json(sidecar, indent=2) + "\n")
     rebuilt, _ = load_safetensors(path)
@@ -286,7 +302,7 @@ def export(target: str | Path, format: str, output: str | Path | None = None, fo
     folder = path.parent if path.parent.is_dir() else path.parent.parent
     if not os.access(folder, os.W_OK):
         raise UserError(f"{folder} is not writable; pass --output with a path in a writable folder")
-    files = [path, sidecar_path(path)] if format == "safetensors" else [path]
+    files = [path, sidecar_path(path)] if format in ("safetensors", "onnx") else [path]
     run = run_written(path)
     with RunDir.reopen(run) if run is not None else contextlib.nullcontext():
         _refuse_replacing(files, restored, run, force)

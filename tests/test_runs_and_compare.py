@@ -36,7 +36,8 @@ def listed(cli, directory, *args):
     return json.loads(result.stdout)
 
 
-def test_runs_shows_the_hyperparameters_that_differ(cli, runs):
+def test_runs_shows_the_hyperparameters_that_differ(cli, runs, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # room for both
     report = listed(cli, runs[0].parent)
     assert report["differing"] == ["model.hidden", "optimizer.lr"]
     assert [row["hyperparameters"] for row in report["runs"]] == [

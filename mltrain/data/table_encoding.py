@@ -76,15 +76,17 @@ def feature_names(encoding: list[dict]) -> list[str]:
     return names
 
 
-def encode(table: Table, encoding: list[dict]) -> np.ndarray:
-    """(N, F) float32 model inputs of every row of `table`, as `encoding` says."""
+def encode(table: Table, encoding: list[dict], new_rows: bool = False) -> np.ndarray:
+    """(N, F) float32 model inputs of every row of `table`, as `encoding` says. A category the
+    training rows did not have is all zeros in the held-out splits, and refused in `new_rows`
+    (predict's), where it is most likely a typo."""
     empty = [entry["name"] for entry in encoding if "fill" not in entry and table.columns[entry["name"]].missing.any()]
     refuse_missing(table, empty, "feature")
     parts = []
     for entry in encoding:
         column = table.columns[entry["name"]]
         if "categories" in entry:
-            parts.append(_one_hot(table, entry, column))
+            parts.append(_one_hot(table, entry, column, new_rows))
             continue
         if not column.numeric:
             row = next(row for row, value in enumerate(column.values) if value and not is_number(value))
@@ -99,9 +101,9 @@ def encode(table: Table, encoding: list[dict]) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _one_hot(table: Table, entry: dict, column: Column) -> np.ndarray:
+def _one_hot(table: Table, entry: dict, column: Column, refuse_unknown: bool) -> np.ndarray:
     """Each row's category as a one-hot row; an empty cell is the `missing` category where the
-    training rows had one, else all zeros. A category training did not see is refused."""
+    training rows had one, else all zeros; so is a category training did not see, unless refused."""
     categories = entry["categories"]
     values = column.values if not column.numeric else np.array([number_as_text(value) for value in column.values],
                                                                 dtype=object)
@@ -110,7 +112,7 @@ def _one_hot(table: Table, entry: dict, column: Column) -> np.ndarray:
     uniques, inverse = np.unique(values.astype(str), return_inverse=True)
     index = {category: i for i, category in enumerate(categories)}
     unknown = [value for value in uniques if value and value not in index]
-    if unknown:
+    if unknown and refuse_unknown:
         row = int(np.flatnonzero(values.astype(str) == unknown[0])[0])
         shown = ", ".join(map(repr, categories[:LISTED_CATEGORIES])) \
             + (f", ... ({len(categories)} in all)" if len(categories) > LISTED_CATEGORIES else "")

@@ -101,7 +101,7 @@ def encode_rows(file: Path, encoding: list[dict], key: str,
                         + f" (columns here: {', '.join(header)})")
     rows = read_table(path, format, key, wanted)
     ids = _class_labels(rows.columns[id_column]).tolist() if id_column else None
-    return table_encoding.encode(rows, encoding), [rows.where(row) for row in range(rows.rows)], ids
+    return table_encoding.encode(rows, encoding, new_rows=True), [rows.where(row) for row in range(rows.rows)], ids
 
 
 class TableConfig(FileDataConfig, HeldOutTest):
