@@ -401,14 +401,27 @@ def _resolve_data_paths(cfg: Config, config_dir: Path, locations: Locations) -> 
     """data.path, data.root and model.weights written in a config file are relative to that file's
     directory; from --set or a default, to the working directory. The resolved config holds them
     absolute, so a saved config reads the same files from anywhere."""
-    for section, key in (("data", "path"), ("data", "root"), ("model", "weights")):
+    for section, key in (("data", "path"), ("data", "root"), ("data", "data_files"), ("model", "weights")):
         value = getattr(getattr(cfg, section), key, None)
-        if not isinstance(value, str) or Path(value).is_absolute() or (section, value) == ("model", "pretrained"):
-            continue
         written_at = locations.places.get(f"{section}.{key}", "--set")
         base = Path.cwd() if written_at.startswith("--set") else config_dir
-        cfg = _replace(cfg, section, **{key: str((base / value).resolve())})
+        if (section, value) == ("model", "pretrained") or value is None:
+            continue
+        if cfg.data.dataset == "hf" and key == "path" and not (base / value).exists():
+            continue  # a builder's name (parquet, imagefolder...) or a hub name, not a path
+        cfg = _replace(cfg, section, **{key: _resolved(value, base)})
     return cfg
+
+
+def _resolved(value: Any, base: Path) -> Any:
+    """Relative paths (in a string, a list or a mapping of them, as data_files holds) made absolute."""
+    if isinstance(value, str):
+        return value if Path(value).is_absolute() or "://" in value else str((base / value).resolve())
+    if isinstance(value, tuple):
+        return tuple(_resolved(item, base) for item in value)
+    if isinstance(value, dict):
+        return {name: _resolved(item, base) for name, item in value.items()}
+    return value
 
 
 # --- public API ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Any, Literal, Union
+
+from pydantic import PrivateAttr
 
 from ..schema import DataSection, Fraction, PositiveFloat, Section
 from .augment import AugmentList
@@ -42,3 +44,14 @@ class HeldOutTest(DataSection):
 
 
 Task = Literal["auto", "classification", "regression"]  # auto: from model.head (linear: regression)
+
+
+class TargetTask(DataSection):
+    """A source whose target may be classes or numbers: `task`, and whether the head alone chose it
+    (then a target that looks like a quantity is not turned into classes)."""
+    task: Task = "auto"
+    """what the target is; auto: from model.head (linear: regression)"""
+    _task_from_head: bool = PrivateAttr(False)  # auto was resolved from model.head, not written
+
+    def own_values(self) -> dict[str, Any]:
+        return {**super().own_values(), "task_from_head": self._task_from_head}

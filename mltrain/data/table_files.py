@@ -154,7 +154,7 @@ def _unreadable_parquet(path: Path, key: str, error: Exception) -> UserError:
 
 
 def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
-    pa, compute, parquet = _pyarrow(path, key)
+    parquet = _pyarrow(path, key)[2]
     header = table_header(path, "parquet", key)
     try:
         table = parquet.read_table(path, columns=wanted)
@@ -162,6 +162,13 @@ def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
         raise _unreadable_parquet(path, key, error) from None
     if table.num_rows == 0:
         raise UserError(f"{key} {path}: no rows; give a table with at least one row")
+    return Table(path, header, arrow_columns(table, key, path), None)
+
+
+def arrow_columns(table, key: str, path: Path) -> dict[str, Column]:
+    """An Arrow table's columns as `Column`s: numbers (integers, floats, booleans, decimals) as
+    float64 with NaN for nulls, text as str with "" for nulls; anything else is refused."""
+    pa, compute, _ = _pyarrow(path, key)
     columns = {}
     for name in table.column_names:
         data = table.column(name)
@@ -176,5 +183,5 @@ def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
             columns[name] = Column(text.to_numpy(zero_copy_only=False).astype(object), numeric=False)
         else:
             raise UserError(f"{key} {path}: column '{name}' holds {kind}, which is neither numbers nor text; leave it "
-                            "out with data.features, or convert it")
-    return Table(path, header, columns, None)
+                            "out, or convert it")
+    return columns

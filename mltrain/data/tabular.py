@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import PrivateAttr
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, Component, did_you_mean
 from . import table_encoding
 from .dataset import DataSpec, DataSplits
-from .sections import FileDataConfig, HeldOutTest, Task
+from .sections import FileDataConfig, HeldOutTest, TargetTask
 from .splits import split_arrays
 from .table_files import Column, Table, read_table, table_format, table_header
 
@@ -32,7 +31,7 @@ def _class_labels(column: Column) -> np.ndarray:
     return np.array([table_encoding.number_as_text(value) for value in column.values], dtype=object).astype(str)
 
 
-def _targets(table: Table, name: str, task: str, task_from_head: bool,
+def targets_of(table: Table, name: str, task: str, task_from_head: bool,
              class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
     """Regression: float32 targets. Classification: int64 class ids and the class names
     (numeric names in numeric order, others sorted), or the stored names when rebuilding.
@@ -104,21 +103,15 @@ def encode_rows(file: Path, encoding: list[dict], key: str,
     return table_encoding.encode(rows, encoding, new_rows=True), [rows.where(row) for row in range(rows.rows)], ids
 
 
-class TableConfig(FileDataConfig, HeldOutTest):
+class TableConfig(FileDataConfig, HeldOutTest, TargetTask):
     target: str
     """the column to predict"""
     features: tuple[str, ...] | None = None
     """the input columns; null: every column but the target and the id column"""
-    task: Task = "auto"
-    """what the target is; auto: from model.head (linear: regression)"""
     missing: Literal["error", "fill"] = "error"
     """empty feature cells: error (list them) | fill (numbers: train median and a <column>_missing indicator; text: a 'missing' category)"""
     id_column: str | None = None
     """a column naming each row: never a feature, carried into predict's rows"""
-    _task_from_head: bool = PrivateAttr(False)  # auto was resolved from model.head, not written
-
-    def own_values(self) -> dict[str, Any]:
-        return {**super().own_values(), "task_from_head": self._task_from_head}
 
 
 def table(format: str, val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None,
@@ -141,7 +134,7 @@ def table(format: str, val_split: float, seed: int, path: str, target: str, feat
     rows = read_table(file, format, "data.path", [target, *chosen])
     if missing == "error":
         table_encoding.refuse_missing(rows, chosen, "feature")
-    y, class_names = _targets(rows, target, task, task_from_head, class_names)
+    y, class_names = targets_of(rows, target, task, task_from_head, class_names)
     held = split_arrays((np.arange(rows.rows), y), val_split, seed, test_split)  # row indices per split
     if columns is None:
         training = rows.take(held["train"][0])

@@ -1,0 +1,227 @@
+"""Hugging Face `datasets` as a source (the optional extra `mltrain[hf]`): a builder (parquet, csv,
+json, arrow, imagefolder, webdataset) with data_files, a folder written by `save_to_disk`, or a
+hub name already in the local cache. `data.input` names the input column(s), `data.target` the
+target. The samples take the kinds mltrain already reads:
+
+- one image column: images resized to data.image_size, kept as uint8 and normalised per channel
+  (as image_folder's);
+- one column of numbers per sample (a list or an array): the samples as they are;
+- scalar columns (one or several): a table, encoded as the csv source encodes one.
+
+The dataset's own splits are used (validation or valid or val or dev as val); the rest is held out
+with val_split and test_split. The Arrow data stays memory-mapped: columns are read from it as
+arrays, never row by row into Python objects, except images, which are decoded one at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR
+from ..schema import PositiveInt
+from . import table_encoding
+from .dataset import DataSpec, DataSplits
+from .inputs import normalised_splits
+from .sections import HeldOutTest, PixelImagesConfig, TargetTask
+from .splits import as_tensors, split_arrays
+from .table_files import Table, arrow_columns
+from .tabular import targets_of
+
+HF_PIP = 'pip install "mltrain[hf]"'
+VAL_NAMES = ("validation", "valid", "val", "dev")
+
+
+class HFConfig(PixelImagesConfig, HeldOutTest, TargetTask):
+    path: str
+    """a builder (parquet, csv, json, arrow, imagefolder, webdataset) with data_files, a folder saved with save_to_disk, or a hub name from the local cache"""
+    data_files: str | tuple[str, ...] | dict[str, Any] | None = None
+    """the builder's files: a path or glob, a list, or {train: ..., test: ...}; relative to the config file"""
+    input: str | tuple[str, ...]
+    """the input column, or several scalar columns (a table)"""
+    target: str
+    """the column to predict"""
+    image_size: PositiveInt = 32
+    """an image column: the side every image is resized to, in pixels"""
+    missing: Literal["error", "fill"] = "error"
+    """scalar input columns: empty cells, as the csv source's data.missing"""
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"data.dataset hf: the `datasets` library is not installed; {HF_PIP}") from None
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def load_splits(path: str, data_files: Any) -> dict[str, Any]:
+    """The dataset's splits by mltrain's names (train, and val and test where it has them)."""
+    datasets = _datasets()
+    local = Path(path)
+    try:
+        if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+            loaded = datasets.load_from_disk(str(local))
+        else:
+            loaded = datasets.load_dataset(path, data_files=_as_lists(data_files))
+    except Exception as error:  # a builder's missing files, no such dataset, offline and not cached
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(f"data.path '{path}': cannot load it with datasets ({type(error).__name__}: {detail}); give "
+                        "a builder (parquet, csv, json, arrow, imagefolder, webdataset) with data.data_files, a "
+                        "folder written by save_to_disk, or a hub name already in the Hugging Face cache "
+                        f"({datasets.config.HF_DATASETS_CACHE})") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = {"train": loaded}
+    splits = {"train": loaded.get("train")}
+    splits["val"] = next((loaded[name] for name in VAL_NAMES if name in loaded), None)
+    splits["test"] = loaded.get("test")
+    if splits["train"] is None:
+        raise UserError(f"data.path '{path}': no train split (splits: {', '.join(loaded)}); name the training files "
+                        "train in data.data_files, e.g. {train: data/train.parquet}")
+    return {name: split for name, split in splits.items() if split is not None}
+
+
+def _as_lists(data_files: Any) -> Any:
+    if isinstance(data_files, tuple):
+        return list(data_files)
+    if isinstance(data_files, dict):
+        return {name: _as_lists(files) for name, files in data_files.items()}
+    return data_files
+
+
+def _column(split: Any, name: str, key: str) -> Any:
+    if name not in split.column_names:
+        from ..registry import did_you_mean
+
+        raise UserError(f"{key} '{name}': the dataset has no such column; {did_you_mean(name, split.column_names)}"
+                        f"columns: {', '.join(split.column_names)}")
+    return split.features[name]
+
+
+def _kind(feature: Any) -> str:
+    """image, numbers (a list or array per sample) or scalar, from a column's datasets feature."""
+    datasets = _datasets()
+    if isinstance(feature, datasets.Image):
+        return "image"
+    if isinstance(feature, (datasets.Sequence, datasets.Array2D, datasets.Array3D, list)) \
+            or type(feature).__name__ == "List":  # datasets 4 calls its list feature List
+        return "numbers"
+    return "scalar"
+
+
+def _images(split: Any, column: str, image_size: int, mode: str | None) -> tuple[np.ndarray, str]:
+    """uint8 (N, C, size, size), decoded one image at a time, all in the first image's mode."""
+    from torchvision.transforms.v2.functional import resize
+
+    images = []
+    for item in split.select_columns([column]):
+        image = item[column]
+        if mode is None:
+            mode = "L" if image.mode in ("1", "L") else "RGB"
+        pixels = np.array(image.convert(mode))
+        tensor = torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1)
+        images.append(resize(tensor, [image_size, image_size], antialias=True).numpy())
+    return np.stack(images), mode
+
+
+def _numbers(split: Any, column: str) -> np.ndarray:
+    values = np.asarray(split.with_format("numpy")[column])
+    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
+        raise UserError(f"data.input '{column}': its samples are not arrays of one shape of numbers; give a column of "
+                        "equal-length number lists")
+    values = values.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise UserError(f"data.input '{column}': a sample holds NaN or inf; samples must be finite")
+    return values
+
+
+def _table(split: Any, columns: list[str], path: str) -> Table:
+    table = split.data.table.select(columns)  # Arrow, memory-mapped
+    return Table(Path(path), list(columns), arrow_columns(table, "data.input", Path(path)), None)
+
+
+def _targets(split: Any, target: str, path: str) -> Table:
+    """The target column as a table of one column; class labels as their names."""
+    datasets = _datasets()
+    feature = split.features[target]
+    table = _table(split, [target], path)
+    if isinstance(feature, datasets.ClassLabel):
+        ids = table.columns[target].values
+        names = np.array(feature.names, dtype=object)
+        table.columns[target] = type(table.columns[target])(names[ids.astype(int)], numeric=False)
+    return table
+
+
+@DATASETS.register("hf", "a Hugging Face dataset (mltrain[hf]): data.path a builder with data.data_files, a "
+                   "save_to_disk folder or a cached hub name; data.input's images, number lists or scalar "
+                   "columns predict data.target", HFConfig,
+                   tags={IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})
+def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tuple[str, ...], target: str,
+       task: str, test_split: float, image_size: int, missing: str, normalize: Any, task_from_head: bool = False,
+       mean: list[float] | None = None, std: list[float] | None = None, columns: list[dict] | None = None,
+       class_names: list[str] | None = None) -> DataSplits:
+    """`mean`, `std`, `columns` and `class_names` are the stored data state when rebuilding."""
+    splits = load_splits(path, data_files)
+    inputs = [input] if isinstance(input, str) else list(input)
+    for name in [*inputs, target]:
+        for split in splits.values():
+            _column(split, name, "data.target" if name == target else "data.input")
+    kinds = {name: _kind(splits["train"].features[name]) for name in inputs}
+    targets = {name: _targets(split, target, path) for name, split in splits.items()}
+    label = splits["train"].features[target]
+    if class_names is None and isinstance(label, _datasets().ClassLabel):
+        class_names = list(label.names)  # the dataset's own order: its ids stay the class ids
+    ys = {}
+    ys["train"], class_names = targets_of(targets["train"], target, task, task_from_head, class_names)
+    for name in set(targets) - {"train"}:  # the other splits in the training split's classes
+        ys[name] = targets_of(targets[name], target, task, task_from_head, class_names)[0]
+    if len(inputs) == 1 and kinds[inputs[0]] == "image":
+        mode, xs = None, {}
+        for name, split in splits.items():
+            xs[name], mode = _images(split, inputs[0], image_size, mode)
+        held = as_tensors(split_arrays((xs["train"], ys["train"]), val_split, seed, test_split,
+                                       *((xs[name], ys[name]) if name in xs else None for name in ("val", "test"))))
+        data, normalise = normalised_splits(held, mean, std, normalize)
+        spec = DataSpec(tuple(xs["train"].shape[1:]), _count(class_names), tuple(class_names or ()))
+        return DataSplits(spec, data, {**normalise.state(), "class_names": class_names})
+    if len(inputs) == 1 and kinds[inputs[0]] == "numbers":
+        xs = {name: _numbers(split, inputs[0]) for name, split in splits.items()}
+        held = as_tensors(split_arrays((xs["train"], ys["train"]), val_split, seed, test_split,
+                                       *((xs[name], ys[name]) if name in xs else None for name in ("val", "test"))))
+        spec = DataSpec(tuple(xs["train"].shape[1:]), _count(class_names), tuple(class_names or ()))
+        return DataSplits(spec, held, {"class_names": class_names})
+    not_scalar = [name for name in inputs if kinds[name] != "scalar"]
+    if not_scalar:
+        raise UserError(f"data.input: {', '.join(not_scalar)} hold images or number lists, which are read one column "
+                        "at a time; give that column alone, or scalar columns (a table)")
+    return _tabular(splits, inputs, ys, val_split, seed, test_split, missing, path, columns, class_names)
+
+
+def _tabular(splits: dict[str, Any], inputs: list[str], ys: dict[str, np.ndarray], val_split: float, seed: int,
+             test_split: float, missing: str, path: str, columns: list[dict] | None,
+             class_names: list[str] | None) -> DataSplits:
+    tables = {name: _table(split, inputs, path) for name, split in splits.items()}
+    if missing == "error":
+        for table in tables.values():
+            table_encoding.refuse_missing(table, inputs, "input")
+    rows = {name: np.arange(table.rows) for name, table in tables.items()}
+    held = split_arrays((rows["train"], ys["train"]), val_split, seed, test_split,
+                        *((rows[name], ys[name]) if name in rows else None for name in ("val", "test")))
+    source = {"train": "train", "val": "val" if "val" in tables else "train",
+              "test": "test" if "test" in tables else "train"}  # the table each held split's rows index
+    if columns is None:
+        columns = table_encoding.fit(tables["train"].take(held["train"][0]), inputs, missing)
+    data = {name: (torch.from_numpy(table_encoding.encode(tables[source[name]].take(index), columns)),
+                   torch.from_numpy(y)) for name, (index, y) in held.items()}
+    spec = DataSpec((data["train"][0].shape[1],), _count(class_names), tuple(class_names or ()))
+    return DataSplits(spec, data, {"columns": columns, "class_names": class_names})
+
+
+def _count(class_names: list[str] | None) -> int | None:
+    return len(class_names) if class_names else None
