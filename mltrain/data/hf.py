@@ -29,7 +29,7 @@ from .dataset import DataSpec, DataSplits
 from .inputs import normalised_splits
 from .sections import HeldOutTest, PixelImagesConfig, TargetTask
 from .splits import as_tensors, split_arrays
-from .table_files import Table, arrow_columns
+from .table_files import Column, Table, arrow_columns
 from .tabular import targets_of
 
 HF_PIP = 'pip install "mltrain[hf]"'
@@ -151,10 +151,10 @@ def _targets(split: Any, target: str, path: str) -> Table:
     datasets = _datasets()
     feature = split.features[target]
     table = _table(split, [target], path)
-    if isinstance(feature, datasets.ClassLabel):
-        ids = table.columns[target].values
-        names = np.array(feature.names, dtype=object)
-        table.columns[target] = type(table.columns[target])(names[ids.astype(int)], numeric=False)
+    if isinstance(feature, datasets.ClassLabel):  # ids into its names: a text column's codes
+        ids = table.columns[target].numbers
+        codes = np.where(np.isnan(ids), -1, ids).astype(np.int64)
+        table.columns[target] = Column(codes=codes, levels=np.array(feature.names, dtype=object))
     return table
 
 

@@ -47,7 +47,7 @@ def fit(table: Table, features: list[str], missing: str) -> list[dict]:
         gaps = column.missing
         if column.numeric:
             _refuse_infinite(table, name, column)
-            present = column.values[~gaps]
+            present = column.numbers[~gaps]
             if not len(present):
                 raise UserError(f"data.features '{name}': every training row of {table.path} is empty there; "
                                 "leave the column out of data.features")
@@ -55,7 +55,8 @@ def fit(table: Table, features: list[str], missing: str) -> list[dict]:
             if missing == "fill":
                 entry.update(fill=float(np.median(present)), indicator=bool(gaps.any()))
         else:
-            categories = set(column.values[~gaps].tolist())
+            codes, levels = column.text_codes()
+            categories = set(levels[np.unique(codes[codes >= 0])].tolist())
             if missing == "fill" and gaps.any():
                 categories.add(MISSING)
             entry = {"name": name, "categories": sorted(categories)}
@@ -89,12 +90,12 @@ def encode(table: Table, encoding: list[dict], new_rows: bool = False) -> np.nda
             parts.append(_one_hot(table, entry, column, new_rows))
             continue
         if not column.numeric:
-            row = next(row for row, value in enumerate(column.values) if value and not is_number(value))
-            raise UserError(f"{table.where(row)}: column '{entry['name']}' is not a number there; the model reads it "
-                            "as numbers: fix or drop that row")
+            text = next(level for level, value in enumerate(column.levels) if not is_number(value))
+            raise UserError(f"{table.where(int(np.argmax(column.codes == text)))}: column '{entry['name']}' is not a "
+                            "number there; the model reads it as numbers: fix or drop that row")
         _refuse_infinite(table, entry["name"], column)
         gaps = column.missing
-        values = np.where(gaps, entry.get("fill", 0.0), column.values)
+        values = np.where(gaps, entry.get("fill", 0.0), column.numbers)
         parts.append(((values - entry["mean"]) / entry["std"]).astype(np.float32)[:, None])
         if entry.get("indicator"):
             parts.append(gaps.astype(np.float32)[:, None])
@@ -105,21 +106,18 @@ def _one_hot(table: Table, entry: dict, column: Column, refuse_unknown: bool) ->
     """Each row's category as a one-hot row; an empty cell is the `missing` category where the
     training rows had one, else all zeros; so is a category training did not see, unless refused."""
     categories = entry["categories"]
-    values = column.values if not column.numeric else np.array([number_as_text(value) for value in column.values],
-                                                                dtype=object)
-    gaps = values == ""
-    values = np.where(gaps, MISSING if MISSING in categories else "", values)
-    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
     index = {category: i for i, category in enumerate(categories)}
-    unknown = [value for value in uniques if value and value not in index]
+    codes, levels = column.text_codes()
+    level_positions = np.array([index.get(level, -1) for level in levels] + [index.get(MISSING, -1)], dtype=np.int64)
+    positions = level_positions[codes]  # code -1 (an empty cell) takes the last: the missing category's
+    unknown = [code for code in np.unique(codes[codes >= 0]) if level_positions[code] < 0]
     if unknown and refuse_unknown:
-        row = int(np.flatnonzero(values.astype(str) == unknown[0])[0])
+        row = int(np.argmax(codes == unknown[0]))
         shown = ", ".join(map(repr, categories[:LISTED_CATEGORIES])) \
             + (f", ... ({len(categories)} in all)" if len(categories) > LISTED_CATEGORIES else "")
-        raise UserError(f"{table.where(row)}: column '{entry['name']}' is {str(unknown[0])!r}, a category the training rows "
-                        f"did not have; the column is one-hot encoded over {shown}: use one of those")
-    positions = np.array([index.get(value, -1) for value in uniques])[inverse]
-    one_hot = np.zeros((len(values), len(categories)), dtype=np.float32)
+        raise UserError(f"{table.where(row)}: column '{entry['name']}' is {str(levels[unknown[0]])!r}, a category the "
+                        f"training rows did not have; the column is one-hot encoded over {shown}: use one of those")
+    one_hot = np.zeros((len(codes), len(categories)), dtype=np.float32)
     known = positions >= 0
     one_hot[np.flatnonzero(known), positions[known]] = 1.0
     return one_hot
@@ -133,15 +131,8 @@ def is_number(text: str) -> bool:
     return True
 
 
-def number_as_text(value: float) -> str:
-    """A number in a column the model reads as text (a Parquet integer column of codes)."""
-    if np.isnan(value):
-        return ""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 def _refuse_infinite(table: Table, name: str, column: Column) -> None:
-    infinite = np.flatnonzero(np.isinf(column.values))
+    infinite = np.flatnonzero(np.isinf(column.numbers))
     if len(infinite):
         raise UserError(f"{table.where(int(infinite[0]))}: column '{name}' is not finite there; numeric features "
                         "must be finite numbers: fix or drop that row")
@@ -154,9 +145,10 @@ def warn_id_like(table: Table, features: list[str]) -> None:
         return
     for name in features:
         column = table.columns[name]
-        values = column.values[~column.missing]
-        integral = column.numeric and bool(np.all(np.mod(values, 1) == 0))
-        if (integral or not column.numeric) and len(np.unique(values.astype(str))) == table.rows:
+        if column.numeric and not np.all(np.mod(column.numbers[~column.missing], 1) == 0):
+            continue  # measurements differ row to row without being IDs
+        codes = column.text_codes()[0]
+        if len(np.unique(codes[codes >= 0])) == table.rows:
             print(f"warning: data.features '{name}' has a different value in every training row, as an ID does; "
                   f"if it is one, set data.id_column: {name} (never a feature, carried into predict's rows)",
                   file=sys.stderr)

@@ -1,6 +1,7 @@
 """Tables read into columns: a CSV file (Python's csv module, no extra package) or Parquet files
 (pyarrow, reading only the columns asked for). Both give the same `Table`: each column numeric
-(float64, NaN where a cell is empty) or text (str, "" where a cell is empty), so one encoder
+(float64, NaN where a cell is empty) or text (a code per row into its distinct texts, -1 where a
+cell is empty: a million rows of a few categories hold no million strings), so one encoder
 (`table_encoding`) serves both and a table gives the same numbers from either format.
 """
 
@@ -21,15 +22,55 @@ PARQUET_PIP = 'pip install "mltrain[parquet]"'
 
 @dataclass
 class Column:
-    values: np.ndarray  # float64 with NaN for an empty cell, or object (str) with "" for one
-    numeric: bool
+    numbers: np.ndarray | None = None  # a numeric column: float64, NaN for an empty cell
+    codes: np.ndarray | None = None  # a text column: each row's index into levels, -1 for an empty cell
+    levels: np.ndarray | None = None  # a text column's distinct texts
+
+    @classmethod
+    def of_texts(cls, cells: np.ndarray) -> Column:
+        """A text column from its cells ("" for an empty one)."""
+        levels, codes = np.unique(cells.astype(str), return_inverse=True)
+        codes = codes.astype(np.int64)
+        if len(levels) and levels[0] == "":  # sorted first
+            codes, levels = codes - 1, levels[1:]
+        return cls(codes=codes, levels=levels.astype(object))
+
+    @property
+    def numeric(self) -> bool:
+        return self.numbers is not None
+
+    @property
+    def rows(self) -> int:
+        return len(self.numbers if self.numeric else self.codes)
 
     @property
     def missing(self) -> np.ndarray:
-        return np.isnan(self.values) if self.numeric else self.values == ""
+        return np.isnan(self.numbers) if self.numeric else self.codes < 0
 
     def take(self, rows: np.ndarray) -> Column:
-        return Column(self.values[rows], self.numeric)
+        if self.numeric:
+            return Column(numbers=self.numbers[rows])
+        return Column(codes=self.codes[rows], levels=self.levels)
+
+    def text_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, levels) as a text column has them; a numeric column's numbers written as text
+        (3, not 3.0), for one read as categories or class labels."""
+        if not self.numeric:
+            return self.codes, self.levels
+        present = ~np.isnan(self.numbers)
+        distinct, inverse = np.unique(self.numbers[present], return_inverse=True)
+        codes = np.full(len(self.numbers), -1, dtype=np.int64)
+        codes[present] = inverse
+        return codes, np.array([number_as_text(value) for value in distinct], dtype=object)
+
+    def texts(self) -> np.ndarray:
+        """Every row as text ("" for an empty cell)."""
+        codes, levels = self.text_codes()
+        return np.where(codes >= 0, np.append(levels, "")[codes], "").astype(object)
+
+
+def number_as_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 @dataclass
@@ -41,7 +82,7 @@ class Table:
 
     @property
     def rows(self) -> int:
-        return len(next(iter(self.columns.values())).values) if self.columns else 0
+        return next(iter(self.columns.values())).rows if self.columns else 0
 
     def where(self, row: int) -> str:
         """How a message names a row: file:line (CSV) or file row N (Parquet)."""
@@ -122,10 +163,9 @@ def _csv(file: Path, key: str) -> Table:
 def _text_column(cells: np.ndarray) -> Column:
     """A CSV column: numeric when every non-empty cell is a number (empty and "nan" cells missing)."""
     try:
-        numbers = np.where(cells == "", "nan", cells).astype(np.float64)
+        return Column(numbers=np.where(cells == "", "nan", cells).astype(np.float64))
     except ValueError:
-        return Column(cells.astype(object), numeric=False)
-    return Column(numbers, numeric=True)
+        return Column.of_texts(cells)
 
 
 def _refuse_repeated(header: list[str], file: Path, key: str) -> None:
@@ -165,6 +205,15 @@ def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
     return Table(path, header, arrow_columns(table, key, path), None)
 
 
+def _without_empty_text(codes: np.ndarray, levels: np.ndarray) -> Column:
+    """A text column whose level "" (an empty cell, as a CSV has it) is an empty cell."""
+    empty = np.flatnonzero(levels == "")
+    if len(empty):
+        codes = np.where(codes == empty[0], -1, codes - (codes > empty[0]))
+        levels = np.delete(levels, empty[0])
+    return Column(codes=codes, levels=levels)
+
+
 def arrow_columns(table, key: str, path: Path) -> dict[str, Column]:
     """An Arrow table's columns as `Column`s: numbers (integers, floats, booleans, decimals) as
     float64 with NaN for nulls, text as str with "" for nulls; anything else is refused."""
@@ -177,10 +226,12 @@ def arrow_columns(table, key: str, path: Path) -> dict[str, Column]:
             data, kind = data.cast(kind.value_type), kind.value_type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
                 or pa.types.is_decimal(kind):
-            columns[name] = Column(compute.cast(data, pa.float64()).to_numpy(zero_copy_only=False), numeric=True)
+            columns[name] = Column(numbers=compute.cast(data, pa.float64()).to_numpy(zero_copy_only=False))
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            text = compute.fill_null(compute.utf8_trim_whitespace(data), "")
-            columns[name] = Column(text.to_numpy(zero_copy_only=False).astype(object), numeric=False)
+            encoded = compute.utf8_trim_whitespace(data).combine_chunks().dictionary_encode()
+            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            levels = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+            columns[name] = _without_empty_text(codes, levels)
         else:
             raise UserError(f"{key} {path}: column '{name}' holds {kind}, which is neither numbers nor text; leave it "
                             "out, or convert it")

@@ -19,16 +19,9 @@ from . import table_encoding
 from .dataset import DataSpec, DataSplits
 from .sections import FileDataConfig, HeldOutTest, TargetTask
 from .splits import split_arrays
-from .table_files import Column, Table, read_table, table_format, table_header
+from .table_files import Table, read_table, table_format, table_header
 
 MAX_GUESSED_CLASSES = 50  # more distinct numbers than this look like a quantity, not class ids
-
-
-def _class_labels(column: Column) -> np.ndarray:
-    """The target column as text labels: numbers written as a CSV would (3, not 3.0)."""
-    if not column.numeric:
-        return column.values.astype(str)
-    return np.array([table_encoding.number_as_text(value) for value in column.values], dtype=object).astype(str)
 
 
 def targets_of(table: Table, name: str, task: str, task_from_head: bool,
@@ -45,24 +38,25 @@ def targets_of(table: Table, name: str, task: str, task_from_head: bool,
                         f"{'those rows' if len(empty) > 1 else 'that row'}")
     if task == "regression":
         if not column.numeric:
-            not_numbers = [row for row, value in enumerate(column.values) if not table_encoding.is_number(value)]
-            if len(not_numbers) > table.rows / 2:  # mostly text: class labels
+            numbers = np.array([table_encoding.is_number(level) for level in column.levels])
+            if (~numbers[column.codes]).sum() > table.rows / 2:  # mostly text: class labels
                 raise UserError(f"data.target '{name}': {table.path} holds text labels there, but model.head linear "
                                 "does regression on numbers; the head is the problem: use model.head: softmax for "
                                 "classes")
-            raise UserError(f"{table.where(not_numbers[0])}: column '{name}' is not a number there; regression targets "
+            row = int(np.argmax(~numbers[column.codes]))
+            raise UserError(f"{table.where(row)}: column '{name}' is not a number there; regression targets "
                             "must be finite numbers: fix or drop that row")
-        if np.isinf(column.values).any():
-            row = int(np.flatnonzero(np.isinf(column.values))[0])
+        if np.isinf(column.numbers).any():
+            row = int(np.flatnonzero(np.isinf(column.numbers))[0])
             raise UserError(f"{table.where(row)}: column '{name}' is not finite there; regression targets must be "
                             "finite numbers: fix or drop that row")
-        return column.values.astype(np.float32), None
-    labels = _class_labels(column)
+        return column.numbers.astype(np.float32), None
+    codes, levels = column.text_codes()
     if class_names is None:
-        distinct = sorted(set(labels.tolist()))
+        distinct = sorted(set(levels[np.unique(codes)].tolist()))
         class_names = sorted(distinct, key=float) if column.numeric else distinct
         if len(class_names) < 2:
-            raise UserError(f"data.target '{name}': every row of {table.path} has the class {labels[0]!r}; "
+            raise UserError(f"data.target '{name}': every row of {table.path} has the class {levels[codes[0]]!r}; "
                             "classification needs at least 2 classes")
         if task_from_head and column.numeric and _looks_like_a_quantity(class_names):
             shown = ", ".join(class_names if len(class_names) <= 4 else [*class_names[:3], "...", class_names[-1]])
@@ -71,11 +65,12 @@ def targets_of(table: Table, name: str, task: str, task_from_head: bool,
                             "would make each one a class; for a quantity use model.head: linear (regression), "
                             "or if they are class ids say so with data.task: classification")
     index = {class_name: i for i, class_name in enumerate(class_names)}
-    unknown = [row for row, label in enumerate(labels) if label not in index]
-    if unknown:
-        raise UserError(f"{table.where(unknown[0])}: target '{labels[unknown[0]]}' in column '{name}' is not one of "
+    ids = np.array([index.get(level, -1) for level in levels], dtype=np.int64)[codes]
+    if (ids < 0).any():
+        row = int(np.argmax(ids < 0))
+        raise UserError(f"{table.where(row)}: target '{levels[codes[row]]}' in column '{name}' is not one of "
                         f"the classes the model was trained on: {', '.join(class_names)}")
-    return np.array([index[label] for label in labels], dtype=np.int64), class_names
+    return ids, class_names
 
 
 def _looks_like_a_quantity(numbers: list[str]) -> bool:
@@ -99,7 +94,7 @@ def encode_rows(file: Path, encoding: list[dict], key: str,
                         + (f" and the id column '{id_column}'" if id_column else "")
                         + f" (columns here: {', '.join(header)})")
     rows = read_table(path, format, key, wanted)
-    ids = _class_labels(rows.columns[id_column]).tolist() if id_column else None
+    ids = rows.columns[id_column].texts().tolist() if id_column else None
     return table_encoding.encode(rows, encoding, new_rows=True), [rows.where(row) for row in range(rows.rows)], ids
 
 
