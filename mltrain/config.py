@@ -407,10 +407,13 @@ def _resolve_data_paths(cfg: Config, config_dir: Path, locations: Locations) -> 
         base = Path.cwd() if written_at.startswith("--set") else config_dir
         if (section, value) == ("model", "pretrained") or value is None:
             continue
-        if cfg.data.dataset == "hf" and key == "path" and not (base / value).exists():
+        if cfg.data.dataset == "hf" and key == "path" and (value in HF_BUILDERS or not (base / value).exists()):
             continue  # a builder's name (parquet, imagefolder...) or a hub name, not a path
         cfg = _replace(cfg, section, **{key: _resolved(value, base)})
     return cfg
+
+
+HF_BUILDERS = ("parquet", "csv", "json", "arrow", "text", "imagefolder", "audiofolder", "webdataset")
 
 
 def _resolved(value: Any, base: Path) -> Any:

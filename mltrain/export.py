@@ -173,7 +173,9 @@ def _onnx(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path
         torch.onnx.export(model, (trace,), str(path), dynamo=True, verbose=False, dynamic_shapes=_dynamic_batch(),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           external_data=weight_bytes > ONNX_SINGLE_FILE_BYTES)
-    if restored.spec.class_names and weight_bytes <= ONNX_SINGLE_FILE_BYTES:  # the names in the model itself
+    # The class names in the model itself (the sidecar has them too: for a model whose weights are in
+    # a .data file, the one place).
+    if restored.spec.class_names and weight_bytes <= ONNX_SINGLE_FILE_BYTES:
         exported = onnx.load(str(path))
         onnx.helper.set_model_props(exported, {"class_names": json.dumps(list(restored.spec.class_names))})
         onnx.save(exported, str(path))
@@ -193,8 +195,8 @@ def _pt2(model: nn.Module, trace: torch.Tensor, batch: torch.Tensor, path: Path,
 
 
 def sidecar_path(path: Path) -> Path:
-    """model.safetensors -> model.json (model.onnx -> model.json too)."""
-    return path.with_suffix(".json")
+    """model.safetensors -> model.json; model.onnx -> model.onnx.json (both exports may share a folder)."""
+    return path.with_suffix(".json") if path.suffix == ".safetensors" else path.with_name(f"{path.name}.json")
 
 
 def _sidecar(restored: Restored, path: Path, batch: torch.Tensor) -> dict:

@@ -43,7 +43,8 @@ RUN_FILES = {
     "plots/*.png": "one figure per metric by epoch with the best epoch marked, `lr.png` at every logged step, "
                    "and `confusion-<split>.png` from `mltrain eval`",
     "eval-*.json": "`mltrain eval`'s report of a split (the object `--json` prints)",
-    "export/*": "`mltrain export`'s files (`best.onnx`, `best.pt2`, `best.safetensors` and `best.json`)",
+    "export/*": "`mltrain export`'s files (`best.onnx` and its sidecar `best.onnx.json`, `best.pt2`, "
+                "`best.safetensors` and its sidecar `best.json`)",
     "tensorboard/*": "TensorBoard event files, with `output.loggers: [tensorboard]`",
     "mlflow.json": "the MLflow tracking URI, run id and last step sent, with `output.loggers: [mlflow]`",
 }

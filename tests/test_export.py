@@ -123,7 +123,7 @@ def test_the_cli_prints_the_check_and_writes_where_asked(cli, runs, tmp_path):
     result = cli("export", runs["lstm"], "--format", "onnx", "--output", tmp_path / "lstm.onnx")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"exported {tmp_path / 'lstm.onnx'} and {tmp_path / 'lstm.json'} (onnx, ")
+    assert lines[0].startswith(f"exported {tmp_path / 'lstm.onnx'} and {tmp_path / 'lstm.onnx.json'} (onnx, ")
     assert lines[1].startswith("checked with onnxruntime on 12 samples of the run's test split: max abs difference ")
     assert (tmp_path / "lstm.onnx").is_file()
     result = cli("export", runs["lstm"], "--format", "pt2", "--output", tmp_path / "missing" / "lstm.pt2")

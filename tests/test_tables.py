@@ -124,7 +124,7 @@ def test_the_onnx_export_and_its_sidecar_predict_raw_rows_as_predict_does(traine
     onnxruntime = pytest.importorskip("onnxruntime")
     _, runs = trained
     exported = export(runs["csv"], "onnx", tmp_path / "churn.onnx")
-    sidecar = json.loads((tmp_path / "churn.json").read_text())
+    sidecar = json.loads((tmp_path / "churn.onnx.json").read_text())
     metadata = {prop.key: prop.value for prop in onnx.load(str(exported.path)).metadata_props}
     assert json.loads(metadata["class_names"]) == ["no", "yes"] == sidecar["spec"]["class_names"]
     new = customers(20, seed=9, empty=0.3)
@@ -164,3 +164,58 @@ def test_a_folder_of_parquet_files_is_one_table(tmp_path):
     assert summary["status"] == "completed"
     state = torch.load(result.run_dir / "checkpoints/last.pt", weights_only=True)["data_state"]
     assert state["class_names"] == ["no", "yes"]
+
+
+def test_csv_and_parquet_type_each_column_alike(tmp_path):
+    """Booleans, numbers written as text and codes with leading zeros: the same column kinds and
+    values from either format."""
+    from mltrain.data.table_files import read_table
+
+    rows = [{"flag": True, "count": "3", "zip": "02139", "score": 1.5},
+            {"flag": False, "count": "", "zip": "M5V", "score": None},
+            {"flag": True, "count": "12", "zip": "10001", "score": 2.0}]
+    columns = ("flag", "count", "zip", "score")
+    write_csv(tmp_path / "t.csv", rows, columns)
+    parquet.write_table(pa.table({"flag": [row["flag"] for row in rows],
+                                  "count": [row["count"] or None for row in rows],
+                                  "zip": [row["zip"] for row in rows], "score": [row["score"] for row in rows]}),
+                        tmp_path / "t.parquet")
+    from_csv = read_table(tmp_path / "t.csv", "csv")
+    from_parquet = read_table(tmp_path / "t.parquet", "parquet")
+    for name in columns:
+        a, b = from_csv.columns[name], from_parquet.columns[name]
+        assert a.numeric == b.numeric, name
+        assert a.texts().tolist() == b.texts().tolist(), name
+    assert from_csv.columns["count"].numeric and not from_csv.columns["zip"].numeric
+    assert from_csv.columns["flag"].texts().tolist() == ["True", "False", "True"]
+
+
+def test_predict_reads_categories_and_ids_as_the_file_writes_them(tmp_path):
+    rows = [{"id": f"{index:05d}", "zip": ["02139", "10001", "M5V"][index % 3], "size": index % 7,
+             "label": ["a", "b"][index % 2]} for index in range(60)]
+    write_csv(tmp_path / "train.csv", rows, ("id", "zip", "size", "label"))
+    config = write_config(tmp_path, "zips", replace=True, data={
+        "dataset": "csv", "path": "train.csv", "target": "label", "id_column": "id"}, train={"epochs": 1})
+    run = mltrain.fit(config).run_dir
+    new = [{"id": "00123", "zip": "02139", "size": 3}, {"id": "00456", "zip": "10001", "size": 1}]
+    write_csv(tmp_path / "new.csv", new, ("id", "zip", "size"))  # only zips that look like numbers
+    predicted = mltrain.predict(run, [tmp_path / "new.csv"])
+    assert [row["id"] for row in predicted] == ["00123", "00456"]
+
+
+def test_an_encoding_from_before_data_missing_still_reads_empty_cells():
+    """Checkpoints from before data.missing kept an empty text cell as the category "", and class
+    names of numbers as written ("1.0"): both still encode."""
+    from pathlib import Path
+
+    from mltrain.data.table_encoding import encode
+    from mltrain.data.table_files import Column, Table, cell_column
+    from mltrain.data.tabular import targets_of
+
+    table = Table(Path("new.csv"), ["plan", "label"], {
+        "plan": Column.of_texts(np.array(["basic", "", "pro"], dtype=object)),
+        "label": cell_column(np.array(["1", "0", "1"], dtype=object))}, np.array([2, 3, 4]))
+    encoded = encode(table, [{"name": "plan", "categories": ["", "basic", "pro"]}], new_rows=True)
+    assert encoded.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    ids, names = targets_of(table, "label", "classification", False, ["0.0", "1.0"])
+    assert ids.tolist() == [1, 0, 1] and names == ["0.0", "1.0"]

@@ -115,19 +115,24 @@ def _kind(feature: Any) -> str:
     return "scalar"
 
 
-def _images(split: Any, column: str, image_size: int, mode: str | None) -> tuple[np.ndarray, str]:
-    """uint8 (N, C, size, size), decoded one image at a time, all in the first image's mode."""
+def image_mode(split: Any, column: str) -> str:
+    """L when every training image is grey, else RGB (grey ones converted): read from the images'
+    headers, before any is decoded."""
+    grey = all(item[column].mode in ("1", "L") for item in split.select_columns([column]))
+    return "L" if grey else "RGB"
+
+
+def _images(split: Any, column: str, image_size: int, mode: str) -> np.ndarray:
+    """uint8 (N, C, size, size), decoded one image at a time, all converted to `mode`."""
     from torchvision.transforms.v2.functional import resize
 
     images = []
     for item in split.select_columns([column]):
         image = item[column]
-        if mode is None:
-            mode = "L" if image.mode in ("1", "L") else "RGB"
         pixels = np.array(image.convert(mode))
         tensor = torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1)
         images.append(resize(tensor, [image_size, image_size], antialias=True).numpy())
-    return np.stack(images), mode
+    return np.stack(images)
 
 
 def _numbers(split: Any, column: str) -> np.ndarray:
@@ -141,20 +146,16 @@ def _numbers(split: Any, column: str) -> np.ndarray:
     return values
 
 
-def _table(split: Any, columns: list[str], path: str) -> Table:
-    table = split.data.table.select(columns)  # Arrow, memory-mapped
-    return Table(Path(path), list(columns), arrow_columns(table, "data.input", Path(path)), None)
-
-
-def _targets(split: Any, target: str, path: str) -> Table:
-    """The target column as a table of one column; class labels as their names."""
+def _table(split: Any, columns: list[str], where: str, key: str = "data.input") -> Table:
+    """Columns of a split as a table (Arrow, memory-mapped); ClassLabel columns as their names."""
     datasets = _datasets()
-    feature = split.features[target]
-    table = _table(split, [target], path)
-    if isinstance(feature, datasets.ClassLabel):  # ids into its names: a text column's codes
-        ids = table.columns[target].numbers
-        codes = np.where(np.isnan(ids), -1, ids).astype(np.int64)
-        table.columns[target] = Column(codes=codes, levels=np.array(feature.names, dtype=object))
+    table = Table(Path(where), list(columns), arrow_columns(split.data.table.select(columns), key, Path(where)), None)
+    for name in columns:
+        feature = split.features[name]
+        if isinstance(feature, datasets.ClassLabel):  # ids into its names: a text column's codes
+            ids = table.columns[name].numbers
+            codes = np.where(np.isnan(ids), -1, ids).astype(np.int64)
+            table.columns[name] = Column(codes=codes, levels=np.array(feature.names, dtype=object))
     return table
 
 
@@ -173,7 +174,7 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
         for split in splits.values():
             _column(split, name, "data.target" if name == target else "data.input")
     kinds = {name: _kind(splits["train"].features[name]) for name in inputs}
-    targets = {name: _targets(split, target, path) for name, split in splits.items()}
+    targets = {name: _table(split, [target], f"{path} ({name} split)", "data.target") for name, split in splits.items()}
     label = splits["train"].features[target]
     if class_names is None and isinstance(label, _datasets().ClassLabel):
         class_names = list(label.names)  # the dataset's own order: its ids stay the class ids
@@ -182,9 +183,8 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
     for name in set(targets) - {"train"}:  # the other splits in the training split's classes
         ys[name] = targets_of(targets[name], target, task, task_from_head, class_names)[0]
     if len(inputs) == 1 and kinds[inputs[0]] == "image":
-        mode, xs = None, {}
-        for name, split in splits.items():
-            xs[name], mode = _images(split, inputs[0], image_size, mode)
+        mode = image_mode(splits["train"], inputs[0])
+        xs = {name: _images(split, inputs[0], image_size, mode) for name, split in splits.items()}
         held = as_tensors(split_arrays((xs["train"], ys["train"]), val_split, seed, test_split,
                                        *((xs[name], ys[name]) if name in xs else None for name in ("val", "test"))))
         data, normalise = normalised_splits(held, mean, std, normalize)
@@ -206,7 +206,7 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
 def _tabular(splits: dict[str, Any], inputs: list[str], ys: dict[str, np.ndarray], val_split: float, seed: int,
              test_split: float, missing: str, path: str, columns: list[dict] | None,
              class_names: list[str] | None) -> DataSplits:
-    tables = {name: _table(split, inputs, path) for name, split in splits.items()}
+    tables = {name: _table(split, inputs, f"{path} ({name} split)") for name, split in splits.items()}
     if missing == "error":
         for table in tables.values():
             table_encoding.refuse_missing(table, inputs, "input")

@@ -27,16 +27,20 @@ LISTED_CATEGORIES = 20  # categories a message lists before it only counts them
 ID_LIKE_MIN_ROWS = 20  # fewer rows than this can be all distinct by chance
 
 
-def refuse_missing(table: Table, names: list[str], what: str) -> None:
-    """With data.missing: error, every empty cell of `names` in one message."""
+def refuse_missing(table: Table, names: list[str], what: str, trained: bool = False) -> None:
+    """With data.missing: error, every empty cell of `names` in one message; `trained`: new rows
+    for a model trained that way, which only filled-in cells can help."""
     cells = [(row, name) for name in names for row in np.flatnonzero(table.columns[name].missing)]
     if cells:
         cells.sort()
         shown = "; ".join(f"{table.where(row)} column '{name}'" for row, name in cells[:LISTED])
         more = f" and {len(cells) - LISTED} more" if len(cells) > LISTED else ""
-        raise UserError(f"{table.path}: {len(cells)} empty {what} cell{'s' if len(cells) > 1 else ''}: {shown}{more}. "
-                        "Set data.missing: fill to fill them (numbers: the training median and a <column>_missing "
-                        "indicator; text: a 'missing' category), or fill them in the file")
+        advice = ("the model was trained with data.missing: error, so fill them in (or train with data.missing: "
+                  "fill)") if trained else ("set data.missing: fill to fill them (numbers: the training median and "
+                                            "a <column>_missing indicator; text: a 'missing' category), or fill them "
+                                            "in the file")
+        raise UserError(f"{table.path}: {len(cells)} empty {what} cell{'s' if len(cells) > 1 else ''}: "
+                        f"{shown}{more}; {advice}")
 
 
 def fit(table: Table, features: list[str], missing: str) -> list[dict]:
@@ -77,12 +81,19 @@ def feature_names(encoding: list[dict]) -> list[str]:
     return names
 
 
+def empty_category(entry: dict) -> str | None:
+    """The category an empty cell is: `missing` under fill; "" in an encoding from before
+    data.missing, which kept empty text as a category of its own; else none (refused)."""
+    return entry.get("fill", "" if "" in entry.get("categories", ()) else None)
+
+
 def encode(table: Table, encoding: list[dict], new_rows: bool = False) -> np.ndarray:
     """(N, F) float32 model inputs of every row of `table`, as `encoding` says. A category the
     training rows did not have is all zeros in the held-out splits, and refused in `new_rows`
     (predict's), where it is most likely a typo."""
-    empty = [entry["name"] for entry in encoding if "fill" not in entry and table.columns[entry["name"]].missing.any()]
-    refuse_missing(table, empty, "feature")
+    empty = [entry["name"] for entry in encoding
+             if empty_category(entry) is None and table.columns[entry["name"]].missing.any()]
+    refuse_missing(table, empty, "feature", trained=new_rows)
     parts = []
     for entry in encoding:
         column = table.columns[entry["name"]]
@@ -90,7 +101,7 @@ def encode(table: Table, encoding: list[dict], new_rows: bool = False) -> np.nda
             parts.append(_one_hot(table, entry, column, new_rows))
             continue
         if not column.numeric:
-            text = next(level for level, value in enumerate(column.levels) if not is_number(value))
+            text = next((level for level, value in enumerate(column.levels) if not is_number(value)), 0)
             raise UserError(f"{table.where(int(np.argmax(column.codes == text)))}: column '{entry['name']}' is not a "
                             "number there; the model reads it as numbers: fix or drop that row")
         _refuse_infinite(table, entry["name"], column)
@@ -108,7 +119,8 @@ def _one_hot(table: Table, entry: dict, column: Column, refuse_unknown: bool) ->
     categories = entry["categories"]
     index = {category: i for i, category in enumerate(categories)}
     codes, levels = column.text_codes()
-    level_positions = np.array([index.get(level, -1) for level in levels] + [index.get(MISSING, -1)], dtype=np.int64)
+    empty = empty_category(entry)
+    level_positions = np.array([index.get(level, -1) for level in levels] + [index.get(empty, -1)], dtype=np.int64)
     positions = level_positions[codes]  # code -1 (an empty cell) takes the last: the missing category's
     unknown = [code for code in np.unique(codes[codes >= 0]) if level_positions[code] < 0]
     if unknown and refuse_unknown:

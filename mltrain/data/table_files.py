@@ -29,7 +29,7 @@ class Column:
     @classmethod
     def of_texts(cls, cells: np.ndarray) -> Column:
         """A text column from its cells ("" for an empty one)."""
-        levels, codes = np.unique(cells.astype(str), return_inverse=True)
+        levels, codes = np.unique(cells.astype(object).astype(str), return_inverse=True)
         codes = codes.astype(np.int64)
         if len(levels) and levels[0] == "":  # sorted first
             codes, levels = codes - 1, levels[1:]
@@ -123,13 +123,17 @@ def table_header(path: Path, format: str, key: str = "data.path") -> list[str]:
         raise UserError(f"{key} {path}: cannot read it as CSV ({type(error).__name__})") from None
 
 
-def read_table(path: Path, format: str, key: str = "data.path", wanted: list[str] | None = None) -> Table:
-    """The rows of the table at `path` (`format`: csv or parquet). Parquet reads only the
-    `wanted` columns (all when None), which the caller has checked exist."""
-    return _parquet(path, key, wanted) if format == "parquet" else _csv(path, key)
+def read_table(path: Path, format: str, key: str = "data.path", wanted: list[str] | None = None,
+               text: tuple[str, ...] = ()) -> Table:
+    """The rows of the table at `path` (`format`: csv or parquet): the `wanted` columns (all when
+    None), which the caller has checked exist. The `text` columns are read as the file writes them,
+    numbers or not (an ID, or categories such as zip codes 02139)."""
+    if format == "parquet":
+        return _parquet(path, key, wanted, text)
+    return _csv(path, key, wanted, text)
 
 
-def _csv(file: Path, key: str) -> Table:
+def _csv(file: Path, key: str, wanted: list[str] | None, text: tuple[str, ...]) -> Table:
     regular_file(file, key, "a CSV file with a header row")
     try:
         with open(file, newline="", encoding="utf-8-sig") as handle:  # a BOM (as Excel writes) is not a name
@@ -155,13 +159,17 @@ def _csv(file: Path, key: str) -> Table:
         raise UserError(f"{key} {file}: no data rows; give a header row and at least one row of values")
     header = [name.strip() for name in header]
     _refuse_repeated(header, file, key)
-    cells = np.char.strip(np.array(rows, dtype=str)) if rows else np.empty((0, len(header)), dtype=str)
-    columns = {name: _text_column(cells[:, index]) for index, name in enumerate(header)}
+    columns = {}
+    for index, name in enumerate(header):
+        if wanted is None or name in wanted:  # one object array a column: each cell's own string, no padding
+            cells = np.array([row[index].strip() for row in rows], dtype=object)
+            columns[name] = Column.of_texts(cells) if name in text else cell_column(cells)
     return Table(file, header, columns, np.array(lines))
 
 
-def _text_column(cells: np.ndarray) -> Column:
-    """A CSV column: numeric when every non-empty cell is a number (empty and "nan" cells missing)."""
+def cell_column(cells: np.ndarray) -> Column:
+    """A column of text cells: numeric when every non-empty cell is a number (an empty cell, or
+    nan, is missing); else text."""
     try:
         return Column(numbers=np.where(cells == "", "nan", cells).astype(np.float64))
     except ValueError:
@@ -193,7 +201,7 @@ def _unreadable_parquet(path: Path, key: str, error: Exception) -> UserError:
     return UserError(f"{key} {path}: cannot read it as Parquet ({type(error).__name__}: {detail})")
 
 
-def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
+def _parquet(path: Path, key: str, wanted: list[str] | None, text: tuple[str, ...]) -> Table:
     parquet = _pyarrow(path, key)[2]
     header = table_header(path, "parquet", key)
     try:
@@ -202,7 +210,7 @@ def _parquet(path: Path, key: str, wanted: list[str] | None) -> Table:
         raise _unreadable_parquet(path, key, error) from None
     if table.num_rows == 0:
         raise UserError(f"{key} {path}: no rows; give a table with at least one row")
-    return Table(path, header, arrow_columns(table, key, path), None)
+    return Table(path, header, arrow_columns(table, key, path, text), None)
 
 
 def _without_empty_text(codes: np.ndarray, levels: np.ndarray) -> Column:
@@ -214,9 +222,19 @@ def _without_empty_text(codes: np.ndarray, levels: np.ndarray) -> Column:
     return Column(codes=codes, levels=levels)
 
 
-def arrow_columns(table, key: str, path: Path) -> dict[str, Column]:
-    """An Arrow table's columns as `Column`s: numbers (integers, floats, booleans, decimals) as
-    float64 with NaN for nulls, text as str with "" for nulls; anything else is refused."""
+def _numbers_if_all_are(column: Column) -> Column:
+    """A text column whose every value is a number read as numbers, as a CSV column would be."""
+    try:
+        values = np.array([float(level) for level in column.levels] + [np.nan], dtype=np.float64)
+    except ValueError:
+        return column
+    return Column(numbers=values[column.codes])  # code -1 (empty) takes the appended NaN
+
+
+def arrow_columns(table, key: str, path: Path, text: tuple[str, ...] = ()) -> dict[str, Column]:
+    """An Arrow table's columns as `Column`s, typed as a CSV's would be: numbers (integers, floats,
+    decimals, and text columns whose every value is a number) as float64 with NaN for nulls; other
+    text and booleans (True, False, as a CSV writes them) as text. The `text` columns stay text."""
     pa, compute, _ = _pyarrow(path, key)
     columns = {}
     for name in table.column_names:
@@ -224,14 +242,18 @@ def arrow_columns(table, key: str, path: Path) -> dict[str, Column]:
         kind = data.type
         if pa.types.is_dictionary(kind):
             data, kind = data.cast(kind.value_type), kind.value_type
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
-                or pa.types.is_decimal(kind):
-            columns[name] = Column(numbers=compute.cast(data, pa.float64()).to_numpy(zero_copy_only=False))
-        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            encoded = compute.utf8_trim_whitespace(data).combine_chunks().dictionary_encode()
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        if numeric and name not in text:
+            floats = compute.cast(data, pa.float64(), safe=False)  # IDs past 2**53 round, as a CSV's would
+            columns[name] = Column(numbers=floats.to_numpy(zero_copy_only=False))
+        elif numeric or pa.types.is_boolean(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            if pa.types.is_boolean(kind):
+                data = compute.if_else(data, "True", "False")
+            encoded = compute.utf8_trim_whitespace(compute.cast(data, pa.string())).combine_chunks().dictionary_encode()
             codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             levels = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-            columns[name] = _without_empty_text(codes, levels)
+            column = _without_empty_text(codes, levels)
+            columns[name] = column if name in text else _numbers_if_all_are(column)
         else:
             raise UserError(f"{key} {path}: column '{name}' holds {kind}, which is neither numbers nor text; leave it "
                             "out, or convert it")

@@ -65,6 +65,10 @@ def targets_of(table: Table, name: str, task: str, task_from_head: bool,
                             "would make each one a class; for a quantity use model.head: linear (regression), "
                             "or if they are class ids say so with data.task: classification")
     index = {class_name: i for i, class_name in enumerate(class_names)}
+    if column.numeric:  # numbers match their class by value: a stored "1.0" is the class of 1
+        by_value = {float(class_name): i for i, class_name in enumerate(class_names)
+                    if table_encoding.is_number(class_name)}
+        index = {level: by_value.get(float(level), -1) for level in levels}
     ids = np.array([index.get(level, -1) for level in levels], dtype=np.int64)[codes]
     if (ids < 0).any():
         row = int(np.argmax(ids < 0))
@@ -93,7 +97,8 @@ def encode_rows(file: Path, encoding: list[dict], key: str,
                         f"feature columns {', '.join(entry['name'] for entry in encoding)}"
                         + (f" and the id column '{id_column}'" if id_column else "")
                         + f" (columns here: {', '.join(header)})")
-    rows = read_table(path, format, key, wanted)
+    as_written = tuple(entry["name"] for entry in encoding if "categories" in entry) + ((id_column,) if id_column else ())
+    rows = read_table(path, format, key, wanted, text=as_written)
     ids = rows.columns[id_column].texts().tolist() if id_column else None
     return table_encoding.encode(rows, encoding, new_rows=True), [rows.where(row) for row in range(rows.rows)], ids
 
