@@ -5,6 +5,7 @@ import torch
 
 import mltrain
 from conftest import REPO
+from formats import write_mnist
 from helpers import write_images
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -14,6 +15,9 @@ SHORT_RUN_EPOCHS = {"digits_transformer": 3}  # one epoch is still its warmup
 def needs_here(path, tmp_path, monkeypatch) -> list[str]:
     """What a config that reads your files needs to train here: the fine-tuning one gets a small
     image folder and a torch cache holding a (fresh) ResNet-18 weight file, and smaller images."""
+    if path.stem in ("mnist_cnn", "fashion_mnist_cnn"):  # MNIST-format files, never the download
+        write_mnist(tmp_path / "data", "MNIST" if path.stem == "mnist_cnn" else "FashionMNIST")
+        return [f"data.root={tmp_path / 'data'}", "data.download=false", "scheduler.warmup_steps=0"]
     if path.stem != "finetune_resnet18":
         return []
     import torchvision
@@ -44,3 +48,12 @@ def test_shipped_config_trains_one_epoch(path, tmp_path, monkeypatch):
 def test_the_reference_config_loads_with_the_defaults_it_shows():
     cfg = mltrain.config.load_config(REPO / "configs/reference.yaml")
     assert cfg.model.hidden == (128,) and cfg.optimizer.betas == (0.9, 0.999)
+
+
+def test_the_mnist_config_is_the_pytorch_examples_network():
+    """configs/mnist_cnn.yaml builds the network of PyTorch's examples/mnist: 1,199,882 parameters."""
+    from mltrain.models import build_model
+
+    cfg = mltrain.config.load_config(REPO / "configs/mnist_cnn.yaml")
+    model = build_model(cfg.model, mltrain.data.DataSpec((1, 28, 28), 10), 10)
+    assert sum(parameter.numel() for parameter in model.parameters()) == 1_199_882

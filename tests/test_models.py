@@ -224,3 +224,30 @@ def test_sizes_too_large_for_the_images_exit_2(cli, tmp_path, set_, key):
 def test_sequence_archs_train_on_a_sequence_dataset_end_to_end(tmp_path, arch):
     summary = mltrain.fit(write_model_config(tmp_path, "parity", arch=arch, **SMALL[arch])).summary
     assert summary["status"] == "completed" and "test/accuracy" in summary["test"]
+
+
+def test_the_cnn_reads_out_by_average_or_flattened_with_dense_layers():
+    from mltrain.errors import UserError
+    from mltrain.models.cnn import CNN
+
+    keys = dict(kernel_size=3, stride=1, padding=0, norm="none", activation="relu", dropout=0.0)
+    flat = CNN((1, 12, 12), 4, (8, 16), pool=("none", "max"), readout="flatten", dense=(32,), **keys)
+    assert flat(torch.zeros(5, 1, 12, 12)).shape == (5, 4)
+    assert flat.dense[0].in_features == 16 * 4 * 4  # 12 -> 10 -> 8, pooled to 4x4
+    average = CNN((20,), 3, (8,), pool="max", readout="avg", dense=(), **keys)  # a 1-D signal
+    assert average(torch.zeros(2, 20)).shape == (2, 3) and average.output.in_features == 8
+    with pytest.raises(UserError, match="model.pool: 1 entries for 2 conv blocks"):
+        CNN((1, 12, 12), 4, (8, 16), pool=("max",), **keys)
+    with pytest.raises(UserError, match=r"model.readout flatten: samples of \(3, 512, 512\)"):
+        CNN((3, 512, 512), 4, (32,), pool="none", readout="flatten", **keys)
+
+
+def test_a_flatten_readout_trains_resumes_and_exports(tmp_path):
+    from mltrain.export import export
+
+    config = write_model_config(tmp_path, "digits", arch="cnn", channels=[8, 16], padding=0, pool=["none", "max"],
+                                readout="flatten", dense=[16], dropout=0.1)
+    result = mltrain.fit(config, overrides=["train.epochs=1"])
+    resumed = mltrain.resume(result.run_dir, overrides=["train.epochs=2"])
+    assert resumed.summary["epochs_completed"] == 2
+    assert export(result.run_dir, "pt2").max_abs_diff <= 1e-4

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import nn
-
-from typing import Literal
 
 from ..errors import UserError
 from ..registry import ARCHITECTURES, IMAGE, SEQUENCE
@@ -15,6 +16,8 @@ from .layers import activation as make_activation
 from .layers import norm as make_norm
 
 POOLS = {"max": (nn.MaxPool1d, nn.MaxPool2d), "avg": (nn.AvgPool1d, nn.AvgPool2d)}
+MAX_FLATTENED = 1 << 22  # features a flatten readout may hand on (the first dense layer's fan-in)
+Pool = Literal["max", "avg", "none"]
 
 
 class CNNConfig(ModelSection):
@@ -26,21 +29,27 @@ class CNNConfig(ModelSection):
     """step of each conv, in steps or pixels"""
     padding: NonNegativeInt | None = None
     """zeros added on each side; null: kernel_size // 2 (size kept at stride 1)"""
-    pool: Literal["max", "avg", "none"] = "max"
-    """2x down-sampling after each conv block (sides of 1 kept)"""
+    pool: Pool | tuple[Pool, ...] = "max"
+    """2x down-sampling after each conv block (sides of 1 kept); or one per block, e.g. [none, max]"""
     norm: NormKind = "none"
     """after each conv"""
     activation: ActivationName = "relu"
     """a name from `mltrain list activations`"""
     dropout: Fraction = 0.0
-    """probability of zeroing an activation while training"""
+    """probability of zeroing an activation while training (after each block and each dense layer)"""
+    readout: Literal["avg", "flatten"] = "avg"
+    """avg: the mean over positions (any input size); flatten: every position's features, which keeps where things are (the data's size, fixed)"""
+    dense: tuple[PositiveInt, ...] = ()
+    """widths of hidden layers between the readout and the output (with the activation and dropout)"""
 
 
 @ARCHITECTURES.register("cnn", "convolutional network: Conv1d on (L,) or (C, L) signals, Conv2d on (C, H, W) "
-                        "images; global average pool, so any size fits", CNNConfig, tags={IMAGE, SEQUENCE})
+                        "images; readout avg (any size) or flatten, optional dense layers", CNNConfig,
+                        tags={IMAGE, SEQUENCE})
 class CNN(nn.Module):
-    """[Conv -> norm -> activation -> pool -> dropout] per entry of `channels`, then a global
-    average pool and a Linear, so any input size works.
+    """[Conv -> norm -> activation -> pool -> dropout] per entry of `channels`, the readout (the
+    mean over positions, or every position flattened), [Linear -> activation -> dropout] per
+    entry of `dense`, then the output Linear.
 
     Conv1d reads (C, L) samples, and (L,) samples as one channel; Conv2d reads (C, H, W).
     Padding defaults to kernel_size // 2, which keeps the size at stride 1. Each pool halves
@@ -51,16 +60,20 @@ class CNN(nn.Module):
     """
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: tuple[int, ...],
-                 kernel_size: int, stride: int, padding: int | None, pool: str, norm: str,
-                 activation: str, dropout: float):
+                 kernel_size: int, stride: int, padding: int | None, pool: str | tuple[str, ...], norm: str,
+                 activation: str, dropout: float, readout: str = "avg", dense: tuple[int, ...] = ()):
         super().__init__()
+        pools = (pool,) * len(channels) if isinstance(pool, str) else pool
+        if len(pools) != len(channels):
+            raise UserError(f"model.pool: {len(pools)} entries for {len(channels)} conv blocks (model.channels); "
+                            "give one per block, or one name for all")
         self.one_channel = len(input_shape) == 1
         in_channels, *sides = (1, *input_shape) if self.one_channel else input_shape
         dims = len(sides)
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         padding = kernel_size // 2 if padding is None else padding
         layers: list[nn.Module] = []
-        for block, out_channels in enumerate(channels, start=1):
+        for block, (out_channels, pool) in enumerate(zip(channels, pools), start=1):
             if min(sides) + 2 * padding < kernel_size:
                 raise UserError(f"model.kernel_size: conv block {block} of the cnn gets inputs of size "
                                 f"{'x'.join(map(str, sides))}, smaller than kernel_size {kernel_size} with "
@@ -76,10 +89,22 @@ class CNN(nn.Module):
                 layers.append(nn.Dropout(dropout))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.output = nn.Linear(in_channels, num_outputs)
+        self.flatten = readout == "flatten"
+        width = in_channels * (math.prod(sides) if self.flatten else 1)
+        if width > MAX_FLATTENED:
+            raise UserError(f"model.readout flatten: samples of {tuple(input_shape)} leave {in_channels} channels of "
+                            f"{'x'.join(map(str, sides))} positions, {width:,} features for one layer; pool more "
+                            "(model.pool), use fewer or smaller samples, or readout: avg")
+        hidden: list[nn.Module] = []
+        for size in dense:
+            hidden += [nn.Linear(width, size), make_activation(activation)] + ([nn.Dropout(dropout)] if dropout else [])
+            width = size
+        self.dense = nn.Sequential(*hidden)
+        self.output = nn.Linear(width, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.one_channel:
             x = x.unsqueeze(1)  # (B, L) -> (B, 1, L)
         features = self.features(x)  # (B, C, *sides)
-        return self.output(features.flatten(2).mean(dim=-1))
+        read = features.flatten(1) if self.flatten else features.flatten(2).mean(dim=-1)
+        return self.output(self.dense(read))
