@@ -32,7 +32,7 @@ from .parameter_sets import ROLES
 from .yaml_source import Locations, apply_overrides, parse_yaml, parse_value, read_config_text
 
 __all__ = ["Config", "TrainConfig", "OutputConfig", "EarlyStoppingConfig", "load_config", "config_from_dict",
-           "config_to_dict", "dump_config", "get_key", "parse_value", "section_config", "updated"]
+           "config_to_dict", "dump_config", "get_key", "parse_value", "section_config", "stored_config", "updated"]
 
 class EarlyStoppingConfig(Section):
     patience: PositiveInt = 5
@@ -452,6 +452,16 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def config_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "checkpoint") -> Config:
     """Rebuild a Config from its dumped form (as stored in a checkpoint), with overrides."""
     return _from_raw(copy.deepcopy(raw), overrides, Locations(source), default_name="run", config_dir=Path.cwd())
+
+
+def stored_config(raw: Any) -> Any:
+    """A config as an earlier mltrain stored it (in a checkpoint or an export's sidecar), read with
+    today's keys: a key added since whose default changed what a stored run means gets the value
+    the run was trained with. (A cnn's readout was always the average over positions.)"""
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and model.get("arch") == "cnn" and "readout" not in model:
+        raw = {**raw, "model": {**model, "readout": "avg"}}
+    return raw
 
 
 def config_to_dict(cfg: Config) -> dict:

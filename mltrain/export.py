@@ -31,7 +31,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import spec_from_state, spec_state
-from .config import config_from_dict
+from .config import config_from_dict, stored_config
 from .data.table_encoding import feature_names
 from .errors import TrainingFailed, UserError
 from .losses import Loss, MeanSquaredError, build_loss
@@ -247,7 +247,7 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
         raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (a '{SIDECAR_FORMAT}' marker, "
                         "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
     with from_stored():
-        cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
+        cfg = config_from_dict(stored_config(sidecar["config"]), source=str(sidecar_path(path)))
     spec = spec_from_state(sidecar["spec"], sidecar_path(path))
     criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
     model = build_model(cfg.model, spec, criterion.num_outputs)

@@ -251,3 +251,15 @@ def test_a_flatten_readout_trains_resumes_and_exports(tmp_path):
     resumed = mltrain.resume(result.run_dir, overrides=["train.epochs=2"])
     assert resumed.summary["epochs_completed"] == 2
     assert export(result.run_dir, "pt2").max_abs_diff <= 1e-4
+
+
+def test_a_cnn_checkpoint_from_before_the_readout_key_keeps_its_average(tmp_path):
+    """Checkpoints written before model.readout (whose default is now flatten) stored no readout:
+    they were trained with the average over positions and still evaluate as such."""
+    config = write_model_config(tmp_path, "digits", arch="cnn", channels=[8], readout="avg")
+    run = mltrain.fit(config, overrides=["train.epochs=1"]).run_dir
+    for name in ("best.pt", "last.pt"):
+        checkpoint = torch.load(run / "checkpoints" / name, weights_only=True)
+        del checkpoint["config"]["model"]["readout"]
+        torch.save(checkpoint, run / "checkpoints" / name)
+    assert mltrain.evaluate(run)["split"] == "test"

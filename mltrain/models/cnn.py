@@ -37,8 +37,8 @@ class CNNConfig(ModelSection):
     """a name from `mltrain list activations`"""
     dropout: Fraction = 0.0
     """probability of zeroing an activation while training (after each block and each dense layer)"""
-    readout: Literal["avg", "flatten"] = "avg"
-    """avg: the mean over positions (any input size); flatten: every position's features, which keeps where things are (the data's size, fixed)"""
+    readout: Literal["avg", "flatten"] = "flatten"
+    """flatten: every position's features, which keeps where things are (measured better, see the models guide); avg: the mean over positions"""
     dense: tuple[PositiveInt, ...] = ()
     """widths of hidden layers between the readout and the output (with the activation and dropout)"""
 
@@ -61,7 +61,7 @@ class CNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: tuple[int, ...],
                  kernel_size: int, stride: int, padding: int | None, pool: str | tuple[str, ...], norm: str,
-                 activation: str, dropout: float, readout: str = "avg", dense: tuple[int, ...] = ()):
+                 activation: str, dropout: float, readout: str = "flatten", dense: tuple[int, ...] = ()):
         super().__init__()
         pools = (pool,) * len(channels) if isinstance(pool, str) else pool
         if len(pools) != len(channels):
