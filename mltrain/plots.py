@@ -42,8 +42,9 @@ def plot_run(run: Path, best: dict[str, Any] | None = None) -> list[Path]:
 def plot_metrics(records: list[dict[str, Any]], directory: Path, logged: list[dict[str, Any]] | None = None,
                  best: dict[str, Any] | None = None, title: str = "") -> list[Path]:
     """One figure per metric (loss, accuracy, ...) by epoch, every split on it, the best epoch marked;
-    and lr.png, the lr (of every parameter group) at every logged step. `records`: one per epoch; `logged`: every record of
-    metrics.jsonl (default: `records`); `best`: summary.json's {metric, value, epoch}."""
+    and lr.png, the lr (of every parameter group) at every logged step. `records`: one per epoch;
+    `logged`: every record of metrics.jsonl (default: `records`); `best`: summary.json's {metric,
+    value, epoch}."""
     if not records:
         return []
     plt = _pyplot()

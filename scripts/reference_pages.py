@@ -203,12 +203,13 @@ def components_page() -> str:
     for kind, registry in REGISTRIES.items():
         lines += [f"## {kind}", "", "| name | keys (default) | what it is |", "| --- | --- | --- |"]
         for component in registry:
-            reads = f" Reads: {', '.join(sorted(component.tags))}." if kind == "architectures" and component.tags else ""
+            reads = f" Reads: {', '.join(sorted(component.tags))}." \
+                if kind == "architectures" and component.tags else ""
             lines.append(f"| `{component.name}` | {_cell(describe_keys(component.schema)) or '–'} "
                          f"| {_cell(component.help)}.{reads} |")
         for family in registry.family_names():
-            lines.append(f"| `{family}` | – | any model of the {family.split('/')[0]} zoo, its classifier sized to the data; "
-                         "`mltrain list architectures --search TEXT` finds names. Reads: image. |")
+            lines.append(f"| `{family}` | – | any model of the {family.split('/')[0]} zoo, its classifier sized to "
+                         "the data; `mltrain list architectures --search TEXT` finds names. Reads: image. |")
         lines.append("")
     return "\n".join(lines)
 

@@ -97,7 +97,8 @@ def encode_rows(file: Path, encoding: list[dict], key: str,
                         f"feature columns {', '.join(entry['name'] for entry in encoding)}"
                         + (f" and the id column '{id_column}'" if id_column else "")
                         + f" (columns here: {', '.join(header)})")
-    as_written = tuple(entry["name"] for entry in encoding if "categories" in entry) + ((id_column,) if id_column else ())
+    as_written = tuple(entry["name"] for entry in encoding if "categories" in entry) \
+        + ((id_column,) if id_column else ())
     rows = read_table(path, format, key, wanted, text=as_written)
     ids = rows.columns[id_column].texts().tolist() if id_column else None
     return table_encoding.encode(rows, encoding, new_rows=True), [rows.where(row) for row in range(rows.rows)], ids
