@@ -247,14 +247,16 @@ class Training:
         return record
 
     def _end_epoch(self) -> None:
-        """The epoch's record (its validation, unless one ran at this very step), last.pt, then the sinks."""
+        """The epoch's record (its validation, unless one ran at this very step) to the sinks, then
+        last.pt. In that order: a run killed between the two resumes from the checkpoint before,
+        which drops the record and makes it again; the other way round, it would resume past an
+        epoch whose record was never written."""
         state, position = self.state, self.state.position
         validated_now = self.last_validation.get("step") == position.step
         record = self.last_validation if validated_now else self._validate()
         samples = state.totals.samples()  # over every process: one all-reduce under DDP
         position.end_epoch(samples)
         state.final = record
-        self._save_last()
         if not validated_now:
             for sink in self.sinks:
                 sink.validation(record)
@@ -262,6 +264,7 @@ class Training:
                  "epoch_s": position.epoch_seconds}
         for sink in self.sinks:
             sink.epoch(timed)
+        self._save_last()
 
     def _test(self) -> dict[str, Record]:
         """The test split, scored once at the end with best.pt's weights (by rank 0)."""

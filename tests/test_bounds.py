@@ -191,3 +191,16 @@ def test_npz_beyond_the_containers_memory_is_refused(tmp_path, monkeypatch):
         npz_data(path)
     cgroup(tmp_path, monkeypatch, 10 * 2**20, 8 * 2**20)
     assert npz_data(path).spec.num_classes == 2
+
+
+def test_nproc_auto_is_one_process_per_visible_gpu_and_one_without(cli, tmp_path, launches, monkeypatch):
+    gpus(monkeypatch, 3)
+    config = write_config(tmp_path)  # train.device auto: CUDA here
+    assert cli("fit", config, "--nproc", "auto").exit_code == 0
+    assert launches == [3]
+    gpus(monkeypatch, 0)
+    result = cli("fit", config, "--nproc", "auto", "--quiet")  # no GPU: one process, which trains here
+    assert result.exit_code == 0 and launches == [3] and "done in" in result.stdout, result.output
+    for bad in ("0", "two", "-1"):
+        result = cli("fit", config, "--nproc", bad)
+        assert result.exit_code == 2 and f"--nproc {bad}: give a whole number" in result.stderr, result.output

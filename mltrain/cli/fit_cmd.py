@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
@@ -21,8 +21,9 @@ def fit(
                                            "<output.dir>/<name>-<time>/."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; "
                                          "overrides train.device."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes to train with on this machine (DDP through "
-                              "torch's elastic launcher; one per GPU on CUDA). Under torchrun, leave it out."),
+    nproc: str = typer.Option("1", "--nproc", metavar="N|auto", help="Processes to train with on this machine (DDP "
+                              "through torch's elastic launcher; one per GPU on CUDA); auto: one per visible GPU, or "
+                              "1 without a GPU. Under torchrun, leave it out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run from its directory "
                                           "or a checkpoint."),
@@ -42,19 +43,23 @@ def fit(
             from ..distributed import end_with_launcher
 
             end_with_launcher()  # a launcher killed with kill -9 leaves no worker training on
-            if nproc > 1:
+            if nproc != "1":
                 raise UserError("--nproc under torchrun: torchrun already started the processes; leave --nproc out")
-        if nproc > 1:
+        cfg = None
+        if nproc != "1":
             from ..config import load_config
-            from ..distributed import launch_local
 
             # a bad config is one message here, not one per worker
             cfg = load_config(config, set_) if config is not None else None
+        processes = _process_count(nproc, lambda: _device_name(device, cfg, resume, set_))
+        if processes > 1:
+            from ..distributed import launch_local
+
             if not force:
-                _check_processes(nproc, _device_name(device, cfg, resume, set_))
+                _check_processes(processes, _device_name(device, cfg, resume, set_))
             ending.launching_workers()
-            raise typer.Exit(launch_local(nproc, _worker_arguments(config, set_, run_dir, device, quiet, resume,
-                                                                     trust_code)))
+            raise typer.Exit(launch_local(processes, _worker_arguments(config, set_, run_dir, device, quiet, resume,
+                                                                         trust_code)))
         if resume is not None:
             if config is not None or run_dir is not None:
                 raise UserError("--resume continues a run with its own config and directory: "
@@ -87,6 +92,24 @@ def _device_name(device: str | None, cfg: Config | None, resume: Path | None, se
         with from_stored(), contextlib.suppress(UserError):  # the workers say what is wrong with it
             return load_config(run / "config.yaml", set_).train.device
     return "auto"
+
+
+def _process_count(nproc: str, device_name: Callable[[], str]) -> int:
+    """--nproc as a number of processes: N, or auto (one per visible GPU when the run is on CUDA,
+    else 1)."""
+    from ..errors import UserError
+
+    if nproc == "auto":
+        from ..devices import pick_device
+
+        if pick_device(device_name()).type != "cuda":
+            return 1
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    if not nproc.isdigit() or int(nproc) < 1:
+        raise UserError(f"--nproc {nproc}: give a whole number of processes (at least 1), or auto")
+    return int(nproc)
 
 
 def _check_processes(nproc: int, device_name: str) -> None:
