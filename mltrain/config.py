@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 from .errors import ConfigError, UserError
 from .registry import (
     ARCHITECTURES, AUGMENTATIONS, CLASSIFICATION, DATASETS, HEADS, OPTIMIZERS, REGISTRIES, REGRESSION, SCHEDULERS,
-    TASKS, Registry, did_you_mean,
+    TASKS, Registry, did_you_mean, rebuilding_stored,
 )
 from .schema import (
     DataSection, Fraction, ModelSection, NonNegativeFloat, OptimizerSection, PositiveFloat, PositiveInt,
@@ -436,6 +436,8 @@ def _from_raw(raw: Any, overrides: list[str], locations: Locations, default_name
     if not isinstance(raw, dict):
         raise ConfigError(locations.source, "",
                           f"a config is a mapping of sections (data, model, ...), got {type(raw).__name__}")
+    if rebuilding_stored():  # a checkpoint's, a run's or a study's: as the mltrain that wrote it meant it
+        raw = stored_config(raw)
     apply_overrides(raw, list(overrides), locations)
     cfg = _validate(Config, raw, default_name, locations)
     return _check_pairings(_resolve_data_paths(cfg, config_dir, locations), locations)
@@ -455,9 +457,10 @@ def config_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), sou
 
 
 def stored_config(raw: Any) -> Any:
-    """A config as an earlier mltrain stored it (in a checkpoint or an export's sidecar), read with
-    today's keys: a key added since whose default changed what a stored run means gets the value
-    the run was trained with. (A cnn's readout was always the average over positions.)"""
+    """A config as an earlier mltrain stored it (a checkpoint's, an export sidecar's, a run's
+    config.yaml, a sweep study's), read with today's keys: a key added since whose default changed
+    what a stored run means gets the value the run was trained with. (A cnn's readout was always
+    the average over positions.)"""
     model = raw.get("model") if isinstance(raw, dict) else None
     if isinstance(model, dict) and model.get("arch") == "cnn" and "readout" not in model:
         raw = {**raw, "model": {**model, "readout": "avg"}}

@@ -212,7 +212,7 @@ def _sidecar(restored: Restored, path: Path, batch: torch.Tensor) -> dict:
         "checkpoint": str(restored.path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
         "averaged": checkpoint.get("ema") is not None,  # the EMA weights, as eval scores them
         "input_dtype": str(batch.dtype).removeprefix("torch."),
-        "config": checkpoint["config"], "spec": spec_state(restored.spec), "data_state": data_state,
+        "config": stored_config(checkpoint["config"]), "spec": spec_state(restored.spec), "data_state": data_state,
         # Regression: what the model's raw outputs are scaled by (null: they are in the target's units).
         "target_scale": getattr(restored.learner.criterion, "target_scale", None),
     }
@@ -247,7 +247,7 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
         raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (a '{SIDECAR_FORMAT}' marker, "
                         "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
     with from_stored():
-        cfg = config_from_dict(stored_config(sidecar["config"]), source=str(sidecar_path(path)))
+        cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
     spec = spec_from_state(sidecar["spec"], sidecar_path(path))
     criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
     model = build_model(cfg.model, spec, criterion.num_outputs)

@@ -44,7 +44,8 @@ SYNONYMS = {
 
 TRUST_FLAG = "--trust-code"
 _trusted: ContextVar[bool] = ContextVar("trusted", default=False)  # the user passed TRUST_FLAG
-_refusing: ContextVar[bool] = ContextVar("refusing", default=False)  # a stored config is being rebuilt
+_refusing: ContextVar[bool] = ContextVar("refusing", default=False)  # a stored config's import paths are refused
+_stored: ContextVar[bool] = ContextVar("stored", default=False)  # a stored config is being rebuilt
 
 
 @contextlib.contextmanager
@@ -65,11 +66,17 @@ def trusts_stored_code() -> bool:
 def from_stored() -> Iterator[None]:
     """While a stored config is rebuilt, its import paths are refused (unless trusted); a refusal
     is a UserError that config validation prefixes with the file and the key."""
-    token = _refusing.set(not _trusted.get())
+    token, stored = _refusing.set(not _trusted.get()), _stored.set(True)
     try:
         yield
     finally:
         _refusing.reset(token)
+        _stored.reset(stored)
+
+
+def rebuilding_stored() -> bool:
+    """Whether a stored config is being rebuilt (within `from_stored`)."""
+    return _stored.get()
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

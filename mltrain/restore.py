@@ -14,7 +14,7 @@ from torch import nn
 
 from .build import build_learner
 from .checkpoint import load_checkpoint, run_directory_of, spec_from_state, spec_state
-from .config import Config, config_from_dict, get_key, stored_config, updated
+from .config import Config, config_from_dict, get_key, updated
 from .data import TARGET_SCALE, DataSpec, DataSplits, build_data, checked_state
 from .devices import pick_device
 from .distributed import Distributed
@@ -82,8 +82,8 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint.get("data_state") or {}, dict):
         raise UserError(f"{path}: its config or data_state is not a mapping; {DAMAGED}")
     with from_stored():
-        cfg = config_from_dict(stored_config(checkpoint["config"]), overrides, source=str(path))
-        original = config_from_dict(stored_config(checkpoint["config"]), source=str(path)) if resume else cfg
+        cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
+        original = config_from_dict(checkpoint["config"], source=str(path)) if resume else cfg
     if resume:
         for key in FIXED_ON_RESUME:
             if get_key(cfg, key) != get_key(original, key):

@@ -263,3 +263,15 @@ def test_a_cnn_checkpoint_from_before_the_readout_key_keeps_its_average(tmp_path
         del checkpoint["config"]["model"]["readout"]
         torch.save(checkpoint, run / "checkpoints" / name)
     assert mltrain.evaluate(run)["split"] == "test"
+
+
+def test_a_stored_config_without_readout_reads_as_the_average_a_users_as_the_default(tmp_path):
+    """A run's config.yaml or a study's base config from before model.readout means avg; a config
+    the user writes gets today's default."""
+    from mltrain.config import load_config
+    from mltrain.registry import from_stored
+
+    path = write_model_config(tmp_path, "digits", arch="cnn", channels=[8])
+    with from_stored():
+        assert load_config(path).model.readout == "avg"
+    assert load_config(path).model.readout == "flatten"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -51,12 +52,13 @@ def fit(
 
             # a bad config is one message here, not one per worker
             cfg = load_config(config, set_) if config is not None else None
-        processes = _process_count(nproc, lambda: _device_name(device, cfg, resume, set_))
+        device_name = functools.cache(lambda: _device_name(device, cfg, resume, set_))  # read once, if at all
+        processes = _process_count(nproc, device_name)
         if processes > 1:
             from ..distributed import launch_local
 
             if not force:
-                _check_processes(processes, _device_name(device, cfg, resume, set_))
+                _check_processes(processes, device_name())
             ending.launching_workers()
             raise typer.Exit(launch_local(processes, _worker_arguments(config, set_, run_dir, device, quiet, resume,
                                                                          trust_code)))
@@ -107,7 +109,7 @@ def _process_count(nproc: str, device_name: Callable[[], str]) -> int:
         import torch
 
         return max(1, torch.cuda.device_count())
-    if not nproc.isdigit() or int(nproc) < 1:
+    if not (nproc.isascii() and nproc.isdigit()) or int(nproc) < 1:
         raise UserError(f"--nproc {nproc}: give a whole number of processes (at least 1), or auto")
     return int(nproc)
 

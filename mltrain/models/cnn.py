@@ -61,7 +61,7 @@ class CNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: tuple[int, ...],
                  kernel_size: int, stride: int, padding: int | None, pool: str | tuple[str, ...], norm: str,
-                 activation: str, dropout: float, readout: str = "flatten", dense: tuple[int, ...] = ()):
+                 activation: str, dropout: float, readout: str = "avg", dense: tuple[int, ...] = ()):
         super().__init__()
         pools = (pool,) * len(channels) if isinstance(pool, str) else pool
         if len(pools) != len(channels):
