@@ -373,3 +373,20 @@ def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_t
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert "confusion/test" in events.Tags()["images"]
+
+
+def test_a_run_restarted_before_its_first_checkpoint_keeps_one_tensorboard_value_per_step(tmp_path):
+    """An attempt killed before any checkpoint left events; the restart (resumed at step 0) hides
+    them rather than adding a second value at each step."""
+    from mltrain.config import config_from_dict
+    from mltrain.sinks import RunStart
+    from mltrain.sinks.tensorboard import TensorBoardSink
+
+    run = RunStart(config_from_dict({}), tmp_path, resumed_step=0, total_steps=3, epochs=1, steps_in_epoch=3)
+    for attempt, loss in enumerate((9.0, 1.0)):
+        sink = TensorBoardSink(tmp_path / "tensorboard")
+        sink.start(run)
+        for step in (1, 2, 3)[: 2 if attempt == 0 else 3]:
+            sink.step({"epoch": 1, "step": step, "train/loss": loss})
+        sink.writer.close()
+    assert tensorboard_scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 1.0), (2, 1.0), (3, 1.0)]

@@ -31,9 +31,11 @@ class TensorBoardSink(Sink):
 
         # On resume, an earlier attempt's events are hidden (TensorBoard ignores those at purge_step
         # and later) and the run files' records up to the checkpoint are written again: a process
-        # killed before its writer flushed would otherwise leave a hole, or a doubled tail.
+        # killed before its writer flushed would otherwise leave a hole, or a doubled tail. A run
+        # restarted before its first checkpoint has earlier events too, and nothing to keep of them.
+        earlier = run.resumed_step or any(self.directory.glob("events.out.tfevents.*"))
         try:
-            self.writer = SummaryWriter(str(self.directory), purge_step=1 if run.resumed_step else None)
+            self.writer = SummaryWriter(str(self.directory), purge_step=1 if earlier else None)
         except OSError as error:
             raise UserError(f"output.loggers: tensorboard cannot write its events into {self.directory}: "
                             f"{error.strerror or error}; make the run directory writable") from None
