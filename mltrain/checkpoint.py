@@ -123,20 +123,44 @@ def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt",
     return target
 
 
+class Unloadable(Exception):
+    """A file torch.load(weights_only=True) refused: `code` names what it would have run (a global
+    such as posix.mkdir), or is None for bytes torch did not write (truncated, corrupt, not torch's)."""
+
+    def __init__(self, code: str | None, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def load_safely(path: Path) -> Any:
+    """torch.load with weights_only=True, on the CPU: tensors and plain data, never code. Raises
+    Unloadable; the caller says what the file should have been."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the weights-only unpickler trips over in bytes torch did not write
+        named = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        raise Unloadable(named[1] if named else None, _what_torch_saw(error)) from None
+
+
 def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> tuple[dict, Path]:
     """Load with weights_only=True (no code can run from the file) and check it is ours."""
     path = resolve_checkpoint(target, prefer)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # whatever the weights-only unpickler trips over in bytes torch did not write
-        named = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
-        if named:
-            raise UserError(f"{path}: refused to load: it names {named[1]}, which is neither a tensor nor plain "
+        checkpoint = load_safely(path)
+    except Unloadable as refused:
+        if refused.code:
+            raise UserError(f"{path}: refused to load: it names {refused.code}, which is neither a tensor nor plain "
                             "data, so loading it could run code; pass a checkpoint written by `mltrain fit`") from None
         raise UserError(f"{path}: not a checkpoint (truncated, corrupt or not a file torch.save wrote)"
-                        f"{_what_torch_saw(error)}; pass a checkpoint written by `mltrain fit`") from None
+                        f"{refused.detail}; pass a checkpoint written by `mltrain fit`") from None
+    return checked_checkpoint(checkpoint, path), path
+
+
+def checked_checkpoint(checkpoint: Any, path: Path) -> dict:
+    """A loaded file, held to being an mltrain checkpoint of a version this mltrain reads, in the
+    current layout."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not an mltrain checkpoint (no '{FORMAT}' marker); "
                         "pass a checkpoint written by `mltrain fit`")
@@ -147,7 +171,7 @@ def load_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "l
     if version > FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format version {version} is newer than this mltrain reads "
                         f"({FORMAT_VERSION}); upgrade mltrain")
-    return (_from_version_1(checkpoint) if version == 1 else checkpoint), path
+    return _from_version_1(checkpoint) if version == 1 else checkpoint
 
 
 def _what_torch_saw(error: Exception) -> str:

@@ -36,8 +36,7 @@ class Freezing:
         self.parameters = [named[name] for name in frozen]
         chosen = {id(parameter) for parameter in self.parameters}
         self.norms = [module for module in learner.model.modules()
-                      if isinstance(module, nn.modules.batchnorm._BatchNorm)
-                      and any(True for _ in module.parameters(recurse=False))
+                      if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine
                       and all(id(parameter) in chosen for parameter in module.parameters(recurse=False))]
         self.applied: bool | None = None  # frozen as of the last apply; None before the first
 

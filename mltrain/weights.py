@@ -11,18 +11,15 @@ reports them): it is most likely for another architecture.
 
 from __future__ import annotations
 
-import pickle
-import re
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
-from .errors import UserError
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT, Unloadable, checked_checkpoint, load_checkpoint, load_safely
 from .data.sections import Statistics
+from .errors import UserError
 from .schema import ModelSection
 
 if TYPE_CHECKING:
@@ -100,27 +97,28 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as error:
             raise UserError(f"model.weights: {path} is not a readable safetensors file ({error})") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # whatever the weights-only unpickler trips over
-        named = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
-        if named:
-            raise UserError(f"model.weights: {path} names {named[1]}, which is neither a tensor nor plain data: "
+        state = load_safely(path)
+    except Unloadable as refused:
+        if refused.code:
+            raise UserError(f"model.weights: {path} names {refused.code}, which is neither a tensor nor plain data: "
                             "loading it could run code, so it is refused. Save a plain state dict "
                             "(torch.save(model.state_dict(), path)) or a .safetensors file") from None
         raise UserError(f"model.weights: {path} is not a weight file torch can read (truncated, corrupt, or not "
                         "written by torch.save); give a .safetensors or .pt/.pth file") from None
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        return _run_weights(path)  # an mltrain checkpoint: read (and checked) as one
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:  # an mltrain checkpoint
+        return _eval_weights(checked_checkpoint(state, path), path)
     return _state_dict_in(state, path)
 
 
 def _run_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The eval weights of an mltrain checkpoint, or of a run directory's best.pt (else last.pt)."""
+    """The eval weights of a run directory's best.pt (else last.pt)."""
+    return _eval_weights(*load_checkpoint(path))
+
+
+def _eval_weights(checkpoint: dict, found: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's eval weights: the EMA where the run kept one."""
     from .state_checks import averaged_weights
 
-    checkpoint, found = load_checkpoint(path)
     averaged = averaged_weights(checkpoint, found)
     return _state_dict_in(averaged["weights"] if averaged is not None else checkpoint.get("model"), found)
 

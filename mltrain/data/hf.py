@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR, did_you_mean
 from ..schema import PositiveInt
 from . import table_encoding
 from .dataset import DataSpec, DataSplits
@@ -97,8 +97,6 @@ def _as_lists(data_files: Any) -> Any:
 
 def _column(split: Any, name: str, key: str) -> Any:
     if name not in split.column_names:
-        from ..registry import did_you_mean
-
         raise UserError(f"{key} '{name}': the dataset has no such column; {did_you_mean(name, split.column_names)}"
                         f"columns: {', '.join(split.column_names)}")
     return split.features[name]
@@ -185,17 +183,13 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
     if len(inputs) == 1 and kinds[inputs[0]] == "image":
         mode = image_mode(splits["train"], inputs[0])
         xs = {name: _images(split, inputs[0], image_size, mode) for name, split in splits.items()}
-        held = as_tensors(split_arrays((xs["train"], ys["train"]), val_split, seed, test_split,
-                                       *((xs[name], ys[name]) if name in xs else None for name in ("val", "test"))))
-        data, normalise = normalised_splits(held, mean, std, normalize)
+        data, normalise = normalised_splits(_held_out(xs, ys, val_split, seed, test_split), mean, std, normalize)
         spec = DataSpec(tuple(xs["train"].shape[1:]), _count(class_names), tuple(class_names or ()))
         return DataSplits(spec, data, {**normalise.state(), "class_names": class_names})
     if len(inputs) == 1 and kinds[inputs[0]] == "numbers":
         xs = {name: _numbers(split, inputs[0]) for name, split in splits.items()}
-        held = as_tensors(split_arrays((xs["train"], ys["train"]), val_split, seed, test_split,
-                                       *((xs[name], ys[name]) if name in xs else None for name in ("val", "test"))))
         spec = DataSpec(tuple(xs["train"].shape[1:]), _count(class_names), tuple(class_names or ()))
-        return DataSplits(spec, held, {"class_names": class_names})
+        return DataSplits(spec, _held_out(xs, ys, val_split, seed, test_split), {"class_names": class_names})
     not_scalar = [name for name in inputs if kinds[name] != "scalar"]
     if not_scalar:
         raise UserError(f"data.input: {', '.join(not_scalar)} hold images or number lists, which are read one column "
@@ -211,8 +205,7 @@ def _tabular(splits: dict[str, Any], inputs: list[str], ys: dict[str, np.ndarray
         for table in tables.values():
             table_encoding.refuse_missing(table, inputs, "input")
     rows = {name: np.arange(table.rows) for name, table in tables.items()}
-    held = split_arrays((rows["train"], ys["train"]), val_split, seed, test_split,
-                        *((rows[name], ys[name]) if name in rows else None for name in ("val", "test")))
+    held = _split(rows, ys, val_split, seed, test_split)
     source = {"train": "train", "val": "val" if "val" in tables else "train",
               "test": "test" if "test" in tables else "train"}  # the table each held split's rows index
     if columns is None:
@@ -221,6 +214,18 @@ def _tabular(splits: dict[str, Any], inputs: list[str], ys: dict[str, np.ndarray
                    torch.from_numpy(y)) for name, (index, y) in held.items()}
     spec = DataSpec((data["train"][0].shape[1],), _count(class_names), tuple(class_names or ()))
     return DataSplits(spec, data, {"columns": columns, "class_names": class_names})
+
+
+def _split(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], val_split: float, seed: int,
+           test_split: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The dataset's own splits, and val and test held out of train where it has none."""
+    pairs = [(xs[name], ys[name]) if name in xs else None for name in ("val", "test")]
+    return split_arrays((xs["train"], ys["train"]), val_split, seed, test_split, *pairs)
+
+
+def _held_out(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], val_split: float, seed: int,
+              test_split: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return as_tensors(_split(xs, ys, val_split, seed, test_split))
 
 
 def _count(class_names: list[str] | None) -> int | None:
