@@ -128,9 +128,7 @@ def read_table(path: Path, format: str, key: str = "data.path", wanted: list[str
     """The rows of the table at `path` (`format`: csv or parquet): the `wanted` columns (all when
     None), which the caller has checked exist. The `text` columns are read as the file writes them,
     numbers or not (an ID, or categories such as zip codes 02139)."""
-    if format == "parquet":
-        return _parquet(path, key, wanted, text)
-    return _csv(path, key, wanted, text)
+    return _parquet(path, key, wanted, text) if format == "parquet" else _csv(path, key, wanted, text)
 
 
 def _csv(file: Path, key: str, wanted: list[str] | None, text: tuple[str, ...]) -> Table:
@@ -203,14 +201,14 @@ def _unreadable_parquet(path: Path, key: str, error: Exception) -> UserError:
 
 def _parquet(path: Path, key: str, wanted: list[str] | None, text: tuple[str, ...]) -> Table:
     parquet = _pyarrow(path, key)[2]
-    header = table_header(path, "parquet", key)
     try:
-        table = parquet.read_table(path, columns=wanted)
-    except Exception as error:
+        dataset = parquet.ParquetDataset(path)
+        table = dataset.read(columns=wanted)
+    except Exception as error:  # not Parquet, truncated, unreadable
         raise _unreadable_parquet(path, key, error) from None
     if table.num_rows == 0:
         raise UserError(f"{key} {path}: no rows; give a table with at least one row")
-    return Table(path, header, arrow_columns(table, key, path, text), None)
+    return Table(path, list(dataset.schema.names), arrow_columns(table, key, path, text), None)
 
 
 def _without_empty_text(codes: np.ndarray, levels: np.ndarray) -> Column:
