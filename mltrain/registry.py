@@ -295,7 +295,8 @@ TASKS = frozenset({CLASSIFICATION, REGRESSION})
 
 DATASETS = Registry("dataset", ("mltrain.data.builtin", "mltrain.data.sequences", "mltrain.data.text",
                                 "mltrain.data.vision", "mltrain.data.image_folder", "mltrain.data.tabular",
-                                "mltrain.data.arrays", "mltrain.data.hf", "mltrain.data.user"),
+                                "mltrain.data.arrays", "mltrain.data.hf", "mltrain.data.tar_shards",
+                                "mltrain.data.tokens", "mltrain.data.user"),
                     section="data", entry_point_group="mltrain.datasets")
 AUGMENTATIONS = Registry("augmentation", ("mltrain.data.augment",), section="data.augment")
 ARCHITECTURES = Registry("architecture", ("mltrain.models.mlp", "mltrain.models.cnn", "mltrain.models.resnet",

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .data.stream import SeededPermutation
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .freezing import Freezing
 from .metrics import samples_per_s
@@ -57,7 +56,7 @@ class Training:
         self.job, self.device = job, learner.device
         self.strategy = strategy_for(job)
         self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
-        self.stream = SeededPermutation(*data.splits["train"], cfg.data.batch_size, cfg.seed)
+        self.stream = data.training_stream(cfg.data.batch_size, cfg.seed)
         self.state = TrainState(cfg, learner, self.stream, self.strategy, data.spec, data.state, data.augment)
         self.freezing = Freezing(learner, cfg.train.freeze, cfg.train.unfreeze_at_epoch)
         self.last_validation: Record = {}

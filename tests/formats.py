@@ -89,3 +89,49 @@ def source_config(directory: Path, data: dict, model: dict | None = None, **sect
     """write_config's small config with this data section in place of its spirals (and this model)."""
     base = {**TINY, "data": {"batch_size": 16, **data}, "model": model or TINY["model"]}
     return write_config(directory, base=base, **sections)
+
+
+def write_shards(folder: Path, shards: int = 8, per_shard: int = 40, size: int = 8, seed: int = 0,
+                 name: str = "train") -> str:
+    """`shards` WebDataset tar files folder/<name>-000000.tar...: per_shard samples each, a PNG
+    (`png`, 3 x size x size, dark or light as its class) and its class id (`cls`). Returns their
+    brace pattern."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for number in range(shards):
+        with tarfile.open(folder / f"{name}-{number:06d}.tar", "w") as tar:
+            for index in range(per_shard):
+                label = int(rng.integers(0, 2))
+                pixels = np.clip((50, 180)[label] + rng.integers(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                encoded = io.BytesIO()
+                Image.fromarray(pixels).save(encoded, format="PNG")
+                for extension, content in (("png", encoded.getvalue()), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"{number:06d}{index:06d}.{extension}")
+                    info.size = len(content)
+                    tar.addfile(info, io.BytesIO(content))
+    return str(folder / f"{name}-{{000000..{shards - 1:06d}}}.tar")
+
+
+def write_token_corpus(folder: Path, tokens: int = 20_000, vocab: int = 40, seed: int = 0,
+                       val: int | None = 2_000) -> Path:
+    """folder/train.bin (and val.bin): uint16 token ids of a learnable sequence (each token mostly
+    the previous one + 1), and a tokenizer.json (the Hugging Face tokenizers format) of `vocab`
+    tokens beside them."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, count in (("train", tokens), ("val", val)):
+        if count:
+            steps = np.where(rng.random(count) < 0.9, 1, rng.integers(0, vocab, count))
+            (np.cumsum(steps) % vocab).astype(np.uint16).tofile(folder / f"{name}.bin")
+    vocabulary = {chr(ord("a") + i) if i < 26 else f"t{i}": i for i in range(vocab)}
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": [],
+                                                        "model": {"type": "WordLevel", "vocab": vocabulary,
+                                                                  "unk_token": "a"}}))
+    return folder

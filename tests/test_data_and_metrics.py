@@ -8,7 +8,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, precision_r
 
 from mltrain.config import section_config
 from mltrain.data import TARGET_SCALE, build_data
-from mltrain.data.dataset import batches, epoch_order
+from mltrain.data.dataset import batches
+from mltrain.data.orders import epoch_order
 from mltrain.data.stream import SeededPermutation
 from mltrain.metrics import COUNTED_AT_ONCE, UNCOUNTED_BATCHES, Accumulator, confusion_matrix, per_class_scores
 

@@ -374,7 +374,8 @@ def test_npz_target_and_sample_shapes(cli, tmp_path):
 def test_streamed_and_augmented_batches_are_decoded_by_the_workers(tmp_path, monkeypatch):
     import os
 
-    from mltrain.data.dataset import batches, epoch_order
+    from mltrain.data.dataset import batches
+from mltrain.data.orders import epoch_order
     from mltrain.data.streamed import ImageFiles, StreamedImages
 
     for shade, name in ((40, "cat"), (200, "dog")):

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data.dataset import batches, epoch_order
+from ..data.dataset import batches
+from ..data.orders import epoch_order
 from ..devices import pick_device
 from ..freezing import Freezing
 from ..learner import Learner

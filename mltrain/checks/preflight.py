@@ -20,7 +20,8 @@ from torch import nn
 from ..build import build_learner
 from ..config import Config
 from ..data import DataSplits
-from ..data.dataset import batches, epoch_order, global_batches
+from ..data.dataset import batches, global_batches
+from ..data.orders import epoch_order
 from ..devices import pick_device
 from ..errors import UserError
 from ..learner import EVAL_BATCH_SIZE, Learner

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import torch
 
 from .inputs import Augment, BatchSource, as_source
+
 
 
 @dataclass(frozen=True)
@@ -18,18 +19,46 @@ class DataSpec:
     target_shape: tuple[int, ...] = ()  # () for a class id or a scalar target
 
 
+if TYPE_CHECKING:
+    from .stream import TrainingStream
+
+
+class StreamedTrain(Protocol):
+    """A training split that is only ever streamed (a token corpus): its samples differ from
+    epoch to epoch, so no (inputs, targets) pair can hold them."""
+
+    def __len__(self) -> int:
+        """Samples in an epoch."""
+    def stream(self, batch_size: int, seed: int) -> TrainingStream: ...
+    def limited(self, count: int) -> StreamedTrain: ...
+    def to(self, device: torch.device) -> StreamedTrain: ...
+
+
 @dataclass
 class DataSplits:
     """Every split as (inputs, targets) on one device, batched by index. Inputs are tensors, or
-    `Inputs` (stored uint8 images, say) that give a model-ready batch for each index."""
+    `Inputs` (stored uint8 images, say) that give a model-ready batch for each index.
+
+    With `streamed_train`, training streams from it, and the "train" split holds only a preview of
+    its samples, for what reads a training split whole (the pre-flight checks, overfit-tiny)."""
 
     spec: DataSpec
     splits: dict[str, tuple[torch.Tensor | BatchSource, torch.Tensor]]
     state: dict = field(default_factory=dict)  # what eval needs to rebuild the same inputs
+    streamed_train: StreamedTrain | None = None
 
     def to(self, device: torch.device) -> DataSplits:
         moved = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
-        return DataSplits(self.spec, moved, self.state)
+        return DataSplits(self.spec, moved, self.state,
+                          self.streamed_train.to(device) if self.streamed_train is not None else None)
+
+    def training_stream(self, batch_size: int, seed: int) -> TrainingStream:
+        """The batches training takes, in the seeded order of each epoch."""
+        from .stream import SeededPermutation
+
+        if self.streamed_train is not None:
+            return self.streamed_train.stream(batch_size, seed)
+        return SeededPermutation(*self.splits["train"], batch_size, seed)
 
     def close(self) -> None:
         """Ends what the splits hold open: the worker processes of streamed images."""
@@ -38,6 +67,8 @@ class DataSplits:
                 x.close()
 
     def size(self, split: str) -> int:
+        if split == "train" and self.streamed_train is not None:
+            return len(self.streamed_train)
         return len(self.splits[split][1])
 
     def subset(self, split: str, count: int) -> DataSplits:
@@ -49,7 +80,7 @@ class DataSplits:
         """Only the first `count` training samples; the other splits whole."""
         x, y = self.splits["train"]
         return DataSplits(self.spec, {**self.splits, "train": (x.narrow(0, 0, min(count, len(y))), y[:count])},
-                            self.state)
+                          self.state, self.streamed_train.limited(count) if self.streamed_train is not None else None)
 
     @property
     def augment(self) -> Augment | None:
@@ -59,11 +90,14 @@ class DataSplits:
     def augmented(self, augment: Augment) -> DataSplits:
         """Training batches pass through `augment` (wherever they are decoded); the other splits never do."""
         x, y = self.splits["train"]
-        return DataSplits(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state)
+        return DataSplits(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state,
+                          self.streamed_train)
 
     def describe(self) -> str:
         """One line on the training targets: how balanced the classes are, or the targets' spread."""
         y = self.splits["train"][1]
+        if self.streamed_train is not None:
+            return f"train: streamed, {len(self.streamed_train):,} samples an epoch"
         if self.spec.num_classes is None:
             return f"train targets: mean {y.float().mean():.4g}, std {y.float().std():.4g}"
         counts = torch.bincount(y.flatten(), minlength=self.spec.num_classes).tolist()
@@ -73,12 +107,6 @@ class DataSplits:
         least, most = min(range(len(counts)), key=counts.__getitem__), max(range(len(counts)), key=counts.__getitem__)
         return (f"train class balance: {len(counts)} classes, from {counts[least]} ({names[least]}) "
                 f"to {counts[most]} ({names[most]}) per class")
-
-
-def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of one epoch, derived from (seed, epoch) alone so any process can rebuild it."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=generator)
 
 
 def batches(x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import UserError
 
@@ -55,24 +56,26 @@ def available_memory() -> int:
     return min(bounds, default=1 << 62)
 
 
-def check_image_header(path: Path, key: str = "data.root") -> None:
+def check_image_header(path: Path | BinaryIO, key: str = "data.root", where: str | None = None) -> None:
     """Refuse images whose header declares more than MAX_IMAGE_PIXELS, or cannot be read (their
-    size unknown, a decoder might still expand them), before any decoding; `key` names where the
-    path came from in the message."""
+    size unknown, a decoder might still expand them), before any decoding. `path`: a file, or
+    an image's bytes (then `where` says where they came from); `key` names the config key the
+    image came through in the message."""
     from PIL import Image
 
+    where = where or str(path)
     pillow_bound, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the size, whatever it is
     try:
         with Image.open(path) as image:  # parses the header only
             width, height = image.size
     except Exception as error:  # whatever Pillow's parsers raise on bytes they cannot read
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{key}: cannot decode image {path}: its header cannot be read ({detail}), so its size "
+        raise UserError(f"{key}: cannot decode image {where}: its header cannot be read ({detail}), so its size "
                         "is unknown; replace or remove the file") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_bound
     if width * height > MAX_IMAGE_PIXELS:
-        raise UserError(f"{key}: image {path} declares {width}x{height} pixels, more than "
+        raise UserError(f"{key}: image {where} declares {width}x{height} pixels, more than "
                         f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?); resize or remove it")
 
 

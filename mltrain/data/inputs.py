@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from ..errors import UserError
+from .orders import epoch_order
 
 STATS_CHUNK = 8192  # images per pass when computing channel statistics (bounds the float copy)
 
@@ -65,6 +66,8 @@ class BatchSource(Protocol):
     def batches(self, y: torch.Tensor, batch_size: int,
                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
     def narrow(self, dim: int, start: int, length: int) -> BatchSource: ...
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """Every sample's index, in the order training takes them in `epoch`."""
     def with_augment(self, augment: Augment | None) -> BatchSource: ...
     def to(self, device: torch.device) -> BatchSource: ...
     def __len__(self) -> int: ...
@@ -107,6 +110,9 @@ class Inputs:
     @property
     def shape(self) -> torch.Size:
         return self.stored.shape
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        return epoch_order(len(self.stored), seed, epoch)
 
     def narrow(self, dim: int, start: int, length: int) -> Inputs:
         """The same samples' slice, still stored; as torch.Tensor.narrow (dim 0 only)."""

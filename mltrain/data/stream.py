@@ -3,7 +3,8 @@ an order it owns, and can say where it stands (`state_dict`) so a resumed run co
 epoch exactly where it stopped. The loop never computes an order or a shard itself.
 
 `SeededPermutation` is the stream of a split held in memory (or indexed on disk): the epoch's
-permutation derives from (seed, epoch) alone, so its state is only how far the epoch has gone.
+order derives from (seed, epoch) alone (a permutation, or the block shuffle of shards), so its
+state is only how far the epoch has gone.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from .dataset import batches, epoch_order, global_batches, shard
-from .inputs import BatchSource
+from .dataset import batches, global_batches, shard
+from .inputs import BatchSource, as_source
 
 # x, y and the number of samples in the global batch this micro-batch is a part of (over every process)
 Batch = tuple[torch.Tensor, torch.Tensor, int]
@@ -51,7 +52,7 @@ class SeededPermutation:
     def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
         if epoch != self.epoch:
             self.epoch, self.served = epoch, 0
-        order = epoch_order(len(self.y), self.seed, epoch)[self.served:]
+        order = as_source(self.x).epoch_order(self.seed, epoch)[self.served:]
         order, global_sizes = shard(order, self.batch_size, world_size, rank)
         for (x, y), global_size in zip(batches(self.x, self.y, self.batch_size, order), global_sizes):
             self.served += global_size  # before the yield: a checkpoint taken after this batch counts it

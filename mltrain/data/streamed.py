@@ -2,13 +2,16 @@
 
 Workers only decode and resize (uint8, pinned on CUDA); normalisation and augmentation then run
 on the whole batch on the training device, exactly as for in-memory images, so both paths train
-alike and the batch order is still the seeded (seed, epoch) permutation.
+alike. The images come from an image folder's files (`ImageFiles`) or from tar shards
+(`tar_shards.TarImages`): any `SampleSet`. Files in a folder train in the seeded (seed, epoch)
+permutation; shards in their locality-keeping block order (data/orders.py).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from ..errors import UserError
 from .files import check_image_header
+from .orders import epoch_order
 from .inputs import Normalise
 
 
@@ -27,7 +31,6 @@ def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
     """One image file as uint8 (C, image_size, image_size); `key` names where the path came from
     in a message about it."""
     from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
 
     check_image_header(path, key)
     try:
@@ -38,6 +41,26 @@ def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
     except (RuntimeError, OSError, ValueError) as error:
         raise UserError(f"{key}: cannot decode image {path}: {str(error).splitlines()[0]}; "
                         "replace or remove the file") from None
+    return _resized(image, image_size)
+
+
+def decode_bytes(data: bytes, image_size: int, where: str, key: str = "data.train") -> torch.Tensor:
+    """An encoded image (PNG, JPEG, WebP) as uint8 (C, image_size, image_size); `where` says where
+    its bytes came from in a message about it."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    check_image_header(io.BytesIO(data), key, where)
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise UserError(f"{key}: cannot decode image {where}: {str(error).splitlines()[0]}; "
+                        "replace or remove it") from None
+    return _resized(image, image_size)
+
+
+def _resized(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    from torchvision.transforms.v2.functional import resize
+
     return resize(image, [image_size, image_size], antialias=True)
 
 
@@ -52,6 +75,18 @@ def _pillow_decode(path: Path) -> torch.Tensor:
     return torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1).contiguous()
 
 
+class SampleSet(Protocol):
+    """Images read one at a time (in DataLoader workers), uint8 (channels, image_size, image_size)."""
+    image_size: int
+    channels: int
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+    def subset(self, start: int, length: int) -> SampleSet: ...
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """Every index, in the order the epoch trains on them."""
+
+
 class ImageFiles(Dataset):
     """Files decoded on demand; every one must have the channel count of `reference`."""
 
@@ -60,6 +95,12 @@ class ImageFiles(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def subset(self, start: int, length: int) -> ImageFiles:
+        return ImageFiles(self.files[start:start + length], self.image_size, self.channels, self.reference)
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        return epoch_order(len(self.files), seed, epoch)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = decode(self.files[index], self.image_size)
@@ -86,7 +127,7 @@ class StreamedImages:
     """A split's images on disk. `batches(...)` streams model-ready batches through a DataLoader;
     indexing (`images[index]`) decodes those samples at once, for small subsets."""
 
-    def __init__(self, files: ImageFiles, normalise: Normalise, workers: int,
+    def __init__(self, files: SampleSet, normalise: Normalise, workers: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  device: torch.device = torch.device("cpu")):
         self.files, self.normalise, self.workers, self.augment = files, normalise, workers, augment
@@ -142,12 +183,13 @@ class StreamedImages:
             loader._iterator = None
         self._loaders.clear()
 
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        return self.files.epoch_order(seed, epoch)
+
     def narrow(self, dim: int, start: int, length: int) -> StreamedImages:
         """The same split cut to samples [start, start + length) (dim 0 only)."""
         assert dim == 0
-        files = ImageFiles(self.files.files[start:start + length], self.files.image_size, self.files.channels,
-                           self.files.reference)
-        return StreamedImages(files, self.normalise, self.workers, self.augment, self.device)
+        return StreamedImages(self.files.subset(start, length), self.normalise, self.workers, self.augment, self.device)
 
     def with_augment(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> StreamedImages:
         return StreamedImages(self.files, self.normalise, self.workers, augment, self.device)
