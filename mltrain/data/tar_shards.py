@@ -16,10 +16,11 @@ samples of every global batch.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -70,14 +71,16 @@ class Shard:
 
 class TarImages:
     """The samples of a split's shards, read by index: each one's image decoded and resized to
-    uint8 (channels, image_size, image_size). Picklable, so DataLoader workers get a copy; each
-    worker opens the shards it reads once."""
+    uint8 (channels, image_size, image_size). Each process (each DataLoader worker) opens the
+    shards it reads once: a file opened before a fork would share its read position with the
+    forked workers."""
 
     def __init__(self, shards: list[Shard], image_size: int, channels: int, shuffle_buffer: int):
         self.shards, self.image_size, self.channels, self.shuffle_buffer = shards, image_size, channels, shuffle_buffer
         self.shard_sizes = [len(shard.images) for shard in shards]
         self._starts = np.cumsum([0] + self.shard_sizes)
-        self._open: dict[int, Any] = {}
+        self._open: dict[int, BinaryIO] = {}
+        self._opened_by = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_open": {}}
@@ -100,6 +103,8 @@ class TarImages:
         return image
 
     def _read(self, number: int, offset: int, size: int) -> bytes:
+        if self._opened_by != os.getpid():
+            self._open, self._opened_by = {}, os.getpid()
         if number not in self._open:
             self._open[number] = open(self.shards[number].path, "rb")
         file = self._open[number]

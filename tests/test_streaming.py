@@ -1,0 +1,85 @@
+"""Data bigger than memory: WebDataset tar shards and token corpora, streamed with 1 and 2
+processes, and resumed bitwise after kill -9 mid-epoch."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+import torch
+
+from conftest import MLTRAIN
+from formats import source_config, write_shards, write_token_corpus
+from test_distributed import fit, stop_job, worker_pids
+from test_resume import wait_for_step
+
+SHARDS = {"dataset": "webdataset", "image_size": 8, "shuffle_buffer": 64, "workers": 2}
+CNN = {"arch": "cnn", "channels": [8], "dropout": 0.1}
+TOKENS = {"dataset": "tokens", "path": "corpus", "block_size": 16, "windows": 256}
+GPT = {"arch": "gpt", "d_model": 32, "heads": 2, "layers": 1, "dropout": 0.1}
+TRAIN = {"epochs": 2, "log_every_steps": 1, "checkpoint_every_steps": 3, "threads": 1}
+
+
+def last_weights(run):
+    return torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
+
+
+def killed_and_resumed(config, run, step, *launch):
+    """A run killed (kill -9 of its process, or of one worker of --nproc 2) at `step`, then resumed."""
+    process = subprocess.Popen([MLTRAIN, "fit", str(config), "--run-dir", str(run), *launch],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run, step, process)
+        if launch:  # --nproc 2: one worker dies, the launcher ends the job
+            os.kill(worker_pids(process.pid)[-1], signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait(timeout=60)
+    finally:
+        stop_job(process)
+    resumed = fit("--resume", run, *launch)
+    assert resumed.returncode == 0, resumed.stderr
+    return run
+
+
+def assert_bitwise(a, b):
+    wa, wb = last_weights(a), last_weights(b)
+    assert set(wa) == set(wb) and all(torch.equal(wa[key], wb[key]) for key in wa)
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("source", ["webdataset", "tokens"])
+def test_a_streamed_source_resumes_bitwise_after_kill_9_mid_epoch(tmp_path, source):
+    if source == "webdataset":
+        data, model = {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40)}, CNN
+    else:
+        write_token_corpus(tmp_path / "corpus")
+        data, model = TOKENS, GPT
+    config = source_config(tmp_path, data, model, train=TRAIN)
+    whole = fit(config, "--run-dir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert "train: streamed" in whole.stdout or source == "webdataset"
+    run = killed_and_resumed(config, tmp_path / "killed", 11)  # epoch 1 has 16 or 18 steps: mid-epoch
+    assert_bitwise(tmp_path / "whole", run)
+
+
+def test_two_processes_stream_shards_and_resume_bitwise_after_a_worker_is_killed(tmp_path):
+    data = {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40), "workers": 1}
+    config = source_config(tmp_path, data, CNN, train=TRAIN)
+    whole = fit(config, "--nproc", "2", "--run-dir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    run = killed_and_resumed(config, tmp_path / "killed", 5, "--nproc", "2")  # 9 steps an epoch
+    assert_bitwise(tmp_path / "whole", run)
+
+
+def test_two_processes_with_batch_b_draw_the_token_windows_of_one_with_batch_2b(tmp_path):
+    write_token_corpus(tmp_path / "corpus")
+    runs = {}
+    for processes, batch in ((2, 8), (1, 16)):
+        # SGD: Adam would magnify the processes' different summation order in near-zero gradients.
+        config = source_config(tmp_path, {**TOKENS, "batch_size": batch}, {**GPT, "dropout": 0.0},
+                               optimizer={"name": "sgd", "lr": 0.1}, train={"epochs": 1, "threads": 1})
+        result = fit(config, "--nproc", processes, "--run-dir", tmp_path / f"{processes}")
+        assert result.returncode == 0, result.stderr
+        runs[processes] = last_weights(tmp_path / f"{processes}")
+    assert all(torch.allclose(runs[1][key], runs[2][key], atol=1e-5) for key in runs[1])
