@@ -152,7 +152,7 @@ def test_image_folder_with_split_folders(tmp_path):
 
 def test_a_folder_above_max_memory_streams_from_disk_and_trains_alike(tmp_path):
     import mltrain
-    from mltrain.data.streamed import StreamedImages
+    from mltrain.data.streamed import StreamedSamples
 
     for shade, name in ((40, "cat"), (200, "dog")):
         write_images(tmp_path / "images" / name, 12, shade=shade)
@@ -160,7 +160,7 @@ def test_a_folder_above_max_memory_streams_from_disk_and_trains_alike(tmp_path):
               "augment": [{"name": "flip"}, {"name": "noise", "std": 0.1}]}
     streamed = build_data(section_config("data", dataset="image_folder", root=str(tmp_path / "images"), image_size=8,
                                      max_memory_mb=0, workers=2), 0, CPU)
-    assert isinstance(streamed.splits["train"][0], StreamedImages)
+    assert isinstance(streamed.splits["train"][0], StreamedSamples)
     results = [mltrain.fit(write_config(tmp_path, {**common, **extra}, name=name, train={"epochs": 2}))
                for name, extra in (("memory", {}), ("disk", {"max_memory_mb": 0, "workers": 2}))]
     assert not multiprocessing.active_children()  # the decoding workers ended with the run, not at some GC
@@ -375,15 +375,15 @@ def test_streamed_and_augmented_batches_are_decoded_by_the_workers(tmp_path, mon
     import os
 
     from mltrain.data.dataset import batches
-from mltrain.data.orders import epoch_order
-    from mltrain.data.streamed import ImageFiles, StreamedImages
+    from mltrain.data.orders import epoch_order
+    from mltrain.data.streamed import ImageFiles, StreamedSamples
 
     for shade, name in ((40, "cat"), (200, "dog")):
         write_images(tmp_path / "images" / name, 12, shade=shade)
     data = build_data(section_config("data", dataset="image_folder", root=str(tmp_path / "images"), image_size=8,
                                      max_memory_mb=0, workers=2, augment=[{"name": "flip"}]), 0, CPU)
     x, y = data.splits["train"]
-    assert isinstance(x, StreamedImages) and x.augment is not None  # augmentation did not unwrap the stream
+    assert isinstance(x, StreamedSamples) and x.augment is not None  # augmentation did not unwrap the stream
     decoded_by = tmp_path / "pids"
     original = ImageFiles.__getitem__
 

@@ -15,7 +15,7 @@ import torch
 
 from ..data import DataSplits
 from ..data.inputs import Inputs
-from ..data.streamed import StreamedImages
+from ..data.streamed import StreamedSamples
 from .result import CheckResult
 
 IMBALANCE_LIMIT = 10.0  # warn when the largest class has more than this many times the smallest's samples
@@ -26,7 +26,7 @@ HELD_OUT = ("val", "test")
 
 def stored_samples(x: Any) -> torch.Tensor | None:
     """A split's samples as stored: a tensor (N, ...), or None for images streamed from disk."""
-    if isinstance(x, StreamedImages):
+    if isinstance(x, StreamedSamples):
         return None
     return x.stored if isinstance(x, Inputs) else x
 
@@ -106,7 +106,7 @@ def class_balance(data: DataSplits) -> CheckResult:
 def _sample_hashes(x: Any) -> list[bytes] | None:
     """A 128-bit digest of each sample's stored bytes (of each file, for images streamed from
     disk); None for samples in shards, which are not read in full before training."""
-    if isinstance(x, StreamedImages):
+    if isinstance(x, StreamedSamples):
         files = getattr(x.files, "files", None)
         return None if files is None else [hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
                                            for path in files]

@@ -22,7 +22,7 @@ from .dataset import DataSpec, DataSplits
 from .sections import HeldOutTest, PixelImagesConfig
 from .inputs import Normalise, channel_stats, chosen_normalise, normalised_splits
 from .splits import as_tensors, split_arrays
-from .streamed import ImageFiles, StreamedImages, decode
+from .streamed import ImageFiles, StreamedSamples, decode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -108,7 +108,7 @@ def image_folder(val_split: float, seed: int, root: str, image_size: int, test_s
              for split, (x, _) in splits.items()}
     normalise = Normalise.from_state(mean, std) if mean is not None \
         else chosen_normalise(normalize, channels, lambda: _sampled_stats(files["train"], seed))
-    return DataSplits(spec, {split: (StreamedImages(files[split], normalise, workers), y)
+    return DataSplits(spec, {split: (StreamedSamples(files[split], normalise, workers), y)
                                for split, (_, y) in splits.items()}, {**normalise.state(), "classes": found})
 
 

@@ -4,7 +4,7 @@ Images are kept as they come (uint8, a quarter of float32's memory) and converte
 taken: to float, normalised with the training split's per-channel statistics, then augmented (the
 training split only). This is the one place that conversion happens.
 
-`Inputs` (in memory) and `streamed.StreamedImages` (on disk) are the two kinds of batch source:
+`Inputs` (in memory) and `streamed.StreamedSamples` (on disk) are the two kinds of batch source:
 each owns its batching (`batches`), trimming (`narrow`), augmentation (`with_augment`) and move
 to a device (`to`). A split's plain tensor becomes an `Inputs` through `as_source`.
 """

@@ -1,10 +1,11 @@
-"""Images too many to keep in memory: decoded from disk by DataLoader workers, batch by batch.
+"""Samples too many to keep in memory: read from disk by DataLoader workers, batch by batch.
 
-Workers only decode and resize (uint8, pinned on CUDA); normalisation and augmentation then run
-on the whole batch on the training device, exactly as for in-memory images, so both paths train
-alike. The images come from an image folder's files (`ImageFiles`) or from tar shards
-(`tar_shards.TarImages`): any `SampleSet`. Files in a folder train in the seeded (seed, epoch)
-permutation; shards in their locality-keeping block order (data/orders.py).
+Workers only read and decode (images: uint8, resized; pinned on CUDA); normalisation and
+augmentation then run on the whole batch on the training device, exactly as for in-memory
+images, so both paths train alike. The samples come from any `SampleSet`: an image folder's
+files (`ImageFiles`), tar shards (`tar_shards.TarImages`), Parquet row groups
+(`table_stream.ParquetRows`). Files in a folder train in the seeded (seed, epoch) permutation;
+shards in their locality-keeping block order (data/orders.py).
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def _pillow_decode(path: Path) -> torch.Tensor:
 
 
 class SampleSet(Protocol):
-    """Images read one at a time (in DataLoader workers), uint8 (channels, image_size, image_size)."""
-    image_size: int
-    channels: int
+    """Samples read by index in DataLoader workers: one at a time (`__getitem__`), or a batch at
+    once where a set defines `__getitems__` (then it returns the batch as one tensor)."""
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> torch.Tensor: ...
     def subset(self, start: int, length: int) -> SampleSet: ...
@@ -95,6 +97,10 @@ class ImageFiles(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.channels, self.image_size, self.image_size
 
     def subset(self, start: int, length: int) -> ImageFiles:
         return ImageFiles(self.files[start:start + length], self.image_size, self.channels, self.reference)
@@ -123,11 +129,24 @@ class _Order:
         return len(self.order)
 
 
-class StreamedImages:
-    """A split's images on disk. `batches(...)` streams model-ready batches through a DataLoader;
-    indexing (`images[index]`) decodes those samples at once, for small subsets."""
+def _collate(samples: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A batch: samples read one at a time stacked, a batch read at once as it is."""
+    return samples if isinstance(samples, torch.Tensor) else torch.stack(samples)
 
-    def __init__(self, files: SampleSet, normalise: Normalise, workers: int,
+
+def read(samples: SampleSet, positions: list[int]) -> torch.Tensor:
+    """The samples at `positions`, read here (not in a worker), as one batch."""
+    if hasattr(samples, "__getitems__"):
+        return samples.__getitems__(positions)
+    return torch.stack([samples[i] for i in positions])
+
+
+class StreamedSamples:
+    """A split's samples on disk. `batches(...)` streams model-ready batches through a DataLoader;
+    indexing (`samples[index]`) reads those samples at once, for small subsets. `normalise`: of
+    images (per channel); None for samples that are model-ready as read."""
+
+    def __init__(self, files: SampleSet, normalise: Normalise | None, workers: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  device: torch.device = torch.device("cpu")):
         self.files, self.normalise, self.workers, self.augment = files, normalise, workers, augment
@@ -139,15 +158,16 @@ class StreamedImages:
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((len(self.files), self.files.channels, self.files.image_size, self.files.image_size))
+        return torch.Size((len(self.files), *self.files.sample_shape))
 
-    def _ready(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.normalise(images.to(self.device, non_blocking=True))
+    def _ready(self, samples: torch.Tensor) -> torch.Tensor:
+        x = samples.to(self.device, non_blocking=True)
+        x = self.normalise(x) if self.normalise is not None else x
         return self.augment(x) if self.augment is not None else x
 
     def __getitem__(self, index) -> torch.Tensor:
         positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
-        return self._ready(torch.stack([self.files[i] for i in positions]))
+        return self._ready(read(self.files, list(positions)))
 
     def batches(self, y: torch.Tensor, batch_size: int,
                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -161,7 +181,7 @@ class StreamedImages:
             sampler = _Order()
             # Its own generator: starting workers must not draw from the run's RNG (dropout, augmentation).
             loader = DataLoader(self.files, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
-                                num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                collate_fn=_collate, num_workers=self.workers, pin_memory=self.device.type == "cuda",
                                 persistent_workers=self.workers > 0, generator=torch.Generator().manual_seed(0))
             self._loaders[batch_size] = (loader, sampler)
         loader, sampler = self._loaders[batch_size]
@@ -186,13 +206,14 @@ class StreamedImages:
     def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
         return self.files.epoch_order(seed, epoch)
 
-    def narrow(self, dim: int, start: int, length: int) -> StreamedImages:
+    def narrow(self, dim: int, start: int, length: int) -> StreamedSamples:
         """The same split cut to samples [start, start + length) (dim 0 only)."""
         assert dim == 0
-        return StreamedImages(self.files.subset(start, length), self.normalise, self.workers, self.augment, self.device)
+        return StreamedSamples(self.files.subset(start, length), self.normalise, self.workers, self.augment, self.device)
 
-    def with_augment(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> StreamedImages:
-        return StreamedImages(self.files, self.normalise, self.workers, augment, self.device)
+    def with_augment(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> StreamedSamples:
+        return StreamedSamples(self.files, self.normalise, self.workers, augment, self.device)
 
-    def to(self, device: torch.device) -> StreamedImages:
-        return StreamedImages(self.files, self.normalise.to(device), self.workers, self.augment, torch.device(device))
+    def to(self, device: torch.device) -> StreamedSamples:
+        normalise = self.normalise.to(device) if self.normalise is not None else None
+        return StreamedSamples(self.files, normalise, self.workers, self.augment, torch.device(device))

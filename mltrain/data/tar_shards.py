@@ -32,7 +32,7 @@ from .dataset import DataSpec, DataSplits
 from .inputs import Inputs, Normalise, channel_stats, chosen_normalise
 from .orders import SHUFFLE_BUFFER, shard_order
 from .sections import PixelImagesConfig
-from .streamed import StreamedImages, decode_bytes
+from .streamed import StreamedSamples, decode_bytes
 
 WEBDATASET_PIP = 'pip install "mltrain[webdataset]"'
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
@@ -87,6 +87,10 @@ class TarImages:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.channels, self.image_size, self.image_size
 
     @property
     def labels(self) -> torch.Tensor:
@@ -212,7 +216,7 @@ def webdataset(val_split: float, seed: int, train: str, val: str | None, test: s
     if not streaming:
         return DataSplits(spec, {name: (Inputs(_decoded(images, len(images)), normalise), labels[name])
                                  for name, images in sets.items()}, state)
-    return DataSplits(spec, {name: (StreamedImages(images, normalise, workers), labels[name])
+    return DataSplits(spec, {name: (StreamedSamples(images, normalise, workers), labels[name])
                              for name, images in sets.items()}, state)
 
 
