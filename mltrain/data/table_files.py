@@ -211,6 +211,15 @@ def _parquet(path: Path, key: str, wanted: list[str] | None, text: tuple[str, ..
     return Table(path, list(dataset.schema.names), arrow_columns(table, key, path, text), None)
 
 
+def parquet_files(path: Path, key: str = "data.path") -> list[Path]:
+    """The files of a Parquet table (a file, or a folder of them), in the order its rows are read."""
+    parquet = _pyarrow(path, key)[2]
+    try:
+        return [Path(file) for file in parquet.ParquetDataset(path).files]
+    except Exception as error:  # not Parquet, truncated, unreadable
+        raise _unreadable_parquet(path, key, error) from None
+
+
 def _without_empty_text(codes: np.ndarray, levels: np.ndarray) -> Column:
     """A text column whose level "" (an empty cell, as a CSV has it) is an empty cell."""
     empty = np.flatnonzero(levels == "")

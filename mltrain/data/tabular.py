@@ -15,8 +15,10 @@ import torch
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, REGRESSION, VECTOR, Component, did_you_mean
+from ..schema import NonNegativeInt, PositiveInt
 from . import table_encoding
 from .dataset import DataSpec, DataSplits
+from .orders import SHUFFLE_BUFFER
 from .sections import FileDataConfig, HeldOutTest, TargetTask
 from .splits import split_arrays
 from .table_files import Table, read_table, table_format, table_header
@@ -115,12 +117,10 @@ class TableConfig(FileDataConfig, HeldOutTest, TargetTask):
     """a column naming each row: never a feature, carried into predict's rows"""
 
 
-def table(format: str, val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None,
-          task: str, test_split: float, missing: str, id_column: str | None, task_from_head: bool = False,
-          columns: list[dict] | None = None, class_names: list[str] | None = None) -> DataSplits:
-    """A `format` ("csv" or "parquet") table as splits. `columns` (the encoding) and `class_names`
-    are the stored data state when rebuilding for a checkpoint."""
-    file = Path(path)
+def feature_columns(file: Path, format: str, target: str, features: tuple[str, ...] | None,
+                    id_column: str | None) -> list[str]:
+    """The input columns: data.features, else every column but the target and the id column;
+    every column named must exist."""
     header = table_header(file, format)
     chosen = list(features) if features is not None else [name for name in header if name not in (target, id_column)]
     for name, key in [(target, "data.target"), *((name, "data.features") for name in chosen),
@@ -132,6 +132,16 @@ def table(format: str, val_split: float, seed: int, path: str, target: str, feat
         raise UserError(f"data.features: give at least one column other than the target '{target}'")
     if id_column is not None and id_column in chosen:
         raise UserError(f"data.features: '{id_column}' is data.id_column, which is never a feature; leave it out")
+    return chosen
+
+
+def table(format: str, val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None,
+          task: str, test_split: float, missing: str, id_column: str | None, task_from_head: bool = False,
+          columns: list[dict] | None = None, class_names: list[str] | None = None) -> DataSplits:
+    """A `format` ("csv" or "parquet") table as splits. `columns` (the encoding) and `class_names`
+    are the stored data state when rebuilding for a checkpoint."""
+    file = Path(path)
+    chosen = feature_columns(file, format, target, features, id_column)
     rows = read_table(file, format, "data.path", [target, *chosen])
     if missing == "error":
         table_encoding.refuse_missing(rows, chosen, "feature")
@@ -152,7 +162,30 @@ DATASETS.add(Component(
     "csv", "a CSV table (data.path) with a header row: data.target predicted from data.features; text columns "
     "one-hot, numbers standardised, empty cells as data.missing says", partial(table, "csv"), TableConfig,
     frozenset({VECTOR, CLASSIFICATION, REGRESSION})))
+class ParquetConfig(TableConfig):
+    streaming: bool = False
+    """true: read the feature columns a row group at a time in DataLoader workers, never whole (the target column is read whole)"""
+    shuffle_buffer: PositiveInt = SHUFFLE_BUFFER
+    """streamed: rows shuffled together; each epoch the row groups come in a seeded order and their rows are shuffled in blocks this large"""
+    workers: NonNegativeInt = 2
+    """streamed: DataLoader worker processes reading and encoding row groups"""
+
+
+def parquet(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
+            test_split: float, missing: str, id_column: str | None, streaming: bool, shuffle_buffer: int,
+            workers: int, task_from_head: bool = False, columns: list[dict] | None = None,
+            class_names: list[str] | None = None, fitted_rows: int | None = None) -> DataSplits:
+    """A Parquet table, in memory or streamed (`fitted_rows`: stored by a streamed run, for the record)."""
+    if not streaming:
+        return table("parquet", val_split, seed, path, target, features, task, test_split, missing, id_column,
+                     task_from_head, columns, class_names)
+    from .table_stream import streamed_table
+
+    return streamed_table(val_split, seed, path, target, features, task, test_split, missing, id_column,
+                          task_from_head, shuffle_buffer, workers, columns, class_names)
+
+
 DATASETS.add(Component(
     "parquet", "a Parquet table (data.path: a .parquet file or a folder of them, read with pyarrow, only the "
-    "columns used) with the csv source's keys and encoding", partial(table, "parquet"), TableConfig,
-    frozenset({VECTOR, CLASSIFICATION, REGRESSION})))
+    "columns used) with the csv source's keys and encoding; data.streaming: true reads it a row group at a time",
+    parquet, ParquetConfig, frozenset({VECTOR, CLASSIFICATION, REGRESSION})))
