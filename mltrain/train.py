@@ -169,7 +169,7 @@ class Training:
         cfg, data, info = self.cfg, self.data, self.progress.info
         info(f"run {self.run_dir.path}" + (f" (resumed at step {position.step})" if position.step else ""))
         info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
-             + f"; sample shape {tuple(data.spec.sample_shape)}"
+             + (" (streamed from disk)" if data.streamed else "") + f"; sample shape {tuple(data.spec.sample_shape)}"
              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
         info(data.describe())
         if self.learner.started_from:

@@ -1,5 +1,5 @@
-"""Data bigger than memory: WebDataset tar shards and token corpora, streamed with 1 and 2
-processes, and resumed bitwise after kill -9 mid-epoch."""
+"""Data bigger than memory: WebDataset tar shards, Parquet row groups and token corpora, streamed
+with 1 and 2 processes, and resumed bitwise after kill -9 mid-epoch."""
 
 import os
 import signal
@@ -48,17 +48,47 @@ def assert_bitwise(a, b):
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
 
 
-@pytest.mark.parametrize("source", ["webdataset", "tokens"])
+def write_row_groups(path, rows=300, group=40):
+    """The customers table of test_tables as Parquet row groups of `group` rows."""
+    from test_tables import COLUMNS, customers, pa, parquet
+
+    table = customers(rows)
+    parquet.write_table(pa.table({name: [row[name] for row in table] for name in COLUMNS}), path, row_group_size=group)
+    return {"dataset": "parquet", "path": str(path), "target": "churn", "id_column": "customer_id",
+            "missing": "fill", "streaming": True, "shuffle_buffer": 64, "workers": 2}
+
+
+def test_a_streamed_table_has_the_split_and_encoding_of_the_table_in_memory(tmp_path):
+    from mltrain.config import section_config
+    from mltrain.data import build_data
+    from mltrain.data.streamed import StreamedSamples
+
+    data = write_row_groups(tmp_path / "customers.parquet")
+    streamed, whole = (build_data(section_config("data", **{**data, "streaming": streaming}), 0, torch.device("cpu"))
+                       for streaming in (True, False))
+    assert isinstance(streamed.splits["train"][0], StreamedSamples)
+    assert streamed.state == {**whole.state, "fitted_rows": whole.size("train")}
+    assert set(streamed.splits) == set(whole.splits) == {"train", "val", "test"}
+    for split, (x, y) in whole.splits.items():  # the same rows, in storage order when streamed
+        streamed_x, streamed_y = streamed.splits[split]
+        rows = sorted(zip(map(tuple, x.tolist()), y.tolist()))
+        assert sorted(zip(map(tuple, streamed_x[:].tolist()), streamed_y.tolist())) == rows
+    streamed.close()
+
+
+@pytest.mark.parametrize("source", ["webdataset", "parquet", "tokens"])
 def test_a_streamed_source_resumes_bitwise_after_kill_9_mid_epoch(tmp_path, source):
     if source == "webdataset":
         data, model = {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40)}, CNN
+    elif source == "parquet":
+        data, model = write_row_groups(tmp_path / "customers.parquet", rows=600), {"arch": "mlp", "dropout": 0.1}
     else:
         write_token_corpus(tmp_path / "corpus")
         data, model = TOKENS, GPT
     config = source_config(tmp_path, data, model, train=TRAIN)
     whole = fit(config, "--run-dir", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
-    assert "train: streamed" in whole.stdout or source == "webdataset"
+    assert "(streamed from disk)" in whole.stdout
     run = killed_and_resumed(config, tmp_path / "killed", 11)  # epoch 1 has 16 or 18 steps: mid-epoch
     assert_bitwise(tmp_path / "whole", run)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 import torch
 
 from .inputs import Augment, BatchSource, as_source
+from .streamed import StreamedSamples
 
 
 
@@ -92,6 +93,11 @@ class DataSplits:
         x, y = self.splits["train"]
         return DataSplits(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state,
                           self.streamed_train)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether training reads its samples from disk as it goes, never holding them all."""
+        return self.streamed_train is not None or isinstance(self.splits["train"][0], StreamedSamples)
 
     def describe(self) -> str:
         """One line on the training targets: how balanced the classes are, or the targets' spread."""
