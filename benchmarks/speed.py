@@ -676,10 +676,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="epochs per training run (default: 2 for steps, 1 for "
                         "overhead's timing; the quickstart's own for threads)")
     parser.add_argument("--samples", type=int, default=60_000, help="training samples for steps and overhead")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side for steps and threads")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side for steps, threads and overhead's timing")
     parser.add_argument("--startup-repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every side of steps")
-    parser.add_argument("--device", default="cpu", help="device for steps: cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every side of steps and overhead")
+    parser.add_argument("--device", default="cpu", help="device for steps: cpu, cuda, cuda:N (overhead runs on "
+                        "the cpu)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="precision for steps")
     parser.add_argument("--channels-last", action="store_true", help="CNN in channels_last for the hand loops "
                         "and Lightning (mltrain picks it itself on CUDA)")
