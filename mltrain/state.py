@@ -120,9 +120,13 @@ class TrainState:
                 restore_rng(own["rng"])
                 if self.augment is not None and own["augment"] is not None:
                     self.augment.load_state_dict(own["augment"])
-            self.stream.load_state_dict(self._stream_state(own))
+            stream_state = self._stream_state(own)
+            if stream_state is not None:
+                self.stream.load_state_dict(stream_state)
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
+        if self.stream.resume_note and job.is_main:
+            print(self.stream.resume_note)
         if self.renumbering is not None and job.is_main:
             print(f"resuming with {job.world_size} process(es) a run last trained with {saved_processes}: the "
                   f"global batch is now {self.samples_per_step} and the data order changes from step "
@@ -138,14 +142,17 @@ class TrainState:
             raise ValueError(f"per_process should hold one mapping for each of its {saved_processes} processes")
         return per_process[self.strategy.job.rank]
 
-    def _stream_state(self, own: dict[str, Any] | None) -> dict[str, Any]:
+    def _stream_state(self, own: dict[str, Any] | None) -> dict[str, Any] | None:
         """Where the data stream continues: its saved state, which must agree with the position
-        (ValueError when it does not), else where the position puts it."""
-        at_position = self._stream_at_position()
+        (ValueError when it does not), else where the position puts it (None: a library's stream
+        that cannot say starts its pass over)."""
+        position = self.position
+        served = 0 if position.epoch_done else position.epoch_step * self.samples_per_step
+        at_position = self.stream.state_at(position.epoch, served)
         if own is None or "stream" not in own:
             return at_position
         saved = own["stream"]
-        if not self.position.epoch_done and saved != at_position:
+        if at_position is not None and not position.epoch_done and saved != at_position:
             raise ValueError(f"the data stream stood at {saved!r}, the position at {at_position!r}")
         return saved
 
@@ -167,13 +174,6 @@ class TrainState:
                 raise UserError(f"{path}: the optimizer state has no setting {', '.join(sorted(built - set(group)))}; "
                                 f"{DAMAGED}")
 
-    def _stream_at_position(self) -> dict[str, Any]:
-        """Where the in-memory stream stands at the position: for a checkpoint written before
-        streams kept a state, or by another number of processes (whose global batches differ)."""
-        position = self.position
-        served = 0 if position.epoch_done else position.epoch_step * self.samples_per_step
-        return {"epoch": position.epoch, "served": served}
-
     def _renumbered(self, saved: dict[str, Any], saved_processes: Any) -> dict[str, Any]:
         """The saved position counted in this job's optimizer steps: a run resumed with another
         number of processes takes other global batches, so the data order changes from here (the
@@ -182,7 +182,8 @@ class TrainState:
             raise ValueError(f"world_size {saved_processes!r}")
         accumulate = self.cfg.train.accumulate
         per_process_step = accumulate * self.cfg.data.batch_size
-        saved_in_epoch, _ = run_length(self.stream.micro_batches_in_epoch(saved_processes), accumulate, 1, None)
+        saved_in_epoch, _ = run_length(self.stream.micro_batches_in_epoch(saved_processes), accumulate, 1,
+                                       self.cfg.train.max_steps)
         self.renumbering = Renumbering(saved["step"], saved_in_epoch, self.position.steps_in_epoch,
                                        per_process_step * saved_processes, self.samples_per_step)
         state = dict(saved)

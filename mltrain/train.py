@@ -168,7 +168,9 @@ class Training:
             self.started.append(sink)
         cfg, data, info = self.cfg, self.data, self.progress.info
         info(f"run {self.run_dir.path}" + (f" (resumed at step {position.step})" if position.step else ""))
-        info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {data.size(name)}" for name in data.splits)
+        sizes = {name: data.size(name) for name in data.splits}
+        info(f"data {cfg.data.dataset}: " + ", ".join(f"{name} {'a stream' if size is None else size}"
+                                                     for name, size in sizes.items())
              + (" (streamed from disk)" if data.streamed else "") + f"; sample shape {tuple(data.spec.sample_shape)}"
              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
         info(data.describe())

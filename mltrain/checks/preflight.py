@@ -263,11 +263,12 @@ def learning_rate(cfg: Config, data: DataSplits, device: torch.device, plot: Pat
     return CheckResult("learning rate", "pass", detail, values=values)
 
 
-def schedule_sanity(cfg: Config, train_size: int) -> CheckResult:
-    """Warmup, decay and plateau settings against the run's length: parts that would never happen."""
+def schedule_sanity(cfg: Config, train_size: int | None) -> CheckResult:
+    """Warmup, decay and plateau settings against the run's length: parts that would never happen.
+    `train_size`: None for a stream of unknown length (the run is train.max_steps)."""
     train, schedule = cfg.train, cfg.scheduler
-    in_epoch, total = run_length(global_batches(train_size, cfg.data.batch_size, 1), train.accumulate, train.epochs,
-                                 train.max_steps)
+    micro_batches = None if train_size is None else global_batches(train_size, cfg.data.batch_size, 1)
+    in_epoch, total = run_length(micro_batches, train.accumulate, train.epochs, train.max_steps)
     epochs = math.ceil(total / in_epoch)
     validations = epochs
     if train.val_every_steps:

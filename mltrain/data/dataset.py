@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 
 
 class StreamedTrain(Protocol):
-    """A training split that is only ever streamed (a token corpus): its samples differ from
-    epoch to epoch, so no (inputs, targets) pair can hold them."""
+    """A training split that is only ever streamed (a token corpus, a library's stream): its
+    samples differ from epoch to epoch or have no count, so no (inputs, targets) pair holds them."""
 
-    def __len__(self) -> int:
-        """Samples in an epoch."""
+    def samples(self) -> int | None:
+        """Samples in an epoch; None when the stream cannot know."""
+    def describe(self) -> str:
+        """One line for the run's log: what streams and how."""
     def stream(self, batch_size: int, seed: int) -> TrainingStream: ...
     def limited(self, count: int) -> StreamedTrain: ...
+    def with_augment(self, augment: Augment | None) -> StreamedTrain: ...
     def to(self, device: torch.device) -> StreamedTrain: ...
 
 
@@ -67,9 +70,10 @@ class DataSplits:
             if hasattr(x, "close"):
                 x.close()
 
-    def size(self, split: str) -> int:
+    def size(self, split: str) -> int | None:
+        """Samples in the split (in an epoch, for training); None for a stream of unknown length."""
         if split == "train" and self.streamed_train is not None:
-            return len(self.streamed_train)
+            return self.streamed_train.samples()
         return len(self.splits[split][1])
 
     def subset(self, split: str, count: int) -> DataSplits:
@@ -92,7 +96,7 @@ class DataSplits:
         """Training batches pass through `augment` (wherever they are decoded); the other splits never do."""
         x, y = self.splits["train"]
         return DataSplits(self.spec, {**self.splits, "train": (as_source(x).with_augment(augment), y)}, self.state,
-                          self.streamed_train)
+                          self.streamed_train.with_augment(augment) if self.streamed_train is not None else None)
 
     @property
     def streamed(self) -> bool:
@@ -103,7 +107,7 @@ class DataSplits:
         """One line on the training targets: how balanced the classes are, or the targets' spread."""
         y = self.splits["train"][1]
         if self.streamed_train is not None:
-            return f"train: streamed, {len(self.streamed_train):,} samples an epoch"
+            return self.streamed_train.describe()
         if self.spec.num_classes is None:
             return f"train targets: mean {y.float().mean():.4g}, std {y.float().std():.4g}"
         counts = torch.bincount(y.flatten(), minlength=self.spec.num_classes).tolist()

@@ -27,12 +27,14 @@ from ..schema import PositiveInt
 from . import table_encoding
 from .dataset import DataSpec, DataSplits
 from .inputs import normalised_splits
+from .orders import SHUFFLE_BUFFER
 from .sections import HeldOutTest, PixelImagesConfig, TargetTask
 from .splits import as_tensors, split_arrays
 from .table_files import Column, Table, arrow_columns
 from .tabular import targets_of
 
 HF_PIP = 'pip install "mltrain[hf]"'
+STREAM_SHARDS = 16  # shards a save_to_disk split is cut into when streamed (processes share them out)
 VAL_NAMES = ("validation", "valid", "val", "dev")
 
 
@@ -49,6 +51,10 @@ class HFConfig(PixelImagesConfig, HeldOutTest, TargetTask):
     """an image column: the side every image is resized to, in pixels"""
     missing: Literal["error", "fill"] = "error"
     """scalar input columns: empty cells, as the csv source's data.missing"""
+    streaming: bool = False
+    """true: read the train split as a stream (load_dataset(..., streaming=True)), never whole; needs train.max_steps"""
+    shuffle_buffer: PositiveInt = SHUFFLE_BUFFER
+    """streamed: examples in the datasets library's shuffle buffer (its shards come in a seeded order each pass)"""
 
 
 def _datasets():
@@ -61,22 +67,26 @@ def _datasets():
     return datasets
 
 
-def load_splits(path: str, data_files: Any) -> dict[str, Any]:
-    """The dataset's splits by mltrain's names (train, and val and test where it has them)."""
+def load_splits(path: str, data_files: Any, streaming: bool = False) -> dict[str, Any]:
+    """The dataset's splits by mltrain's names (train, and val and test where it has them);
+    `streaming`: as IterableDatasets, read as they are iterated."""
     datasets = _datasets()
     local = Path(path)
     try:
         if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
             loaded = datasets.load_from_disk(str(local))
+            if streaming:
+                loaded = {name: split.to_iterable_dataset(num_shards=min(len(split), STREAM_SHARDS))
+                          for name, split in (loaded.items() if isinstance(loaded, dict) else [("train", loaded)])}
         else:
-            loaded = datasets.load_dataset(path, data_files=_as_lists(data_files))
+            loaded = datasets.load_dataset(path, data_files=_as_lists(data_files), streaming=streaming)
     except Exception as error:  # a builder's missing files, no such dataset, offline and not cached
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise UserError(f"data.path '{path}': cannot load it with datasets ({type(error).__name__}: {detail}); give "
                         "a builder (parquet, csv, json, arrow, imagefolder, webdataset) with data.data_files, a "
                         "folder written by save_to_disk, or a hub name already in the Hugging Face cache "
                         f"({datasets.config.HF_DATASETS_CACHE})") from None
-    if isinstance(loaded, datasets.Dataset):
+    if isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)):
         loaded = {"train": loaded}
     splits = {"train": loaded.get("train")}
     splits["val"] = next((loaded[name] for name in VAL_NAMES if name in loaded), None)
@@ -122,15 +132,16 @@ def image_mode(split: Any, column: str) -> str:
 
 def _images(split: Any, column: str, image_size: int, mode: str) -> np.ndarray:
     """uint8 (N, C, size, size), decoded one image at a time, all converted to `mode`."""
+    return np.stack([image_pixels(item[column], image_size, mode) for item in split.select_columns([column])])
+
+
+def image_pixels(image: Any, image_size: int, mode: str) -> np.ndarray:
+    """A decoded (PIL) image as uint8 (C, size, size) in `mode`."""
     from torchvision.transforms.v2.functional import resize
 
-    images = []
-    for item in split.select_columns([column]):
-        image = item[column]
-        pixels = np.array(image.convert(mode))
-        tensor = torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1)
-        images.append(resize(tensor, [image_size, image_size], antialias=True).numpy())
-    return np.stack(images)
+    pixels = np.array(image.convert(mode))
+    tensor = torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1)
+    return resize(tensor, [image_size, image_size], antialias=True).numpy()
 
 
 def _numbers(split: Any, column: str) -> np.ndarray:
@@ -163,11 +174,17 @@ def _table(split: Any, columns: list[str], where: str, key: str = "data.input") 
                    tags={IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})
 def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tuple[str, ...], target: str,
        task: str, test_split: float, image_size: int, missing: str, normalize: Any, task_from_head: bool = False,
-       mean: list[float] | None = None, std: list[float] | None = None, columns: list[dict] | None = None,
+       streaming: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER, mean: list[float] | None = None,
+       std: list[float] | None = None, columns: list[dict] | None = None,
        class_names: list[str] | None = None) -> DataSplits:
     """`mean`, `std`, `columns` and `class_names` are the stored data state when rebuilding."""
-    splits = load_splits(path, data_files)
     inputs = [input] if isinstance(input, str) else list(input)
+    if streaming:
+        from .hf_stream import streamed_hf
+
+        return streamed_hf(path, data_files, val_split, inputs, target, task, image_size, missing, normalize, shuffle_buffer,
+                           task_from_head, mean, std, columns, class_names)
+    splits = load_splits(path, data_files)
     for name in [*inputs, target]:
         for split in splits.values():
             _column(split, name, "data.target" if name == target else "data.input")

@@ -31,7 +31,14 @@ class TrainingStream(Protocol):
     def state_dict(self) -> dict[str, Any]:
         """Where this process's stream stands: enough for `batches` to continue from there."""
 
+    def state_at(self, epoch: int, served: int) -> dict[str, Any] | None:
+        """The state it has when `served` samples of `epoch` (over every process) are given out;
+        None when its state does not follow from that (a library's stream)."""
+
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # After load_state_dict: one line on how the resumed stream differs from an uninterrupted one, or None.
+    resume_note: str | None
 
     def close(self) -> None:
         """Ends what the stream holds open (DataLoader workers)."""
@@ -46,8 +53,13 @@ class SeededPermutation:
         self.epoch = 0  # the epoch being served
         self.served = 0  # samples of `epoch` given out, over every process
 
+    resume_note = None
+
     def micro_batches_in_epoch(self, world_size: int) -> int:
         return global_batches(len(self.y), self.batch_size, world_size)
+
+    def state_at(self, epoch: int, served: int) -> dict[str, Any]:
+        return {"epoch": epoch, "served": served}
 
     def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
         if epoch != self.epoch:

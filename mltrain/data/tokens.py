@@ -76,8 +76,13 @@ class TokenWindows:
         self.epoch = 0  # the epoch being served
         self.served = 0  # windows of `epoch` given out, over every process
 
+    resume_note = None
+
     def micro_batches_in_epoch(self, world_size: int) -> int:
         return global_batches(self.windows, self.batch_size, world_size)
+
+    def state_at(self, epoch: int, served: int) -> dict[str, Any]:
+        return {"epoch": epoch, "served": served}
 
     def offsets(self, epoch: int) -> np.ndarray:
         generator = np.random.default_rng([self.seed, epoch])
@@ -115,14 +120,22 @@ class StreamedTokens:
     def __init__(self, tokens: np.ndarray, block_size: int, windows: int, device: torch.device = torch.device("cpu")):
         self.tokens, self.block_size, self.windows, self.device = tokens, block_size, windows, device
 
-    def __len__(self) -> int:
+    def samples(self) -> int:
         return self.windows
+
+    def describe(self) -> str:
+        return (f"train: {self.windows:,} windows an epoch drawn from {len(self.tokens):,} memory-mapped tokens "
+                "(never read whole)")
 
     def stream(self, batch_size: int, seed: int) -> TokenWindows:
         return TokenWindows(self.tokens, self.block_size, self.windows, batch_size, seed, self.device)
 
     def limited(self, count: int) -> StreamedTokens:
         return StreamedTokens(self.tokens, self.block_size, min(count, self.windows), self.device)
+
+    def with_augment(self, augment: None) -> StreamedTokens:
+        assert augment is None, "token windows take no augmentation (TokensConfig has no augment key)"
+        return self
 
     def to(self, device: torch.device) -> StreamedTokens:
         return StreamedTokens(self.tokens, self.block_size, self.windows, torch.device(device))
