@@ -113,3 +113,32 @@ def test_two_processes_with_batch_b_draw_the_token_windows_of_one_with_batch_2b(
         assert result.returncode == 0, result.stderr
         runs[processes] = last_weights(tmp_path / f"{processes}")
     assert all(torch.allclose(runs[1][key], runs[2][key], atol=1e-5) for key in runs[1])
+
+
+def test_a_hugging_face_stream_trains_for_max_steps_resumes_with_a_note_and_refuses_what_it_cannot_do(tmp_path,
+                                                                                                          capsys):
+    import mltrain
+    from mltrain.errors import UserError
+    from test_hf import saved_source
+
+    data, _ = saved_source(tmp_path)  # a save_to_disk folder with train and test splits, no validation
+    streamed = {"dataset": "hf", "batch_size": 16, "streaming": True, "shuffle_buffer": 32, **data}
+    config = source_config(tmp_path, streamed, {"arch": "mlp", "hidden": [16]},
+                           train={"max_steps": 24, "checkpoint_every_steps": 8})
+    with pytest.raises(UserError, match="own validation split"):
+        mltrain.fit(config)
+    with pytest.raises(UserError, match="train.max_steps"):
+        mltrain.fit(config, overrides=["data.val_split=0", "train.max_steps=null"])
+
+    result = mltrain.fit(config, overrides=["data.val_split=0"])
+    assert result.summary["status"] == "completed" and result.summary["final"]["step"] == 24
+    log = (result.run_dir / "train.log").read_text()
+    assert "train a stream" in log and "length unknown" in log
+    stream = torch.load(result.run_dir / "checkpoints/last.pt", weights_only=True)["per_process"][0]["stream"]
+    assert stream["passes"] >= 2 and stream["library"]  # 120 examples: 24 steps of 16 go round them 3 times
+    assert mltrain.evaluate(result.run_dir)["split"] == "test"
+
+    capsys.readouterr()
+    extended = mltrain.resume(result.run_dir, overrides=["train.max_steps=32"])
+    assert extended.summary["final"]["step"] == 32
+    assert "does not save its shuffle buffer" in capsys.readouterr().out
