@@ -1,6 +1,8 @@
-"""Data bigger than memory: WebDataset tar shards, Parquet row groups and token corpora, streamed
-with 1 and 2 processes, and resumed bitwise after kill -9 mid-epoch."""
+"""Data bigger than memory: WebDataset tar shards, Parquet row groups, token corpora and Hugging
+Face streams. Each stream continues exactly from its state and shares its batches between two
+processes; two processes training on shards resume bitwise after one of them is killed."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -15,8 +17,7 @@ from test_resume import wait_for_step
 
 SHARDS = {"dataset": "webdataset", "image_size": 8, "shuffle_buffer": 64, "workers": 2}
 CNN = {"arch": "cnn", "channels": [8], "dropout": 0.1}
-TOKENS = {"dataset": "tokens", "path": "corpus", "block_size": 16, "windows": 256}
-GPT = {"arch": "gpt", "d_model": 32, "heads": 2, "layers": 1, "dropout": 0.1}
+TOKENS = {"dataset": "tokens", "block_size": 16, "windows": 256}
 TRAIN = {"epochs": 2, "log_every_steps": 1, "checkpoint_every_steps": 3, "threads": 1}
 
 
@@ -24,20 +25,17 @@ def last_weights(run):
     return torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
 
 
-def killed_and_resumed(config, run, step, *launch):
-    """A run killed (kill -9 of its process, or of one worker of --nproc 2) at `step`, then resumed."""
-    process = subprocess.Popen([MLTRAIN, "fit", str(config), "--run-dir", str(run), *launch],
+def killed_and_resumed(config, run, step):
+    """A run of --nproc 2 whose second process is killed (kill -9) at `step`, then resumed."""
+    process = subprocess.Popen([MLTRAIN, "fit", str(config), "--run-dir", str(run), "--nproc", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_step(run, step, process)
-        if launch:  # --nproc 2: one worker dies, the launcher ends the job
-            os.kill(worker_pids(process.pid)[-1], signal.SIGKILL)
-        else:
-            process.kill()
+        os.kill(worker_pids(process.pid)[-1], signal.SIGKILL)  # the launcher then ends the job
         process.wait(timeout=60)
     finally:
         stop_job(process)
-    resumed = fit("--resume", run, *launch)
+    resumed = fit("--resume", run, "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
     return run
 
@@ -67,7 +65,7 @@ def test_a_streamed_table_has_the_split_and_encoding_of_the_table_in_memory(tmp_
     streamed, whole = (build_data(section_config("data", **{**data, "streaming": streaming}), 0, torch.device("cpu"))
                        for streaming in (True, False))
     assert isinstance(streamed.splits["train"][0], StreamedSamples)
-    assert streamed.state == {**whole.state, "fitted_rows": whole.size("train")}
+    assert streamed.state == {**whole.state, "first_samples": whole.size("train")}
     assert set(streamed.splits) == set(whole.splits) == {"train", "val", "test"}
     for split, (x, y) in whole.splits.items():  # the same rows, in storage order when streamed
         streamed_x, streamed_y = streamed.splits[split]
@@ -76,21 +74,48 @@ def test_a_streamed_table_has_the_split_and_encoding_of_the_table_in_memory(tmp_
     streamed.close()
 
 
-@pytest.mark.parametrize("source", ["webdataset", "parquet", "tokens"])
-def test_a_streamed_source_resumes_bitwise_after_kill_9_mid_epoch(tmp_path, source):
+def source_data(tmp_path, source):
     if source == "webdataset":
-        data, model = {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40)}, CNN
-    elif source == "parquet":
-        data, model = write_row_groups(tmp_path / "customers.parquet", rows=600), {"arch": "mlp", "dropout": 0.1}
-    else:
-        write_token_corpus(tmp_path / "corpus")
-        data, model = TOKENS, GPT
-    config = source_config(tmp_path, data, model, train=TRAIN)
-    whole = fit(config, "--run-dir", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
-    assert "(streamed from disk)" in whole.stdout
-    run = killed_and_resumed(config, tmp_path / "killed", 11)  # epoch 1 has 16 or 18 steps: mid-epoch
-    assert_bitwise(tmp_path / "whole", run)
+        return {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40)}
+    if source == "parquet":
+        return write_row_groups(tmp_path / "customers.parquet")
+    write_token_corpus(tmp_path / "corpus")
+    return {**TOKENS, "path": str(tmp_path / "corpus")}
+
+
+def batches(data, epoch_batches, world_size=1, rank=0, state=None):
+    """The training batches of a freshly built stream (from `state` when given): the first
+    `epoch_batches[e]` of each epoch e + 1 (None: all); and the stream's state after them."""
+    from mltrain.config import section_config
+    from mltrain.data import build_data
+
+    built = build_data(section_config("data", **data), 0, torch.device("cpu"))
+    stream = built.training_stream(16 // world_size, 0)
+    if state is not None:
+        stream.load_state_dict(state)
+    taken = []
+    for epoch, count in enumerate(epoch_batches, start=1):
+        taken += [(x, y) for x, y, _ in itertools.islice(stream.batches(epoch, rank, world_size), count)]
+    state = stream.state_dict()
+    stream.close()
+    built.close()
+    return taken, state
+
+
+@pytest.mark.parametrize("source", ["webdataset", "parquet", "tokens"])
+def test_a_stream_restored_from_its_state_continues_exactly_and_two_processes_share_its_batches(tmp_path, source):
+    data = source_data(tmp_path, source)
+    whole, _ = batches(data, [None, None])
+    first, state = batches(data, [5])
+    rest, _ = batches(data, [None, None], state=state)
+    assert len(first) == 5 and len(first) + len(rest) == len(whole)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first + rest, whole))
+    assert not torch.equal(whole[0][0], whole[len(whole) // 2][0])  # epoch 2 is another order
+
+    halves = [batches(data, [None], world_size=2, rank=rank)[0] for rank in (0, 1)]
+    assert len(halves[0]) == len(halves[1]) == len(whole) // 2
+    for (x0, y0), (x1, y1), (x, y) in zip(*halves, whole):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
 
 
 def test_two_processes_stream_shards_and_resume_bitwise_after_a_worker_is_killed(tmp_path):
@@ -98,21 +123,9 @@ def test_two_processes_stream_shards_and_resume_bitwise_after_a_worker_is_killed
     config = source_config(tmp_path, data, CNN, train=TRAIN)
     whole = fit(config, "--nproc", "2", "--run-dir", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
-    run = killed_and_resumed(config, tmp_path / "killed", 5, "--nproc", "2")  # 9 steps an epoch
+    assert "(streamed from disk)" in whole.stdout
+    run = killed_and_resumed(config, tmp_path / "killed", 5)  # 9 steps an epoch: mid-epoch
     assert_bitwise(tmp_path / "whole", run)
-
-
-def test_two_processes_with_batch_b_draw_the_token_windows_of_one_with_batch_2b(tmp_path):
-    write_token_corpus(tmp_path / "corpus")
-    runs = {}
-    for processes, batch in ((2, 8), (1, 16)):
-        # SGD: Adam would magnify the processes' different summation order in near-zero gradients.
-        config = source_config(tmp_path, {**TOKENS, "batch_size": batch}, {**GPT, "dropout": 0.0},
-                               optimizer={"name": "sgd", "lr": 0.1}, train={"epochs": 1, "threads": 1})
-        result = fit(config, "--nproc", processes, "--run-dir", tmp_path / f"{processes}")
-        assert result.returncode == 0, result.stderr
-        runs[processes] = last_weights(tmp_path / f"{processes}")
-    assert all(torch.allclose(runs[1][key], runs[2][key], atol=1e-5) for key in runs[1])
 
 
 def test_a_hugging_face_stream_trains_for_max_steps_resumes_with_a_note_and_refuses_what_it_cannot_do(tmp_path,

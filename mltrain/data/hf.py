@@ -175,15 +175,16 @@ def _table(split: Any, columns: list[str], where: str, key: str = "data.input") 
 def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tuple[str, ...], target: str,
        task: str, test_split: float, image_size: int, missing: str, normalize: Any, task_from_head: bool = False,
        streaming: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER, mean: list[float] | None = None,
-       std: list[float] | None = None, columns: list[dict] | None = None,
-       class_names: list[str] | None = None) -> DataSplits:
-    """`mean`, `std`, `columns` and `class_names` are the stored data state when rebuilding."""
+       std: list[float] | None = None, columns: list[dict] | None = None, class_names: list[str] | None = None,
+       first_samples: int | None = None) -> DataSplits:
+    """`mean`, `std`, `columns`, `class_names` and (streamed) `first_samples` are the stored data
+    state when rebuilding."""
     inputs = [input] if isinstance(input, str) else list(input)
     if streaming:
         from .hf_stream import streamed_hf
 
         return streamed_hf(path, data_files, val_split, inputs, target, task, image_size, missing, normalize, shuffle_buffer,
-                           task_from_head, mean, std, columns, class_names)
+                           task_from_head, mean, std, columns, class_names, first_samples)
     splits = load_splits(path, data_files)
     for name in [*inputs, target]:
         for split in splits.values():

@@ -186,9 +186,11 @@ class StreamedExamples:
 def streamed_hf(path: str, data_files: Any, val_split: float, inputs: list[str], target: str, task: str,
                 image_size: int,
                 missing: str, normalize: Any, shuffle_buffer: int, task_from_head: bool, mean: list[float] | None,
-                std: list[float] | None, columns: list[dict] | None, class_names: list[str] | None) -> DataSplits:
+                std: list[float] | None, columns: list[dict] | None, class_names: list[str] | None,
+                first_samples: int | None) -> DataSplits:
     """The splits of a streamed dataset: the train split's first examples as its preview, the
-    dataset's own val and test in memory."""
+    dataset's own val and test in memory. `first_samples` (the examples the class names,
+    statistics and encoding were learned from) is stored, with the rest of the data state."""
     splits = load_splits(path, data_files, streaming=True)
     if val_split > 0 and "val" not in splits:
         raise UserError(f"data.path '{path}': a streamed dataset is validated on its own validation split, and this "
@@ -204,7 +206,7 @@ def streamed_hf(path: str, data_files: Any, val_split: float, inputs: list[str],
     if len(inputs) > 1 and any(kinds[name] != "scalar" for name in inputs):
         raise UserError("data.input: images and number lists are read one column at a time; give that column alone, "
                         "or scalar columns (a table)")
-    head = list(train.take(HEAD))
+    head = list(train.take(first_samples or HEAD))
     if not head:
         raise UserError(f"data.path '{path}': the train split has no examples")
     label = train.features[target]
@@ -232,5 +234,5 @@ def streamed_hf(path: str, data_files: Any, val_split: float, inputs: list[str],
     held = {name: (Inputs(x, normalise) if normalise is not None else x, y) for name, (x, y) in data.items()}
     spec = DataSpec(tuple(data["train"][0].shape[1:]), _count(class_names), tuple(class_names or ()))
     state = {**(normalise.state() if normalise is not None else {}), "class_names": class_names,
-             **({"columns": columns} if columns is not None else {})}
+             **({"columns": columns} if columns is not None else {}), "first_samples": len(head)}
     return DataSplits(spec, held, state, StreamedExamples(train, convert, normalise, shuffle_buffer))

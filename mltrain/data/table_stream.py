@@ -137,9 +137,11 @@ def read_row_group(group: RowGroup, header: list[str], encoding: list[dict]) -> 
 
 def streamed_table(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None,
                    task: str, test_split: float, missing: str, id_column: str | None, task_from_head: bool,
-                   shuffle_buffer: int, workers: int, columns: list[dict] | None,
-                   class_names: list[str] | None) -> DataSplits:
-    """The splits of a Parquet table streamed from its row groups."""
+                   shuffle_buffer: int, workers: int, columns: list[dict] | None, class_names: list[str] | None,
+                   first_samples: int | None) -> DataSplits:
+    """The splits of a Parquet table streamed from its row groups. `columns`, `class_names` and
+    `first_samples` (the training rows the encoding was fitted on) are the stored data state
+    when rebuilding for a checkpoint."""
     file = Path(path)
     chosen = feature_columns(file, "parquet", target, features, id_column)
     header = table_header(file, "parquet")
@@ -148,9 +150,9 @@ def streamed_table(val_split: float, seed: int, path: str, target: str, features
     groups, total = row_groups(file)
     held = split_arrays((np.arange(total), y), val_split, seed, test_split)
     in_order = {name: np.sort(index) for name, (index, _) in held.items()}  # storage order: sequential reads
-    fitted_rows = min(FIT_ROWS, len(in_order["train"]))
     if columns is None:
-        training = _read_rows(groups, in_order["train"][:fitted_rows], file, header, chosen)
+        first_samples = min(FIT_ROWS, len(in_order["train"]))
+        training = _read_rows(groups, in_order["train"][:first_samples], file, header, chosen)
         if missing == "error":
             table_encoding.refuse_missing(training, chosen, "feature")
         columns = table_encoding.fit(training, chosen, missing)
@@ -159,7 +161,7 @@ def streamed_table(val_split: float, seed: int, path: str, target: str, features
                      torch.from_numpy(y[rows])) for name, rows in in_order.items()}
     width = len(table_encoding.feature_names(columns))
     spec = DataSpec((width,), len(class_names) if class_names else None, tuple(class_names or ()))
-    return DataSplits(spec, splits, {"columns": columns, "class_names": class_names, "fitted_rows": fitted_rows})
+    return DataSplits(spec, splits, {"columns": columns, "class_names": class_names, "first_samples": first_samples})
 
 
 def _read_rows(groups: list[RowGroup], rows: np.ndarray, path: Path, header: list[str], names: list[str]) -> Table:

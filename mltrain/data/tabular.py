@@ -174,15 +174,15 @@ class ParquetConfig(TableConfig):
 def parquet(val_split: float, seed: int, path: str, target: str, features: tuple[str, ...] | None, task: str,
             test_split: float, missing: str, id_column: str | None, streaming: bool, shuffle_buffer: int,
             workers: int, task_from_head: bool = False, columns: list[dict] | None = None,
-            class_names: list[str] | None = None, fitted_rows: int | None = None) -> DataSplits:
-    """A Parquet table, in memory or streamed (`fitted_rows`: stored by a streamed run, for the record)."""
+            class_names: list[str] | None = None, first_samples: int | None = None) -> DataSplits:
+    """A Parquet table, in memory or streamed (`first_samples`: a streamed run's, stored)."""
     if not streaming:
         return table("parquet", val_split, seed, path, target, features, task, test_split, missing, id_column,
                      task_from_head, columns, class_names)
     from .table_stream import streamed_table
 
     return streamed_table(val_split, seed, path, target, features, task, test_split, missing, id_column,
-                          task_from_head, shuffle_buffer, workers, columns, class_names)
+                          task_from_head, shuffle_buffer, workers, columns, class_names, first_samples)
 
 
 DATASETS.add(Component(

@@ -189,9 +189,10 @@ def _class_id(content: bytes, where: str) -> int:
                    WebDatasetConfig, tags={IMAGE, CLASSIFICATION})
 def webdataset(val_split: float, seed: int, train: str, val: str | None, test: str | None, input: str, target: str,
                image_size: int, streaming: bool, shuffle_buffer: int, workers: int, normalize: Any,
-               mean: list[float] | None = None, std: list[float] | None = None,
-               num_classes: int | None = None) -> DataSplits:
-    """`mean`, `std` and `num_classes` come from the data state when rebuilding for a checkpoint."""
+               mean: list[float] | None = None, std: list[float] | None = None, num_classes: int | None = None,
+               first_samples: int | None = None) -> DataSplits:
+    """`mean`, `std`, `num_classes` and `first_samples` (the training images the statistics were
+    measured on) come from the data state when rebuilding for a checkpoint."""
     if input.rsplit(".", 1)[-1] not in IMAGE_KEYS:
         raise UserError(f"data.input '{input}': give the key of an image ({', '.join(IMAGE_KEYS)})")
     if target.rsplit(".", 1)[-1] not in TARGET_KEYS:
@@ -208,11 +209,15 @@ def webdataset(val_split: float, seed: int, train: str, val: str | None, test: s
         if int(y.max()) >= classes:
             raise UserError(f"data.{name}: holds class id {int(y.max())}, but the model was trained on {classes} "
                             "classes")
-    # Statistics of the first training samples in shard order: read in one sweep, never the whole set.
-    normalise = Normalise.from_state(mean, std) if mean is not None else chosen_normalise(
-        normalize, channels, lambda: channel_stats(_decoded(sets["train"], STATS_SAMPLES)))
+    def first_images_statistics() -> Normalise:  # the first training images in shard order: one sweep
+        nonlocal first_samples
+        first_samples = min(STATS_SAMPLES, len(sets["train"]))
+        return channel_stats(_decoded(sets["train"], first_samples))
+
+    normalise = Normalise.from_state(mean, std) if mean is not None \
+        else chosen_normalise(normalize, channels, first_images_statistics)
     spec = DataSpec((channels, image_size, image_size), classes, tuple(map(str, range(classes))))
-    state = {**normalise.state(), "num_classes": classes}
+    state = {**normalise.state(), "num_classes": classes, "first_samples": first_samples}
     if not streaming:
         return DataSplits(spec, {name: (Inputs(_decoded(images, len(images)), normalise), labels[name])
                                  for name, images in sets.items()}, state)
@@ -229,7 +234,7 @@ def _channels(shard: Shard, image_size: int) -> int:
 
 
 def _decoded(images: TarImages, count: int) -> torch.Tensor:
-    return torch.stack([images[index] for index in range(min(count, len(images)))])
+    return torch.stack([images[index] for index in range(count)])
 
 
 def _held_out_shards(shards: list[Shard], fraction: float, seed: int) -> tuple[list[Shard], list[Shard]]:
