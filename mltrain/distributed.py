@@ -54,8 +54,14 @@ class Distributed:
                    int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
     def device_for(self, device: torch.device) -> torch.device:
-        """One CUDA device per local rank; every rank shares the CPU."""
+        """One CUDA device per local rank; every rank shares the CPU. A local rank with no GPU of
+        its own (torchrun started more processes than the machine has GPUs) is a UserError."""
         if self.enabled and device.type == "cuda":
+            visible = torch.cuda.device_count()
+            if self.local_rank >= visible:
+                raise UserError(f"process {self.rank} (local rank {self.local_rank}) has no GPU: this machine has "
+                                f"{visible} visible CUDA GPU(s) for {self.local_world_size} processes; start at most "
+                                f"{visible} per machine (torchrun --nproc-per-node {visible})")
             return torch.device("cuda", self.local_rank)
         return device
 

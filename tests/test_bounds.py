@@ -58,9 +58,23 @@ def test_nproc_beyond_the_visible_gpus_is_refused_on_cuda(cli, tmp_path, launche
     for args in ([], ["--device", "cuda"]):
         result = cli("fit", config, "--nproc", "2", *args)
         assert result.exit_code == 2, result.output
-        assert "--nproc 2: more processes than the 1 visible CUDA GPUs" in result.stderr and "--force" in result.stderr
+        assert "--nproc 2: more processes than the 1 visible CUDA GPU(s)" in result.stderr
+        assert "--nproc 1 (or --nproc auto), or --device cpu" in result.stderr
+    assert cli("fit", config, "--nproc", "2", "--force").exit_code == 2  # a process without a GPU cannot train
     assert cli("fit", config, "--nproc", "2", "--device", "cpu").exit_code == 0  # 2 cores
     assert launches == [2]
+
+
+def test_a_torchrun_process_without_a_gpu_of_its_own_is_one_clear_error(monkeypatch):
+    from mltrain.distributed import Distributed
+    from mltrain.errors import UserError
+
+    gpus(monkeypatch, 1)
+    job = Distributed(rank=3, world_size=4, local_rank=1, local_world_size=2)
+    with pytest.raises(UserError, match=r"local rank 1\) has no GPU: this machine has 1 visible CUDA GPU\(s\) for 2 "
+                                        r"processes; start at most 1 per machine \(torchrun --nproc-per-node 1\)"):
+        job.device_for(torch.device("cuda"))
+    assert job.device_for(torch.device("cpu")) == torch.device("cpu")
 
 
 def test_nproc_on_resume_counts_for_the_runs_own_device(cli, tmp_path, launches, monkeypatch):

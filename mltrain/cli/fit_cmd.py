@@ -57,8 +57,7 @@ def fit(
         if processes > 1:
             from ..distributed import launch_local
 
-            if not force:
-                _check_processes(processes, device_name())
+            _check_processes(processes, device_name(), force)
             ending.launching_workers()
             raise typer.Exit(launch_local(processes, _worker_arguments(config, set_, run_dir, device, quiet, resume,
                                                                          trust_code)))
@@ -114,21 +113,25 @@ def _process_count(nproc: str, device_name: Callable[[], str]) -> int:
     return int(nproc)
 
 
-def _check_processes(nproc: int, device_name: str) -> None:
-    """Refuse more processes than the device has room for, before any starts: each holds its own
-    model, data and threads, so 64 on 2 cores fill the memory and train no faster."""
+def _check_processes(nproc: int, device_name: str, force: bool) -> None:
+    """Refuse more processes than the device has room for, before any starts: on CUDA, more
+    than the GPUs (each process trains on its own); on the CPU, more than the usable cores
+    unless forced (each holds its own model, data and threads, so 64 on 2 cores fill the memory
+    and train no faster)."""
     from ..devices import pick_device, usable_cores
     from ..errors import UserError
 
     if pick_device(device_name).type == "cuda":
         import torch
 
-        limit, what = torch.cuda.device_count(), "visible CUDA GPUs"
-    else:
-        limit, what = usable_cores(), "usable CPU cores"
-    if nproc > limit:
-        raise UserError(f"--nproc {nproc}: more processes than the {limit} {what}; use --nproc {limit} or fewer, "
-                        "or add --force to start them anyway")
+        visible = torch.cuda.device_count()
+        if nproc > visible:  # not even with --force: each process trains on a GPU of its own
+            raise UserError(f"--nproc {nproc}: more processes than the {visible} visible CUDA GPU(s); each process "
+                            f"needs its own: use --nproc {visible} (or --nproc auto), or --device cpu")
+        return
+    if nproc > usable_cores() and not force:
+        raise UserError(f"--nproc {nproc}: more processes than the {usable_cores()} usable CPU cores; use --nproc "
+                        f"{usable_cores()} or fewer, or add --force to start them anyway")
 
 
 def _worker_arguments(config: Path | None, set_: list[str], run_dir: Path | None, device: str | None,
