@@ -5,8 +5,8 @@ image folder (streamed, and in memory as far as it fits).
 Writes the data first (PNG images in tar shards, a uint16 token file, a Parquet table; each about
 --gigabytes on disk), then trains one epoch (the token corpus: --token-steps steps) of a small
 model on each, one process with 2 DataLoader workers and 1 training thread, while a watcher
-samples the memory of the whole process tree (the training process's RSS and what each worker
-holds of its own) every 50 ms. Prints the peak, the data's size on disk and samples/s as the run reports
+samples the memory the whole process tree holds (the training process's anonymous memory and
+what each worker has written of its own; not the page cache of memory-mapped files) every 50 ms. Prints the peak, the data's size on disk and samples/s as the run reports
 them (its training time, validation excluded).
 
     python benchmarks/streaming.py                    # about 2 GB of each, a few minutes per source
@@ -102,18 +102,18 @@ def write_table(directory: Path, gigabytes: float) -> tuple[Path, int, int]:
 
 
 def tree_memory(pid: int) -> int:
-    """Bytes a training process and its DataLoader workers hold: its resident memory (RSS) and
-    what each worker holds of its own (USS; the pages a forked worker shares with the training
-    process are already counted). Unlike PSS, it does not depend on what other processes map."""
-    total, pending = 0, [(pid, ("Rss:",))]
+    """Bytes of memory a training process and its DataLoader workers hold: the process's
+    anonymous memory and what each worker has written of its own (the pages a forked worker
+    shares with the training process are counted once). File pages of memory-mapped data are
+    left out: they are the kernel's page cache, dropped whenever memory is short."""
+    total, pending = 0, [(pid, "Anonymous:")]
     while pending:
-        current, fields = pending.pop()
+        current, field = pending.pop()
         try:
             rollup = Path(f"/proc/{current}/smaps_rollup").read_text().splitlines()
-            total += sum(int(line.split()[1]) for line in rollup if line.startswith(fields)) * 1024
+            total += sum(int(line.split()[1]) for line in rollup if line.startswith(field)) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [(int(child), ("Private_Clean:", "Private_Dirty:"))
-                            for child in (task / "children").read_text().split()]
+                pending += [(int(child), "Private_Dirty:") for child in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
     return total

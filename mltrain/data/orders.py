@@ -30,10 +30,11 @@ def shard_order(shard_sizes: Sequence[int], seed: int, epoch: int, buffer: int) 
     starts = torch.cumsum(sizes, 0) - sizes
     generator = _generator(seed, epoch)
     shards = torch.randperm(len(sizes), generator=generator)
-    in_shard_order = torch.cat([torch.arange(starts[shard], starts[shard] + sizes[shard]) for shard in shards.tolist()]) \
+    order = torch.cat([torch.arange(starts[shard], starts[shard] + sizes[shard]) for shard in shards.tolist()]) \
         if len(sizes) else torch.zeros(0, dtype=torch.int64)
-    blocks = [block[torch.randperm(len(block), generator=generator)] for block in in_shard_order.split(buffer)]
-    return torch.cat(blocks) if blocks else in_shard_order
+    for block in order.split(buffer):  # in place: an epoch's order is 8 bytes a sample, held once
+        block.copy_(block[torch.randperm(len(block), generator=generator)])
+    return order
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:

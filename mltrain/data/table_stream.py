@@ -50,7 +50,7 @@ class ParquetRows:
         self.groups, self.total_rows, self.rows, self.header = groups, total_rows, rows, header
         self.encoding, self.shuffle_buffer = encoding, shuffle_buffer
         self._starts = np.array([group.start for group in groups] + [total_rows])
-        self._group_of = np.searchsorted(self._starts, rows, side="right") - 1
+        self._group_of = (np.searchsorted(self._starts, rows, side="right") - 1).astype(np.int32)
         self.shard_sizes = np.bincount(self._group_of, minlength=len(groups)).tolist()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # row group -> its encoded rows
         self._read_by = os.getpid()

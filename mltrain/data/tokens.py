@@ -12,6 +12,7 @@ The tokenizer's JSON is kept in the data state, and so in every checkpoint.
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -49,14 +50,19 @@ def vocabulary_size(tokenizer: str, where: Path) -> int:
                         "tokenizers format); write it with `mltrain prepare-text` or tokenizer.save()") from None
 
 
-def token_file(path: Path, vocab_size: int) -> np.memmap:
-    """The token ids of one .bin file, memory-mapped."""
+def token_file(path: Path, vocab_size: int) -> np.ndarray:
+    """The token ids of one .bin file, memory-mapped for random reads: without read-ahead, a
+    window costs the pages it spans, not the hundreds of kilobytes around each one."""
     regular_file(path, "data.path", "a folder with train.bin (and val.bin) and tokenizer.json")
-    dtype = np.uint16 if vocab_size <= UINT16_TOKENS else np.uint32
-    if path.stat().st_size % np.dtype(dtype).itemsize:
-        raise UserError(f"data.path: {path} is {path.stat().st_size} bytes, not a whole number of {dtype.__name__} "
-                        f"token ids (a vocabulary of {vocab_size} is stored as {dtype.__name__})")
-    return np.memmap(path, dtype=dtype, mode="r")
+    dtype = np.dtype(np.uint16 if vocab_size <= UINT16_TOKENS else np.uint32)
+    size = path.stat().st_size
+    if size % dtype.itemsize or not size:
+        raise UserError(f"data.path: {path} is {size} bytes, not a whole number (at least one) of {dtype.name} "
+                        f"token ids (a vocabulary of {vocab_size} is stored as {dtype.name})")
+    with open(path, "rb") as file:
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapped, dtype=dtype)
 
 
 def windows_at(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
