@@ -48,6 +48,10 @@ def _report(restored: Restored, split: str | None) -> dict[str, Any]:
     if split not in data.splits:
         raise UserError(f"--split {split}: dataset '{restored.cfg.data.dataset}' has no {split} split here "
                         f"(it has: {', '.join(data.splits)})")
+    if split == "train" and data.streamed_train is not None:
+        held = [name for name in SPLITS if name in data.splits and name != "train"]
+        raise UserError(f"--split train: dataset '{restored.cfg.data.dataset}' streams its training split, which is "
+                        f"never held whole; evaluate {' or '.join(held) or 'a held-out split'}")
     x, y = data.splits[split]
     metrics, predicted = restored.learner.evaluate_with_predictions(x, y, split)
     report: dict[str, Any] = {

@@ -58,6 +58,7 @@ class TrainState:
         self.guard = LossGuard()
         self.final: dict[str, Any] = {}  # the record of the last completed epoch
         self.renumbering: Renumbering | None = None  # resumed with another number of processes
+        self.stream_note: str | None = None  # resumed: how the data stream differs from an unstopped run's
 
     @property
     def epochs(self) -> int:
@@ -123,10 +124,12 @@ class TrainState:
             stream_state = self._stream_state(own)
             if stream_state is not None:
                 self.stream.load_state_dict(stream_state)
+                self.stream_note = self.stream.resume_note
+            else:
+                self.stream_note = (f"resuming with {job.world_size} process(es) a run last trained with "
+                                    f"{saved_processes}: the data stream starts its pass over")
         self.monitor.load_state_dict(checkpoint["monitor"])
         self.final = checkpoint["metrics"] if isinstance(checkpoint["metrics"], dict) else {}
-        if self.stream.resume_note and job.is_main:
-            print(self.stream.resume_note)
         if self.renumbering is not None and job.is_main:
             print(f"resuming with {job.world_size} process(es) a run last trained with {saved_processes}: the "
                   f"global batch is now {self.samples_per_step} and the data order changes from step "

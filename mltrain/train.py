@@ -174,6 +174,8 @@ class Training:
              + (" (streamed from disk)" if data.streamed else "") + f"; sample shape {tuple(data.spec.sample_shape)}"
              + (f"; {data.spec.num_classes} classes" if data.spec.num_classes else ""))
         info(data.describe())
+        if state.stream_note:
+            info(state.stream_note)
         if self.learner.started_from:
             info(self.learner.started_from)
         info(f"model {cfg.model.arch} ({count_parameters(self.learner.model):,} parameters), head {cfg.model.head}, "

@@ -128,8 +128,7 @@ def test_two_processes_stream_shards_and_resume_bitwise_after_a_worker_is_killed
     assert_bitwise(tmp_path / "whole", run)
 
 
-def test_a_hugging_face_stream_trains_for_max_steps_resumes_with_a_note_and_refuses_what_it_cannot_do(tmp_path,
-                                                                                                          capsys):
+def test_a_hugging_face_stream_trains_for_max_steps_resumes_with_a_note_and_refuses_what_it_cannot_do(tmp_path):
     import mltrain
     from mltrain.errors import UserError
     from test_hf import saved_source
@@ -151,7 +150,21 @@ def test_a_hugging_face_stream_trains_for_max_steps_resumes_with_a_note_and_refu
     assert stream["passes"] >= 2 and stream["library"]  # 120 examples: 24 steps of 16 go round them 3 times
     assert mltrain.evaluate(result.run_dir)["split"] == "test"
 
-    capsys.readouterr()
     extended = mltrain.resume(result.run_dir, overrides=["train.max_steps=32"])
     assert extended.summary["final"]["step"] == 32
-    assert "does not save its shuffle buffer" in capsys.readouterr().out
+    assert "does not save its shuffle buffer" in (result.run_dir / "train.log").read_text()
+    with pytest.raises(UserError, match="--split train: dataset 'hf' streams its training split"):
+        mltrain.evaluate(result.run_dir, split="train")
+
+
+def test_a_streamed_regression_target_still_streams(tmp_path):
+    from mltrain.config import section_config
+    from mltrain.data import TARGET_SCALE, build_data
+
+    datasets = pytest.importorskip("datasets")
+    values = torch.linspace(0, 1, 64).tolist()
+    datasets.Dataset.from_dict({"a": values, "y": [2 * v for v in values]}).save_to_disk(str(tmp_path / "saved"))
+    data = build_data(section_config("data", dataset="hf", path=str(tmp_path / "saved"), input=["a"], target="y",
+                                     task="regression", streaming=True, val_split=0), 0, torch.device("cpu"))
+    assert data.streamed_train is not None and data.size("train") is None
+    assert data.state[TARGET_SCALE]["mean"] == pytest.approx([1.0], abs=1e-6)

@@ -3,6 +3,7 @@ image folders) plus a spec of what they hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,7 @@ def build_data(cfg: DataSection, seed: int, device: torch.device, state: dict | 
         data = data.limited(cfg.limit)
     if data.spec.num_classes is None:
         scale = (state or {}).get(TARGET_SCALE) or target_scale(data.splits["train"][1])
-        data = DataSplits(data.spec, data.splits, {**data.state, TARGET_SCALE: scale})
+        data = dataclasses.replace(data, state={**data.state, TARGET_SCALE: scale})
     augment = getattr(cfg, "augment", ())
     if augment:
         data = data.augmented(Augment(augment, seed, device))

@@ -70,6 +70,7 @@ def check_image_header(path: Path | BinaryIO, key: str = "data.root", where: str
             width, height = image.size
     except Exception as error:  # whatever Pillow's parsers raise on bytes they cannot read
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = detail.replace(repr(path), "its bytes") if not isinstance(path, Path) else detail
         raise UserError(f"{key}: cannot decode image {where}: its header cannot be read ({detail}), so its size "
                         "is unknown; replace or remove the file") from None
     finally:

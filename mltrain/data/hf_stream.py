@@ -47,10 +47,11 @@ class Examples:
 
     def __init__(self, features: Any, inputs: list[str], target: str, kind: str, image_size: int, mode: str,
                  columns: list[dict] | None, class_names: list[str] | None, task: str, task_from_head: bool,
-                 where: str):
+                 path: str):
         self.features, self.inputs, self.target, self.kind = features, inputs, target, kind
         self.image_size, self.mode, self.columns, self.class_names = image_size, mode, columns, class_names
-        self.task, self.task_from_head, self.where = task, task_from_head, where
+        self.task, self.task_from_head, self.path = task, task_from_head, path
+        self.learned_from: int | None = None  # the first examples the class names came from (None: a ClassLabel's)
 
     def _dataset(self, examples: list[dict], names: list[str]) -> Any:
         datasets = _datasets()
@@ -58,26 +59,34 @@ class Examples:
         return datasets.Dataset.from_list([{name: example[name] for name in names} for example in examples],
                                           features=features)
 
-    def targets(self, examples: list[dict]) -> np.ndarray:
-        table = _table(self._dataset(examples, [self.target]), [self.target], self.where, "data.target")
-        return targets_of(table, self.target, self.task, self.task_from_head, self.class_names)[0]
+    def targets(self, examples: list[dict], where: str) -> np.ndarray:
+        table = _table(self._dataset(examples, [self.target]), [self.target], where, "data.target")
+        try:
+            return targets_of(table, self.target, self.task, self.task_from_head, self.class_names)[0]
+        except UserError as error:
+            if "not one of the classes" not in str(error) or self.learned_from is None:
+                raise
+            raise UserError(f"{error}; a stream's classes are those of its first {self.learned_from} examples "
+                            "(a ClassLabel target names them all): put examples of every class among the first "
+                            "ones") from None
 
-    def x(self, examples: list[dict]) -> np.ndarray:
+    def x(self, examples: list[dict], where: str) -> np.ndarray:
         if self.kind == "image":
             return np.stack([image_pixels(example[self.inputs[0]], self.image_size, self.mode) for example in examples])
         if self.kind == "numbers":
             return _numbers(self._dataset(examples, self.inputs), self.inputs[0])
-        return table_encoding.encode(_table(self._dataset(examples, self.inputs), self.inputs, self.where),
-                                     self.columns)
+        return table_encoding.encode(_table(self._dataset(examples, self.inputs), self.inputs, where), self.columns)
 
-    def __call__(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.x(examples)), torch.from_numpy(self.targets(examples))
+    def __call__(self, examples: list[dict], split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the `split` split's examples (its rows count within the batch in messages)."""
+        where = f"{self.path} ({split} split, a batch of examples)"
+        return torch.from_numpy(self.x(examples, where)), torch.from_numpy(self.targets(examples, where))
 
-    def read_all(self, split: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_all(self, split: Iterable[dict], name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole split, converted CHUNK examples at a time."""
-        parts = [self(chunk) for chunk in _chunks(iter(split), CHUNK)]
+        parts = [self(chunk, name) for chunk in _chunks(iter(split), CHUNK)]
         if not parts:
-            raise UserError(f"data.path: {self.where}: a split has no examples")
+            raise UserError(f"data.path: {self.path}: its {name} split has no examples")
         return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
@@ -123,7 +132,7 @@ class ExampleStream:
                     self.library_state = copy.deepcopy(stream.state_dict())
                     yield self.ready(x), y.to(self.device, non_blocking=True), self.batch_size * world_size
             if not read and self.library_state is None:
-                raise UserError(f"data.path: {self.convert.where}: process {rank} has no training examples; give "
+                raise UserError(f"data.path: {self.convert.path}: process {rank} has no training examples; give "
                                 "the stream at least one example per process")
             self.passes, self.library_state = self.passes + 1, None
 
@@ -212,16 +221,18 @@ def streamed_hf(path: str, data_files: Any, val_split: float, inputs: list[str],
     label = train.features[target]
     if class_names is None and isinstance(label, _datasets().ClassLabel):
         class_names = list(label.names)
-    where = f"{path} (streamed train split)"
     convert = Examples(train.features, inputs, target, kind, image_size, "RGB", columns, class_names, task,
-                       task_from_head, where)
+                       task_from_head, path)
+    if class_names is None:
+        convert.learned_from = len(head)
+    where = f"{path} (train split, its first {len(head)} examples)"
     head_targets = _table(convert._dataset(head, [target]), [target], where, "data.target")
     convert.class_names = class_names = targets_of(head_targets, target, task, task_from_head, class_names)[1]
     normalise = None
     if kind == "image":
         grey = all(example[inputs[0]].mode in ("1", "L") for example in head)
         convert.mode = "L" if grey else "RGB"
-        pixels = torch.from_numpy(convert.x(head))
+        pixels = torch.from_numpy(convert.x(head, where))
         normalise = Normalise.from_state(mean, std) if mean is not None \
             else chosen_normalise(normalize, pixels.shape[1], lambda: channel_stats(pixels))
     elif kind == "scalar" and columns is None:
@@ -229,7 +240,7 @@ def streamed_hf(path: str, data_files: Any, val_split: float, inputs: list[str],
         if missing == "error":
             table_encoding.refuse_missing(table, inputs, "input")
         convert.columns = columns = table_encoding.fit(table, inputs, missing)
-    data = {"train": convert(head), **{name: convert.read_all(split) for name, split in splits.items()
+    data = {"train": convert(head), **{name: convert.read_all(split, name) for name, split in splits.items()
                                        if name != "train"}}
     held = {name: (Inputs(x, normalise) if normalise is not None else x, y) for name, (x, y) in data.items()}
     spec = DataSpec(tuple(data["train"][0].shape[1:]), _count(class_names), tuple(class_names or ()))

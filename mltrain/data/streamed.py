@@ -25,7 +25,11 @@ from .orders import epoch_order
 from .inputs import Normalise
 
 
-PILLOW_SUFFIXES = (".bmp",)  # torchvision's decode_image reads PNG, JPEG, WebP and GIF, not these
+# Decoded by Pillow: BMP, which torchvision's decode_image does not read, and PNG (known by its
+# signature, whatever the file's name), whose damaged pixel data crashes torchvision 0.29's
+# decoder with a segmentation fault where Pillow raises an error.
+PILLOW_SUFFIXES = (".bmp",)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
@@ -35,7 +39,7 @@ def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
 
     check_image_header(path, key)
     try:
-        if path.suffix.lower() in PILLOW_SUFFIXES:
+        if path.suffix.lower() in PILLOW_SUFFIXES or _signature(path) == PNG_SIGNATURE:
             image = _pillow_decode(path)
         else:
             image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
@@ -45,6 +49,11 @@ def decode(path: Path, image_size: int, key: str = "data.root") -> torch.Tensor:
     return _resized(image, image_size)
 
 
+def _signature(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(len(PNG_SIGNATURE))
+
+
 def decode_bytes(data: bytes, image_size: int, where: str, key: str = "data.train") -> torch.Tensor:
     """An encoded image (PNG, JPEG, WebP) as uint8 (C, image_size, image_size); `where` says where
     its bytes came from in a message about it."""
@@ -52,7 +61,10 @@ def decode_bytes(data: bytes, image_size: int, where: str, key: str = "data.trai
 
     check_image_header(io.BytesIO(data), key, where)
     try:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+        if data.startswith(PNG_SIGNATURE):
+            image = _pillow_decode(io.BytesIO(data))
+        else:
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, OSError, ValueError) as error:
         raise UserError(f"{key}: cannot decode image {where}: {str(error).splitlines()[0]}; "
                         "replace or remove it") from None
@@ -65,12 +77,12 @@ def _resized(image: torch.Tensor, image_size: int) -> torch.Tensor:
     return resize(image, [image_size, image_size], antialias=True)
 
 
-def _pillow_decode(path: Path) -> torch.Tensor:
+def _pillow_decode(source: Path | io.BytesIO) -> torch.Tensor:
     """uint8 (C, H, W) as decode_image would give it: grey, grey and alpha, RGB or RGBA channels
     (1-bit images as grey, palette and other modes as RGB)."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(source) as image:
         mode = "L" if image.mode == "1" else image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB"
         pixels = np.array(image.convert(mode))
     return torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1).contiguous()
@@ -117,13 +129,15 @@ class ImageFiles(Dataset):
 
 
 class _Order:
-    """A sampler whose order the loop sets before each pass (the loader and its workers persist)."""
+    """A sampler whose order the loop sets before each pass (the loader and its workers persist).
+    The order stays a tensor, 8 bytes a sample; it becomes Python ints a chunk at a time."""
 
     def __init__(self) -> None:
-        self.order: list[int] = []
+        self.order = torch.zeros(0, dtype=torch.int64)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
+        for chunk in self.order.split(65_536):
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
         return len(self.order)
@@ -185,7 +199,7 @@ class StreamedSamples:
                                 persistent_workers=self.workers > 0, generator=torch.Generator().manual_seed(0))
             self._loaders[batch_size] = (loader, sampler)
         loader, sampler = self._loaders[batch_size]
-        sampler.order = order.tolist()
+        sampler.order = order
         try:
             for images in loader:
                 yield self._ready(images)

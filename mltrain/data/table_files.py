@@ -79,6 +79,7 @@ class Table:
     header: list[str]  # every column of the file, in order (only some may be read)
     columns: dict[str, Column]  # the columns read
     lines: np.ndarray | None  # a CSV row's line in the file; None for Parquet (rows count from 1)
+    numbers: np.ndarray | None = None  # Parquet rows read out of order: each row's number (from 1)
 
     @property
     def rows(self) -> int:
@@ -86,7 +87,9 @@ class Table:
 
     def where(self, row: int) -> str:
         """How a message names a row: file:line (CSV) or file row N (Parquet)."""
-        return f"{self.path}:{self.lines[row]}" if self.lines is not None else f"{self.path} row {row + 1}"
+        if self.lines is not None:
+            return f"{self.path}:{self.lines[row]}"
+        return f"{self.path} row {self.numbers[row] if self.numbers is not None else row + 1}"
 
     def column(self, name: str, key: str) -> Column:
         if name not in self.columns:
@@ -95,8 +98,9 @@ class Table:
         return self.columns[name]
 
     def take(self, rows: np.ndarray) -> Table:
+        numbers = self.numbers[rows] if self.numbers is not None else None if self.lines is not None else rows + 1
         return Table(self.path, self.header, {name: column.take(rows) for name, column in self.columns.items()},
-                     self.lines[rows] if self.lines is not None else None)
+                     self.lines[rows] if self.lines is not None else None, numbers)
 
 
 def table_format(path: Path) -> str:

@@ -42,17 +42,21 @@ class RowGroup:
 
 
 class ParquetRows:
-    """Some rows of a table (`rows`: row numbers, ascending), read by row group and encoded; the
-    last row groups read are kept, as many as the shuffle buffer spans."""
+    """Some rows of a table (`rows`: row numbers, ascending), read by row group and encoded, only
+    these rows of each group; the row groups read last are kept, as many as a block of the
+    shuffle spans."""
 
     def __init__(self, groups: list[RowGroup], total_rows: int, rows: np.ndarray, header: list[str],
                  encoding: list[dict], shuffle_buffer: int):
         self.groups, self.total_rows, self.rows, self.header = groups, total_rows, rows, header
         self.encoding, self.shuffle_buffer = encoding, shuffle_buffer
         self._starts = np.array([group.start for group in groups] + [total_rows])
-        self._group_of = (np.searchsorted(self._starts, rows, side="right") - 1).astype(np.int32)
-        self.shard_sizes = np.bincount(self._group_of, minlength=len(groups)).tolist()
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # row group -> its encoded rows
+        # The rows are ascending, so each group's are consecutive: positions [first[g], first[g + 1]).
+        self._first = np.searchsorted(rows, self._starts)
+        self.shard_sizes = np.diff(self._first).tolist()
+        smallest = min((size for size in self.shard_sizes if size), default=1)
+        self._kept_groups = -(-shuffle_buffer // smallest) + 2  # a block's groups, and the next
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # row group -> this set's rows, encoded
         self._read_by = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -72,10 +76,10 @@ class ParquetRows:
         """The encoded rows at `positions` (of this set's rows), float32 (len(positions), features)."""
         positions = np.asarray(positions, dtype=np.int64)
         batch = np.empty((len(positions), *self.sample_shape), dtype=np.float32)
-        groups = self._group_of[positions]
-        for group in np.unique(groups):
-            taken = positions[groups == group]
-            batch[groups == group] = self._encoded(int(group))[self.rows[taken] - self._starts[group]]
+        groups = np.searchsorted(self._first, positions, side="right") - 1
+        for group in np.unique(groups).tolist():
+            chosen = groups == group
+            batch[chosen] = self._encoded(group)[positions[chosen] - self._first[group]]
         return torch.from_numpy(batch)
 
     def _encoded(self, number: int) -> np.ndarray:
@@ -84,11 +88,11 @@ class ParquetRows:
         if number in self._cache:
             self._cache.move_to_end(number)
             return self._cache[number]
-        encoded = table_encoding.encode(read_row_group(self.groups[number], self.header, self.encoding),
-                                        self.encoding)
+        group = self.groups[number]
+        mine = self.rows[self._first[number]:self._first[number + 1]] - group.start
+        encoded = table_encoding.encode(read_row_group(group, self.header, self.encoding).take(mine), self.encoding)
         self._cache[number] = encoded
-        while sum(len(rows) for rows in self._cache.values()) > self.shuffle_buffer + len(encoded) \
-                and len(self._cache) > 1:
+        if len(self._cache) > self._kept_groups:
             self._cache.popitem(last=False)
         return encoded
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,6 +39,7 @@ WEBDATASET_PIP = 'pip install "mltrain[webdataset]"'
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 TARGET_KEYS = ("cls", "txt", "json")  # an integer class id as text, or a JSON number
 STATS_SAMPLES = 2048  # the first training samples whose channel statistics normalise every split
+OPEN_SHARDS = 16  # shard files each process keeps open (a block of the shuffle spans a few)
 
 
 class WebDatasetConfig(PixelImagesConfig):
@@ -63,27 +65,34 @@ class WebDatasetConfig(PixelImagesConfig):
 
 @dataclass(frozen=True)
 class Shard:
-    """One tar file's index: each sample's image (offset, size) in the file and its class id."""
+    """One tar file's index: each sample's image (offset and size in the file) and class id."""
     path: Path
-    images: list[tuple[int, int]]
-    labels: list[int]
+    offsets: np.ndarray  # int64
+    sizes: np.ndarray  # int64
+    labels: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def part(self, start: int, stop: int) -> Shard:
+        return Shard(self.path, self.offsets[start:stop], self.sizes[start:stop], self.labels[start:stop])
 
 
 class TarImages:
     """The samples of a split's shards, read by index: each one's image decoded and resized to
     uint8 (channels, image_size, image_size). Each process (each DataLoader worker) opens the
-    shards it reads once: a file opened before a fork would share its read position with the
-    forked workers."""
+    shards it reads itself (a file opened before a fork would share its read position with the
+    forked workers), and keeps the last OPEN_SHARDS of them open."""
 
     def __init__(self, shards: list[Shard], image_size: int, channels: int, shuffle_buffer: int):
         self.shards, self.image_size, self.channels, self.shuffle_buffer = shards, image_size, channels, shuffle_buffer
-        self.shard_sizes = [len(shard.images) for shard in shards]
+        self.shard_sizes = [len(shard) for shard in shards]
         self._starts = np.cumsum([0] + self.shard_sizes)
-        self._open: dict[int, BinaryIO] = {}
+        self._open: OrderedDict[int, BinaryIO] = OrderedDict()
         self._opened_by = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_open": {}}
+        return {**self.__dict__, "_open": OrderedDict()}
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -94,12 +103,13 @@ class TarImages:
 
     @property
     def labels(self) -> torch.Tensor:
-        return torch.tensor([label for shard in self.shards for label in shard.labels], dtype=torch.int64)
+        return torch.from_numpy(np.concatenate([shard.labels for shard in self.shards]))
 
     def __getitem__(self, index: int) -> torch.Tensor:
         number = int(np.searchsorted(self._starts, index, side="right")) - 1
-        offset, size = self.shards[number].images[index - self._starts[number]]
-        where = f"{self.shards[number].path} (byte {offset})"
+        shard, within = self.shards[number], index - int(self._starts[number])
+        offset, size = int(shard.offsets[within]), int(shard.sizes[within])
+        where = f"{shard.path} (byte {offset})"
         image = decode_bytes(self._read(number, offset, size), self.image_size, where)
         if image.shape[0] != self.channels:
             raise UserError(f"data.train: images with different channel counts: the first has {self.channels}, "
@@ -108,9 +118,13 @@ class TarImages:
 
     def _read(self, number: int, offset: int, size: int) -> bytes:
         if self._opened_by != os.getpid():
-            self._open, self._opened_by = {}, os.getpid()
-        if number not in self._open:
+            self._open, self._opened_by = OrderedDict(), os.getpid()
+        if number in self._open:
+            self._open.move_to_end(number)
+        else:
             self._open[number] = open(self.shards[number].path, "rb")
+            if len(self._open) > OPEN_SHARDS:
+                self._open.popitem(last=False)[1].close()
         file = self._open[number]
         file.seek(offset)
         return file.read(size)
@@ -119,9 +133,9 @@ class TarImages:
         """Samples [start, start + length), in their shards."""
         kept, end = [], start + length
         for shard, first in zip(self.shards, self._starts):
-            lo, hi = max(start - first, 0), min(end - first, len(shard.images))
+            lo, hi = max(start - first, 0), min(end - first, len(shard))
             if lo < hi:
-                kept.append(Shard(shard.path, shard.images[lo:hi], shard.labels[lo:hi]))
+                kept.append(shard.part(lo, hi))
         return TarImages(kept, self.image_size, self.channels, self.shuffle_buffer)
 
     def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
@@ -143,34 +157,41 @@ def expand(pattern: str, key: str) -> list[Path]:
     return files
 
 
-def index_shard(path: Path, input_key: str, target_key: str) -> Shard:
-    """Where each sample's image lies in the shard, and its class id, in the shard's order."""
+def index_shard(path: Path, input_key: str, target_key: str, key: str) -> Shard:
+    """Where each sample's image lies in the shard, and its class id, in the shard's order.
+    Extensions compare in lower case, as WebDataset's do."""
     from webdataset.tariterators import base_plus_ext
 
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-    images, labels = [], []
+    offsets, sizes, labels = [], [], []
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, "r:") as tar:  # offsets into a compressed stream would not be file offsets
             for info in tar:
                 if not info.isfile():
                     continue
                 base, extension = base_plus_ext(info.name)
-                if base is not None and extension in (input_key, target_key):
-                    samples.setdefault(base, {})[extension] = info
+                if base is not None and extension.lower() in (input_key, target_key):
+                    samples.setdefault(base, {})[extension.lower()] = info
             for base, members in samples.items():
                 for needed in (input_key, target_key):
                     if needed not in members:
-                        raise UserError(f"data: {path}: sample '{base}' has no '{needed}' member; every sample "
+                        raise UserError(f"data.{key}: {path}: sample '{base}' has no '{needed}' member; every sample "
                                         f"needs its data.input ({input_key}) and data.target ({target_key})")
                 image, target = members[input_key], members[target_key]
-                images.append((image.offset_data, image.size))
+                offsets.append(image.offset_data)
+                sizes.append(image.size)
                 labels.append(_class_id(tar.extractfile(target).read(), f"{path}: {target.name}"))
+    except tarfile.CompressionError:
+        raise UserError(f"data.{key}: {path} is a compressed tar; shards are read at byte offsets, so decompress it "
+                        "first (gunzip), as WebDataset's own shards are") from None
     except (tarfile.TarError, OSError) as error:
-        raise UserError(f"data: {path}: not a readable tar file ({error}); give WebDataset tar shards") from None
-    if not images:
-        raise UserError(f"data: {path}: no sample has both a '{input_key}' and a '{target_key}' member; set "
+        raise UserError(f"data.{key}: {path}: not a readable tar file ({error}); give WebDataset tar shards") \
+            from None
+    if not offsets:
+        raise UserError(f"data.{key}: {path}: no sample has both a '{input_key}' and a '{target_key}' member; set "
                         "data.input and data.target to the keys its samples have")
-    return Shard(path, images, labels)
+    return Shard(path, np.array(offsets, dtype=np.int64), np.array(sizes, dtype=np.int64),
+                 np.array(labels, dtype=np.int64))
 
 
 def _class_id(content: bytes, where: str) -> int:
@@ -193,11 +214,12 @@ def webdataset(val_split: float, seed: int, train: str, val: str | None, test: s
                first_samples: int | None = None) -> DataSplits:
     """`mean`, `std`, `num_classes` and `first_samples` (the training images the statistics were
     measured on) come from the data state when rebuilding for a checkpoint."""
+    input, target = input.lower(), target.lower()
     if input.rsplit(".", 1)[-1] not in IMAGE_KEYS:
         raise UserError(f"data.input '{input}': give the key of an image ({', '.join(IMAGE_KEYS)})")
     if target.rsplit(".", 1)[-1] not in TARGET_KEYS:
         raise UserError(f"data.target '{target}': give the key of a class id ({', '.join(TARGET_KEYS)})")
-    splits = {name: [index_shard(path, input, target) for path in expand(pattern, name)]
+    splits = {name: [index_shard(path, input, target, name) for path in expand(pattern, name)]
               for name, pattern in (("train", train), ("val", val), ("test", test)) if pattern}
     if val is None and val_split > 0:
         splits["train"], splits["val"] = _held_out_shards(splits["train"], val_split, seed)
@@ -227,7 +249,7 @@ def webdataset(val_split: float, seed: int, train: str, val: str | None, test: s
 
 def _channels(shard: Shard, image_size: int) -> int:
     """The channel count of the shard's first image, which every image must share."""
-    offset, size = shard.images[0]
+    offset, size = int(shard.offsets[0]), int(shard.sizes[0])
     with open(shard.path, "rb") as file:
         file.seek(offset)
         return decode_bytes(file.read(size), image_size, f"{shard.path} (byte {offset})").shape[0]

@@ -5,7 +5,7 @@ uint32 above (nanoGPT's format), and the `tokenizer.json` that made them.
 The files are memory-mapped and never read whole: each epoch trains on `windows` windows of
 `block_size` tokens at offsets drawn from (seed, epoch), so a corpus of billions of tokens costs
 what its windows cost, and a resumed run draws exactly the windows it would have. Validation
-reads `val_windows` consecutive windows spread evenly over val.bin, every time the same.
+reads `val_windows` non-overlapping windows spread evenly over val.bin, every time the same.
 The tokenizer's JSON is kept in the data state, and so in every checkpoint.
 """
 
@@ -36,14 +36,16 @@ class TokensConfig(FileDataConfig):
     windows: PositiveInt = 10_000
     """training windows per epoch, at offsets drawn from (seed, epoch) over train.bin"""
     val_windows: PositiveInt = 500
-    """validation windows, consecutive and spread evenly over val.bin"""
+    """validation windows, non-overlapping and spread evenly over val.bin"""
 
 
 def vocabulary_size(tokenizer: str, where: Path) -> int:
     """Token ids a tokenizer.json (the Hugging Face tokenizers format) can give: its largest id + 1."""
     try:
         content = json.loads(tokenizer)
-        ids = [*content["model"]["vocab"].values(), *(token["id"] for token in content.get("added_tokens") or [])]
+        vocab = content["model"]["vocab"]  # token -> id (BPE, WordPiece, WordLevel); [token, score] pairs (Unigram)
+        ids = [*(vocab.values() if isinstance(vocab, dict) else range(len(vocab))),
+               *(token["id"] for token in content.get("added_tokens") or [])]
         return max(int(i) for i in ids) + 1
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"data.path: {where} is not a tokenizer.json with a model.vocab (the Hugging Face "
@@ -61,13 +63,21 @@ def token_file(path: Path, vocab_size: int) -> np.ndarray:
                         f"token ids (a vocabulary of {vocab_size} is stored as {dtype.name})")
     with open(path, "rb") as file:
         mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    mapped.madvise(mmap.MADV_RANDOM)
+    if hasattr(mmap, "MADV_RANDOM"):  # not on Windows
+        mapped.madvise(mmap.MADV_RANDOM)
     return np.frombuffer(mapped, dtype=dtype)
 
 
-def windows_at(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(len(offsets), block_size) int64 inputs starting at each offset, and the next token at each position."""
+def windows_at(tokens: np.ndarray, offsets: np.ndarray, block_size: int,
+               vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(len(offsets), block_size) int64 inputs starting at each offset, and the next token at each
+    position. An id outside the vocabulary is a UserError naming its offset."""
     span = tokens[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    if span.max() >= vocab_size:
+        window, position = np.argwhere(span >= vocab_size)[0]
+        raise UserError(f"data.path: token {offsets[window] + position} of the token file is id "
+                        f"{span[window, position]}, but tokenizer.json has {vocab_size} tokens; the file and the "
+                        "tokenizer do not belong together")
     return torch.from_numpy(span[:, :-1].copy()), torch.from_numpy(span[:, 1:].copy())
 
 
@@ -75,9 +85,9 @@ class TokenWindows:
     """The training stream: `windows` windows an epoch at offsets drawn from (seed, epoch), each
     global batch cut into one part per process, as in-memory splits are."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, windows: int, batch_size: int, seed: int,
-                 device: torch.device):
-        self.tokens, self.block_size, self.windows = tokens, block_size, windows
+    def __init__(self, tokens: np.ndarray, vocab_size: int, block_size: int, windows: int, batch_size: int,
+                 seed: int, device: torch.device):
+        self.tokens, self.vocab_size, self.block_size, self.windows = tokens, vocab_size, block_size, windows
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.epoch = 0  # the epoch being served
         self.served = 0  # windows of `epoch` given out, over every process
@@ -100,7 +110,7 @@ class TokenWindows:
         offsets = self.offsets(epoch)
         order, global_sizes = shard(torch.arange(self.served, self.windows), self.batch_size, world_size, rank)
         for index, global_size in zip(order.split(self.batch_size), global_sizes):
-            x, y = windows_at(self.tokens, offsets[index.numpy()], self.block_size)
+            x, y = windows_at(self.tokens, offsets[index.numpy()], self.block_size, self.vocab_size)
             self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), global_size
 
@@ -123,8 +133,10 @@ class TokenWindows:
 class StreamedTokens:
     """What DataSplits keeps of a token corpus's training split: how to stream it."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, windows: int, device: torch.device = torch.device("cpu")):
-        self.tokens, self.block_size, self.windows, self.device = tokens, block_size, windows, device
+    def __init__(self, tokens: np.ndarray, vocab_size: int, block_size: int, windows: int,
+                 device: torch.device = torch.device("cpu")):
+        self.tokens, self.vocab_size, self.block_size = tokens, vocab_size, block_size
+        self.windows, self.device = windows, device
 
     def samples(self) -> int:
         return self.windows
@@ -134,17 +146,17 @@ class StreamedTokens:
                 "(never read whole)")
 
     def stream(self, batch_size: int, seed: int) -> TokenWindows:
-        return TokenWindows(self.tokens, self.block_size, self.windows, batch_size, seed, self.device)
+        return TokenWindows(self.tokens, self.vocab_size, self.block_size, self.windows, batch_size, seed, self.device)
 
     def limited(self, count: int) -> StreamedTokens:
-        return StreamedTokens(self.tokens, self.block_size, min(count, self.windows), self.device)
+        return StreamedTokens(self.tokens, self.vocab_size, self.block_size, min(count, self.windows), self.device)
 
     def with_augment(self, augment: None) -> StreamedTokens:
         assert augment is None, "token windows take no augmentation (TokensConfig has no augment key)"
         return self
 
     def to(self, device: torch.device) -> StreamedTokens:
-        return StreamedTokens(self.tokens, self.block_size, self.windows, torch.device(device))
+        return StreamedTokens(self.tokens, self.vocab_size, self.block_size, self.windows, torch.device(device))
 
 
 @DATASETS.register("tokens", "a token corpus (data.path: a folder with train.bin, val.bin and tokenizer.json, "
@@ -172,16 +184,12 @@ def tokens(val_split: float, seed: int, path: str, block_size: int, windows: int
         if part is not None and len(part) < block_size + 1:
             raise UserError(f"data.path {folder}: its {name} tokens ({len(part)}) are fewer than data.block_size + 1 "
                             f"= {block_size + 1}; use more text or a smaller block_size")
-    largest = int(train[:1_000_000].max())  # a sample of the ids: the whole file is never read
-    if largest >= vocab_size:
-        raise UserError(f"data.path {folder}: train.bin holds token id {largest}, but tokenizer.json has "
-                        f"{vocab_size} tokens; the two do not belong together")
-    preview = windows_at(train, _spread(len(train), block_size, PREVIEW_WINDOWS), block_size)
-    splits = {"train": preview}
+    # Ids are checked as windows are read: the whole file never is.
+    splits = {"train": windows_at(train, _spread(len(train), block_size, PREVIEW_WINDOWS), block_size, vocab_size)}
     if val is not None:
-        splits["val"] = windows_at(val, _spread(len(val), block_size, val_windows), block_size)
+        splits["val"] = windows_at(val, _spread(len(val), block_size, val_windows), block_size, vocab_size)
     spec = DataSpec((block_size,), vocab_size, target_shape=(block_size,))
-    return DataSplits(spec, splits, {"tokenizer": tokenizer}, StreamedTokens(train, block_size, windows))
+    return DataSplits(spec, splits, {"tokenizer": tokenizer}, StreamedTokens(train, vocab_size, block_size, windows))
 
 
 def _spread(length: int, block_size: int, count: int) -> np.ndarray:
