@@ -160,18 +160,17 @@ def main() -> None:
         small_cnn = {"arch": "cnn", "channels": [8, 16], "readout": "avg"}
         if "images" in chosen:
             pattern, count, size = write_shards(directory, args.gigabytes, args.folder_images)
+            in_folder = min(args.folder_images, count)
             image_keys = {"image_size": IMAGE_SIDE, "batch_size": 128, "workers": 2}
             folder = {"dataset": "image_folder", "root": str(directory / "folder"), **image_keys}
             for name, data, on_disk in (
                     ("webdataset, all shards", {"dataset": "webdataset", "train": pattern, "val_split": 0,
                                                 **image_keys}, f"{size / 1e9:.2f} GB, {count:,} images"),
                     ("webdataset, folder's images", {"dataset": "webdataset", "val_split": 0, **image_keys,
-                                                     "train": shard_pattern(directory, -(-args.folder_images //
-                                                                                          PER_SHARD))},
-                     f"{args.folder_images:,} images"),
-                    ("image folder, streamed", {**folder, "max_memory_mb": 0, "val_split": 0},
-                     f"{args.folder_images:,} images"),
-                    ("image folder, in memory", {**folder, "val_split": 0}, f"{args.folder_images:,} images")):
+                                                     "train": shard_pattern(directory, -(-in_folder // PER_SHARD))},
+                     f"{in_folder:,} images"),
+                    ("image folder, streamed", {**folder, "max_memory_mb": 0, "val_split": 0}, f"{in_folder:,} images"),
+                    ("image folder, in memory", {**folder, "val_split": 0}, f"{in_folder:,} images")):
                 rows.append((name, on_disk, fit(directory, name.replace(" ", "_").replace(",", "").replace("'", ""),
                                                  data, small_cnn, {"epochs": 1})))
         if "tokens" in chosen:
