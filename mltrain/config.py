@@ -398,11 +398,13 @@ def _check_fine_tuning(cfg: Config, locations: Locations) -> None:
 
 
 def _resolve_data_paths(cfg: Config, config_dir: Path, locations: Locations) -> Config:
-    """data.path, data.root, webdataset's shard patterns and model.weights written in a config
-    file are relative to that file's directory; from --set or a default, to the working directory.
+    """data.path, data.root, webdataset's shard patterns, a tokenizer file and model.weights
+    written in a config file are relative to that file's directory; from --set or a default, to the working directory.
     The resolved config holds them absolute, so a saved config reads the same files from anywhere."""
     shards = (("data", "train"), ("data", "val"), ("data", "test")) if cfg.data.dataset == "webdataset" else ()
-    for section, key in (("data", "path"), ("data", "root"), ("data", "data_files"), *shards, ("model", "weights")):
+    tokenizer = (("data", "tokenizer"),) if getattr(cfg.data, "tokenizer", "char") not in ("char", "bpe") else ()
+    for section, key in (("data", "path"), ("data", "root"), ("data", "data_files"), *shards, *tokenizer,
+                         ("model", "weights")):
         value = getattr(getattr(cfg, section), key, None)
         written_at = locations.places.get(f"{section}.{key}", "--set")
         base = Path.cwd() if written_at.startswith("--set") else config_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .data.text import decode, encode
+from .data.tokenizer import Tokenizer, from_state
 from .errors import UserError
 from .restore import restore
 
@@ -15,22 +15,22 @@ from .restore import restore
 DEVICE = torch.device("cpu")
 
 
-def _language_model(target: str | Path) -> tuple[torch.nn.Module, str, int]:
-    """The checkpoint's model in eval mode, the vocabulary it was trained with, its block size."""
+def _language_model(target: str | Path) -> tuple[torch.nn.Module, Tokenizer, int]:
+    """The checkpoint's model in eval mode, the tokenizer it was trained with, its block size."""
     restored = restore(target, device=DEVICE.type)
-    cfg, vocabulary = restored.cfg, restored.data_state.get("vocabulary")
-    if vocabulary is None:
+    cfg, tokenizer = restored.cfg, from_state(restored.data_state)
+    if tokenizer is None:
         raise UserError(f"{restored.path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
-                        "`mltrain sample` needs a language model trained on a text (data.dataset: text)")
-    return restored.model.eval(), vocabulary, restored.spec.sample_shape[0]
+                        "`mltrain sample` needs a language model trained on text (data.dataset: text or tokens)")
+    return restored.model.eval(), tokenizer, restored.spec.sample_shape[0]
 
 
 @torch.inference_mode()
 def sample_text(target: str | Path, prompt: str, tokens: int, temperature: float = 1.0,
                 top_k: int | None = None, seed: int = 0) -> str:
-    """The prompt followed by `tokens` generated characters. Each next character is drawn from
-    softmax(logits / temperature), restricted to the top_k most likely if given; temperature 0
-    takes the most likely one. Deterministic for a given seed."""
+    """The prompt followed by `tokens` generated tokens (characters, for a character model). Each
+    next token is drawn from softmax(logits / temperature), restricted to the top_k most likely
+    if given; temperature 0 takes the most likely one. Deterministic for a given seed."""
     if not prompt:
         raise UserError("--prompt is empty; give at least one character to start from")
     if temperature < 0:
@@ -39,12 +39,15 @@ def sample_text(target: str | Path, prompt: str, tokens: int, temperature: float
         raise UserError(f"--top-k {top_k}: must be at least 1")
     if not 0 <= seed < 2**63:
         raise UserError(f"--seed {seed}: must be at least 0 and below 2^63")
-    model, vocabulary, block_size = _language_model(target)
-    context = encode(prompt, vocabulary, "--prompt").to(DEVICE)[None]  # (1, T)
+    model, tokenizer, block_size = _language_model(target)
+    prompt_ids = tokenizer.encode(prompt, "--prompt")
+    if not prompt_ids:
+        raise UserError(f"--prompt {prompt!r}: the model's tokenizer makes no tokens of it; give some text")
+    context = torch.tensor(prompt_ids, dtype=torch.int64, device=DEVICE)[None]  # (1, T)
     generator = torch.Generator(DEVICE).manual_seed(seed)
     for _ in range(tokens):
         window = context[:, -block_size:]
-        logits = model(window).reshape(1, window.shape[1], len(vocabulary))[:, -1].float()  # (1, vocabulary)
+        logits = model(window).reshape(1, window.shape[1], tokenizer.vocab_size)[:, -1].float()  # (1, vocabulary)
         if temperature == 0:
             next_token = logits.argmax(dim=-1, keepdim=True)
         else:
@@ -54,4 +57,4 @@ def sample_text(target: str | Path, prompt: str, tokens: int, temperature: float
                 logits = logits.masked_fill(logits < kth_largest, -torch.inf)
             next_token = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
         context = torch.cat([context, next_token], dim=1)
-    return prompt + decode(context[0, len(prompt):].tolist(), vocabulary)
+    return prompt + tokenizer.decode(context[0, len(prompt_ids):].tolist())

@@ -147,7 +147,7 @@ def test_sample_refuses_unknown_characters_and_other_models(cli, text_run, tmp_p
     assert cli("fit", write_config(tmp_path)).exit_code == 0
     (spirals_run,) = (tmp_path / "runs").iterdir()
     result = cli("sample", spirals_run, "--prompt", "a", "--tokens", "5")
-    assert result.exit_code == 2 and "language model trained on a text" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 2 and "language model trained on text" in result.stderr and "Traceback" not in result.output
 
 
 

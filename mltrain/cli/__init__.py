@@ -10,7 +10,7 @@ import typer
 from ..signals import StopRequested, stop_on_signals
 from . import (
     check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
-    preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
+    prepare_text_cmd, preflight_cmd, runs_cmd, sample_cmd, sweep_cmd,
 )
 from . import ending
 from ..errors import ExitCode
@@ -47,6 +47,7 @@ app.command("export")(export_cmd.export)
 app.command("overfit-tiny")(check_cmd.overfit_tiny)
 app.command("preflight")(preflight_cmd.preflight)
 app.command("sample")(sample_cmd.sample)
+app.command("prepare-text")(prepare_text_cmd.prepare_text)
 app.command("lr-find")(lr_find_cmd.lr_find)
 app.command("runs")(runs_cmd.runs)
 app.command("compare")(compare_cmd.compare)

@@ -1,12 +1,18 @@
-"""A UTF-8 text file as a character-level language-modelling set.
+"""A UTF-8 text file as a language-modelling set, read as characters or as subword tokens.
 
-The vocabulary is the sorted set of the file's characters; it is kept in the data state (and so
-in the checkpoint) so eval and `mltrain sample` encode exactly as training did. Each sample is a
-window of `block_size` token ids; its targets are the same window shifted by one character.
+`data.tokenizer: char` (the default): the vocabulary is the sorted set of the file's characters.
+`bpe`: a byte-level BPE of `data.vocab_size` tokens trained on the training part of the text
+(the `tokenizers` library), cached beside the file under its content's hash. A path: that
+tokenizer.json. The tokenizer is kept in the data state (and so in the checkpoint), so eval and
+`mltrain sample` encode exactly as training did. Each sample is a window of `block_size` token
+ids; its targets are the same window shifted by one token.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +20,34 @@ import torch
 
 from ..errors import UserError
 from ..registry import CLASSIFICATION, DATASETS, TOKENS
+from ..run_dir import write_atomically
 from ..schema import PositiveInt
 from .dataset import DataSpec, DataSplits
 from .files import regular_file
 from .sections import FileDataConfig
+from .tokenizer import CharTokenizer, Tokenizer, from_state, load_tokenizer_file, train_bpe
 
 
 class TextConfig(FileDataConfig):
     block_size: PositiveInt = 64
-    """characters per sample, the language model's context length"""
+    """tokens per sample, the language model's context length"""
     windows: PositiveInt = 2000
     """training windows per epoch, at evenly spaced offsets over the train text"""
+    tokenizer: str = "char"
+    """char (the text's characters) | bpe (a byte-level BPE of data.vocab_size tokens trained on the train text; mltrain[text]) | the path of a tokenizer.json"""
+    vocab_size: PositiveInt = 512
+    """bpe: the tokens it learns (at least 257: the 256 bytes and one merge)"""
 
 
-def text_spec(vocabulary: str, block_size: int) -> DataSpec:
-    """Samples (T,) token ids; targets (T,): the next character at each position."""
-    return DataSpec((block_size,), len(vocabulary), tuple(vocabulary), target_shape=(block_size,))
-
-
-def encode(text: str, vocabulary: str, what: str) -> torch.Tensor:
-    """Token ids (len(text),) int64; characters outside the vocabulary are a UserError naming them."""
-    index = {char: i for i, char in enumerate(vocabulary)}
-    unknown = sorted(set(text) - index.keys())
-    if unknown:
-        shown = ", ".join(repr(char) for char in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
-        raise UserError(f"{what} has {len(unknown)} character(s) not in the model's vocabulary: {shown}; "
-                        f"the vocabulary is {vocabulary!r}")
-    return torch.tensor([index[char] for char in text], dtype=torch.int64)
+def text_spec(tokenizer: Tokenizer, block_size: int) -> DataSpec:
+    """Samples (T,) token ids; targets (T,): the next token at each position. Characters are their
+    own class names; subword tokens have none."""
+    names = tuple(tokenizer.vocabulary) if isinstance(tokenizer, CharTokenizer) else ()
+    return DataSpec((block_size,), tokenizer.vocab_size, names, target_shape=(block_size,))
 
 
 def decode(tokens: list[int], vocabulary: str) -> str:
-    return "".join(vocabulary[token] for token in tokens)
+    return CharTokenizer(vocabulary).decode(tokens)
 
 
 def _read(path: Path) -> str:
@@ -64,30 +67,55 @@ def _windows(tokens: torch.Tensor, offsets: torch.Tensor, block_size: int) -> tu
     return tokens[index], tokens[index + 1]
 
 
-@DATASETS.register("text", "a UTF-8 file (data.path) as characters: samples (block_size,) token ids, targets "
-                   "the next character at each position", TextConfig, tags={TOKENS, CLASSIFICATION})
-def text(val_split: float, seed: int, path: str, block_size: int, windows: int,
-         vocabulary: str | None = None) -> DataSplits:
+@DATASETS.register("text", "a UTF-8 file (data.path) as characters or subword tokens (data.tokenizer): samples "
+                   "(block_size,) token ids, targets the next token at each position", TextConfig,
+                   tags={TOKENS, CLASSIFICATION})
+def text(val_split: float, seed: int, path: str, block_size: int, windows: int, tokenizer: str = "char",
+         vocab_size: int = 512, vocabulary: str | None = None, tokenizer_json: str | None = None) -> DataSplits:
     """The first (1 - val_split) of the file trains, the rest validates (split by position).
 
     Train: `windows` windows at evenly spaced offsets (all offsets if the text has fewer), so an
     epoch costs the same whatever the file's size. Val: consecutive non-overlapping windows, so
-    every validation character is predicted once. `vocabulary` is the stored one when rebuilding.
+    every validation token is predicted once. `vocabulary` or `tokenizer_json` is the stored
+    tokenizer when rebuilding.
     """
     file = Path(path)
     content = _read(file)
-    vocabulary = vocabulary if vocabulary is not None else "".join(sorted(set(content)))
-    tokens = encode(content, vocabulary, f"data.path {file}")
-    val_chars = int(len(tokens) * val_split)
-    train_tokens, val_tokens = tokens[:len(tokens) - val_chars], tokens[len(tokens) - val_chars:]
+    val_chars = int(len(content) * val_split)
+    train_text, val_text = content[:len(content) - val_chars], content[len(content) - val_chars:]
+    chosen = from_state({"vocabulary": vocabulary, "tokenizer_json": tokenizer_json}) \
+        or _tokenizer(tokenizer, vocab_size, file, train_text, content)
+    encode = partial(_encoded, chosen)
+    train_tokens, val_tokens = encode(train_text, f"data.path {file}"), encode(val_text, f"data.path {file}")
     needed = block_size + 1
     if len(train_tokens) < needed or (val_split > 0 and len(val_tokens) < needed):
-        raise UserError(f"data.path {file}: too short: {len(tokens)} characters, but its train part and its "
-                        f"val part (data.val_split {val_split}) each need at least data.block_size + 1 = "
-                        f"{needed}; use a longer text or a smaller block_size")
+        raise UserError(f"data.path {file}: too short: {len(train_tokens) + len(val_tokens)} tokens, but its train "
+                        f"part and its val part (data.val_split {val_split}) each need at least data.block_size + 1 "
+                        f"= {needed}; use a longer text or a smaller block_size")
     starts = len(train_tokens) - needed + 1  # possible train offsets
     offsets = torch.from_numpy(np.linspace(0, starts - 1, min(windows, starts)).round().astype(np.int64))
     splits = {"train": _windows(train_tokens, offsets, block_size)}
     if val_split > 0:
         splits["val"] = _windows(val_tokens, torch.arange(0, len(val_tokens) - block_size, block_size), block_size)
-    return DataSplits(text_spec(vocabulary, block_size), splits, {"vocabulary": vocabulary})
+    return DataSplits(text_spec(chosen, block_size), splits, chosen.state())
+
+
+def _encoded(tokenizer: Tokenizer, text: str, what: str) -> torch.Tensor:
+    return torch.tensor(tokenizer.encode(text, what), dtype=torch.int64)
+
+
+def _tokenizer(name: str, vocab_size: int, file: Path, train_text: str, content: str) -> Tokenizer:
+    """What data.tokenizer names: the file's characters, a BPE learned from the train text (cached
+    beside the file), or a tokenizer.json."""
+    if name == "char":
+        return CharTokenizer.of(content)
+    if name != "bpe":
+        return load_tokenizer_file(Path(name), "data.tokenizer")
+    digest = hashlib.sha256(train_text.encode("utf-8")).hexdigest()[:16]
+    cached = file.with_name(f"{file.name}.bpe{vocab_size}-{digest}.json")
+    if cached.is_file():
+        return load_tokenizer_file(cached, "data.tokenizer (cached)")
+    trained = train_bpe([train_text], vocab_size)
+    with contextlib.suppress(OSError):  # a folder we may not write to: train again next time
+        write_atomically(cached, trained.json)
+    return trained

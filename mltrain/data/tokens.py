@@ -11,7 +11,6 @@ The tokenizer's JSON is kept in the data state, and so in every checkpoint.
 
 from __future__ import annotations
 
-import json
 import mmap
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +24,7 @@ from ..schema import PositiveInt
 from .dataset import DataSpec, DataSplits, global_batches, shard
 from .files import regular_file
 from .sections import FileDataConfig
+from .tokenizer import vocabulary_size
 
 PREVIEW_WINDOWS = 256  # training windows kept in memory for the checks (pre-flight, overfit-tiny)
 UINT16_TOKENS = 2 ** 16
@@ -37,19 +37,6 @@ class TokensConfig(FileDataConfig):
     """training windows per epoch, at offsets drawn from (seed, epoch) over train.bin"""
     val_windows: PositiveInt = 500
     """validation windows, non-overlapping and spread evenly over val.bin"""
-
-
-def vocabulary_size(tokenizer: str, where: Path) -> int:
-    """Token ids a tokenizer.json (the Hugging Face tokenizers format) can give: its largest id + 1."""
-    try:
-        content = json.loads(tokenizer)
-        vocab = content["model"]["vocab"]  # token -> id (BPE, WordPiece, WordLevel); [token, score] pairs (Unigram)
-        ids = [*(vocab.values() if isinstance(vocab, dict) else range(len(vocab))),
-               *(token["id"] for token in content.get("added_tokens") or [])]
-        return max(int(i) for i in ids) + 1
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise UserError(f"data.path: {where} is not a tokenizer.json with a model.vocab (the Hugging Face "
-                        "tokenizers format); write it with `mltrain prepare-text` or tokenizer.save()") from None
 
 
 def token_file(path: Path, vocab_size: int) -> np.ndarray:
@@ -163,18 +150,18 @@ class StreamedTokens:
                    "nanoGPT's format): samples (block_size,) token ids drawn from the memory-mapped file",
                    TokensConfig, tags={TOKENS, CLASSIFICATION})
 def tokens(val_split: float, seed: int, path: str, block_size: int, windows: int, val_windows: int,
-           tokenizer: str | None = None) -> DataSplits:
-    """`tokenizer` is the stored tokenizer.json when rebuilding for a checkpoint. Without val.bin
-    the last data.val_split of train.bin validates."""
+           tokenizer_json: str | None = None) -> DataSplits:
+    """`tokenizer_json` is the stored tokenizer.json when rebuilding for a checkpoint. Without
+    val.bin the last data.val_split of train.bin validates."""
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"data.path {folder}: not a folder; give the folder with train.bin, val.bin and "
                         "tokenizer.json (`mltrain prepare-text` writes one)")
     tokenizer_file = folder / "tokenizer.json"
-    if tokenizer is None:
+    if tokenizer_json is None:
         regular_file(tokenizer_file, "data.path", "a folder with tokenizer.json beside train.bin")
-        tokenizer = tokenizer_file.read_text(encoding="utf-8")
-    vocab_size = vocabulary_size(tokenizer, tokenizer_file)
+        tokenizer_json = tokenizer_file.read_text(encoding="utf-8")
+    vocab_size = vocabulary_size(tokenizer_json, f"data.path: {tokenizer_file}")
     train = token_file(folder / "train.bin", vocab_size)
     val = token_file(folder / "val.bin", vocab_size) if (folder / "val.bin").exists() else None
     if val is None and val_split > 0:
@@ -189,7 +176,8 @@ def tokens(val_split: float, seed: int, path: str, block_size: int, windows: int
     if val is not None:
         splits["val"] = windows_at(val, _spread(len(val), block_size, val_windows), block_size, vocab_size)
     spec = DataSpec((block_size,), vocab_size, target_shape=(block_size,))
-    return DataSplits(spec, splits, {"tokenizer": tokenizer}, StreamedTokens(train, vocab_size, block_size, windows))
+    return DataSplits(spec, splits, {"tokenizer_json": tokenizer_json},
+                      StreamedTokens(train, vocab_size, block_size, windows))
 
 
 def _spread(length: int, block_size: int, count: int) -> np.ndarray:
