@@ -18,6 +18,7 @@ from conftest import MLTRAIN
 from test_resume import wait_for_step
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+pytestmark = pytest.mark.cpu_only(reason="two processes on one machine: gloo on the CPU; on CUDA each needs a GPU of its own")
 
 
 def config(directory, name="ddp", batch_size=16, **train):

@@ -121,6 +121,7 @@ def test_a_sweep_study_runs_no_stored_code_and_refuses_an_edited_definition(cli,
     assert result.exit_code == 2 and "extra" in result.output and "sweep definition is damaged" in result.output
 
 
+@pytest.mark.cpu_only(reason="two processes on one machine: gloo on the CPU; on CUDA each needs a GPU of its own")
 def test_workers_do_not_import_from_the_working_directory(tmp_path):
     """`python -m` would put the working directory first on the import path: a yaml.py there ran in
     every --nproc worker."""

@@ -118,6 +118,7 @@ def test_a_stream_restored_from_its_state_continues_exactly_and_two_processes_sh
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
 
 
+@pytest.mark.cpu_only(reason="two processes on one machine: gloo on the CPU; on CUDA each needs a GPU of its own")
 def test_two_processes_stream_shards_and_resume_bitwise_after_a_worker_is_killed(tmp_path):
     data = {**SHARDS, "train": write_shards(tmp_path / "shards", shards=8, per_shard=40), "workers": 1}
     config = source_config(tmp_path, data, CNN, train=TRAIN)

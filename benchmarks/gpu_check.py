@@ -1,0 +1,144 @@
+"""Everything to check on a GPU machine, in one command and one report (about 8 minutes on one GPU):
+
+1. a smoke matrix: every shipped config for a few steps in bf16, three of them also in fp32,
+   fp16 and compiled, and each export format of one run;
+2. exact resume on CUDA: a deterministic run killed with kill -9 mid-run and resumed, against one
+   never stopped (weights and metrics.jsonl compared bitwise);
+3. the speed table (`benchmarks/speed.py --device cuda --precision bf16 --channels-last`);
+4. the test suite on the GPU (`MLTRAIN_TEST_DEVICE=cuda pytest`), within what time is left.
+
+Configs that need data this machine lacks (a downloaded set, your images) are reported as
+skipped with the reason. The report goes to --report (markdown) and beside it as JSON.
+
+    python benchmarks/gpu_check.py --report gpu-report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MLTRAIN = str(Path(sys.executable).with_name("mltrain"))
+PRECISION_CONFIGS = ("quickstart", "mnist_cnn", "text_gpt")  # also run in fp32, fp16 and compiled
+SHORT = ["train.max_steps=20", "train.epochs=1", "train.preflight=false", "scheduler.warmup_steps=0"]
+
+
+def run(args: list[str], timeout: float, env: dict | None = None) -> tuple[int, str, float]:
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                              env={**os.environ, **(env or {})})
+        return done.returncode, (done.stdout + done.stderr)[-2000:], time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s", time.perf_counter() - started
+
+
+def smoke_matrix(scratch: Path) -> list[dict]:
+    """Every shipped config in bf16; three of them also in fp32, fp16 and bf16 compiled; then each
+    export format of the quickstart's run."""
+    variants = [(config, "bf16", False) for config in sorted((REPO / "configs").glob("*.yaml"))]
+    variants += [(REPO / "configs" / f"{name}.yaml", precision, compiled) for name in PRECISION_CONFIGS
+                 for precision, compiled in (("fp32", False), ("fp16", False), ("bf16", True))]
+    rows = []
+    for config, precision, compiled in variants:
+        name = f"{config.stem}-{precision}" + ("-compiled" if compiled else "")
+        overrides = [*SHORT, f"train.precision={precision}", f"train.compile={str(compiled).lower()}"]
+        rows.append(_row(f"fit {name}", [MLTRAIN, "fit", str(config), "--run-dir", str(scratch / name), "--quiet",
+                                         *(item for value in overrides for item in ("--set", value))]))
+    rows += [_row(f"export {fmt}", [MLTRAIN, "export", str(scratch / "quickstart-bf16"), "--format", fmt])
+             for fmt in ("onnx", "pt2", "safetensors")]
+    return rows
+
+
+def _row(check: str, args: list[str]) -> dict:
+    code, output, seconds = run(args, 300)
+    return {"check": check, "status": _status(code, output), "seconds": round(seconds, 1),
+            "detail": "" if code == 0 else output.strip().splitlines()[-1][:200]}
+
+
+def _status(code: int, output: str) -> str:
+    if code == 0:
+        return "pass"
+    if code == 2 and ("download" in output or "no such" in output or "not installed" in output):
+        return "skip"
+    return "FAIL"
+
+
+def exact_resume(scratch: Path) -> dict:
+    """A deterministic digits run killed at step 30 of 90 and resumed, against one never stopped."""
+    import torch
+
+    overrides = ["train.deterministic=true", "train.epochs=3", "train.checkpoint_every_steps=7",
+                 "train.log_every_steps=1", "train.preflight=false"]
+    sets = [item for value in overrides for item in ("--set", value)]
+    config = str(REPO / "configs" / "digits_cnn.yaml")
+    whole, killed = scratch / "resume-whole", scratch / "resume-killed"
+    run([MLTRAIN, "fit", config, "--run-dir", str(whole), "--quiet", *sets], 300)
+    process = subprocess.Popen([MLTRAIN, "fit", config, "--run-dir", str(killed), "--quiet", *sets], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = (killed / "metrics.jsonl").read_text().splitlines() if (killed / "metrics.jsonl").exists() else []
+        if lines and json.loads(lines[-1]).get("step", 0) >= 30:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    code, output, _ = run([MLTRAIN, "fit", "--resume", str(killed), "--quiet"], 300)
+    if code != 0:
+        return {"check": "kill -9 and resume, deterministic", "status": "FAIL", "detail": output[-200:]}
+    a, b = (torch.load(path / "checkpoints" / "last.pt", weights_only=True)["model"] for path in (whole, killed))
+    same = all(torch.equal(a[key], b[key]) for key in a) and \
+        (whole / "metrics.jsonl").read_text() == (killed / "metrics.jsonl").read_text()
+    return {"check": "kill -9 and resume, deterministic", "status": "pass" if same else "FAIL",
+            "detail": "bitwise equal" if same else "weights or metrics differ"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, default=Path("gpu-report.md"))
+    parser.add_argument("--minutes", type=float, default=8.0, help="the whole check's budget")
+    args = parser.parse_args()
+    started = time.monotonic()
+    report: dict = {"device": _device(), "checks": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        report["checks"] += smoke_matrix(Path(scratch))
+        report["checks"].append(exact_resume(Path(scratch)))
+    code, output, seconds = run([sys.executable, "benchmarks/speed.py", "--only", "steps", "--device", "cuda",
+                                 "--precision", "bf16", "--channels-last", "--epochs", "2", "--repeats", "3"], 240)
+    report["speed"] = {"returncode": code, "seconds": round(seconds, 1), "output": output}
+    left = args.minutes * 60 - (time.monotonic() - started)
+    code, output, seconds = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests"],
+                                max(left, 60), env={"MLTRAIN_TEST_DEVICE": "cuda"})
+    report["suite"] = {"returncode": code, "seconds": round(seconds, 1), "output": output}
+    args.report.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    args.report.write_text(_markdown(report))
+    print(_markdown(report))
+
+
+def _device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU (the checks ran on the CPU)"
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# GPU check: {report['device']}", "", "| check | status | seconds | detail |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['check']} | {row['status']} | {row.get('seconds', '')} | {row.get('detail', '')} |"
+              for row in report["checks"]]
+    lines += ["", "## Speed (bf16, channels_last)", "", "```", report["speed"]["output"].strip(), "```", "",
+              f"## Test suite on the GPU (exit {report['suite']['returncode']}, {report['suite']['seconds']} s)",
+              "", "```", report["suite"]["output"].strip()[-1500:], "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
