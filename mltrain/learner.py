@@ -36,12 +36,19 @@ def _has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(module, nn.Conv2d) for module in model.modules())
 
 
-def _outliving_the_step(logits: torch.Tensor) -> torch.Tensor:
-    """The logits, detached, as computed even after the optimizer step (the running accuracy reads
-    them later): copied when they are a leaf tensor or a view of one, such as a parameter, which the
+def _aliases_a_leaf(outputs: torch.Tensor) -> bool:
+    """Whether `outputs` are a leaf tensor or a view of one, such as a parameter, which the optimizer
     step changes in place (a model that returns its bias, say)."""
-    root = logits if logits._base is None else logits._base
-    return logits.detach().clone() if root.is_leaf else logits.detach()
+    root = outputs if outputs._base is None else outputs._base
+    return root.is_leaf
+
+
+def _check_outputs(logits: object, x: torch.Tensor, num_outputs: int) -> None:
+    """A UserError unless the model gave a tensor of `num_outputs` values per sample of `x`."""
+    if not isinstance(logits, torch.Tensor) or len(logits) != len(x) or math.prod(logits.shape[1:]) != num_outputs:
+        got = f"outputs of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UserError(f"model.arch: the model returned {got} for a batch of {len(x)}; the head needs "
+                        f"{num_outputs} outputs per sample (the num_outputs it was built with)")
 
 
 class Learner:
@@ -57,8 +64,10 @@ class Learner:
         self.frozen_norms: list[nn.Module] = []  # batch norms of frozen parts: eval mode while frozen
         self.grad_clip = grad_clip
         self.autocast = autocast_for(precision, device)
-        # Loss scaling only matters for fp16; disabled it passes losses and steps through.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.mixed_precision = precision != "fp32"
+        # Loss scaling only matters for fp16; without it the step bypasses the (disabled) scaler.
+        self.scaling = precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.scaling)
         self.channels_last = device.type == "cuda" and _has_conv2d(model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -67,11 +76,18 @@ class Learner:
         self.forward_model = torch.compile(model) if compile else model
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
+        self._forget_checked_outputs()
+
+    def _forget_checked_outputs(self) -> None:
+        """The training outputs are checked again at the next step (a new model to train through)."""
+        self._checked_shapes: tuple = ()  # (input shape, output shape) of the last outputs checked
+        self._outputs_alias_a_leaf = False
 
     def run_through(self, wrapper: nn.Module) -> None:
         """Train through `wrapper` (a distribution strategy's, around `model`), compiled if asked;
         `model` keeps the plain parameter names checkpoints use."""
         self.forward_model = torch.compile(wrapper) if self.compile else wrapper
+        self._forget_checked_outputs()
 
     @property
     def eval_model(self) -> nn.Module:
@@ -82,30 +98,41 @@ class Learner:
         """Classes, or values in the target's units: what the metrics compare with y."""
         return self.criterion.predict(logits)
 
-    def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _outputs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        if not self.mixed_precision:
+            return model(x)
         with self.autocast():
-            logits = model(x)
-        if not isinstance(logits, torch.Tensor) or len(logits) != len(x) \
-                or math.prod(logits.shape[1:]) != self.criterion.num_outputs:
-            got = f"outputs of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) \
-                else type(logits).__name__
-            raise UserError(f"model.arch: the model returned {got} for a batch of {len(x)}; the head needs "
-                            f"{self.criterion.num_outputs} outputs per sample (the num_outputs it was built with)")
+            return model(x)
+
+    def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self._outputs(model, x)
+        _check_outputs(logits, x, self.criterion.num_outputs)
         return self.criterion.loss(logits.float(), y), logits
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor,
                          scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
-        Returns the (detached, unscaled) loss and logits."""
+        Returns the unscaled loss and the logits, without their graph; the logits as computed even
+        after the optimizer step (the running accuracy reads them later)."""
         if not self.model.training:  # a check, not a call: train() walks every module
             self.model.train()
             for norm in self.frozen_norms:  # frozen: their running statistics stay as loaded
                 norm.eval()
-        loss, logits = self._forward(self.forward_model, x, y)
-        self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
-        return loss.detach(), _outliving_the_step(logits)
+        logits = self._outputs(self.forward_model, x)
+        if not isinstance(logits, torch.Tensor) or (x.shape, logits.shape) != self._checked_shapes:
+            self._check_training_outputs(logits, x)
+        loss = self.criterion.loss(logits.float(), y)
+        weighted = loss * scale if scale != 1.0 else loss
+        (self.scaler.scale(weighted) if self.scaling else weighted).backward()
+        return loss.detach(), logits.detach().clone() if self._outputs_alias_a_leaf else logits.detach()
+
+    def _check_training_outputs(self, logits: object, x: torch.Tensor) -> None:
+        """The outputs' check, and whether the step would change them in place: made again only when
+        the shapes change, since a model computes its outputs the same way batch after batch."""
+        _check_outputs(logits, x, self.criterion.num_outputs)
+        self._checked_shapes, self._outputs_alias_a_leaf = (x.shape, logits.shape), _aliases_a_leaf(logits)
 
     def update(self, want_grad_norm: bool = False) -> torch.Tensor | None:
         """Clip, step and clear the gradients accumulated since the last update. Returns the
@@ -113,9 +140,14 @@ class Learner:
         grad_norm = None
         if self.grad_clip is not None or want_grad_norm:
             self.scaler.unscale_(self.optimizer)
+            # Without grad_clip, clipped at infinity: scaled by 1, or made NaN when their norm is not
+            # finite, so that a diverged step fails at its log step.
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaling:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.model)

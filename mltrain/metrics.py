@@ -72,20 +72,22 @@ class Accumulator:
         self._uncounted: list[tuple[torch.Tensor, torch.Tensor]] = []  # a classifier's (outputs, y) to count
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Add one batch; `loss` is the mean over its targets. The loss is summed now, in batch
-        order (a float sum depends on its order, and an exact resume repeats it). A classifier's
-        small outputs wait to have their correct predictions (an integer count) counted many
-        batches at once, so that a step of a small model adds one device op per batch."""
-        self.loss_sum.add_(loss.detach(), alpha=y.numel())
+        """Add one batch; `loss` is the mean over its targets. `loss` and `outputs` carry no autograd
+        graph (the learner's come detached; evaluation runs under inference mode). The loss is summed
+        now, in batch order (a float sum depends on its order, and an exact resume repeats it). A
+        classifier's small outputs wait to have their correct predictions (an integer count) counted
+        many batches at once, so that a step of a small model adds one device op per batch."""
+        targets = y.numel()
+        self.loss_sum.add_(loss, alpha=targets)
         if outputs is not None and self.classifies:
-            self._uncounted.append((outputs.detach(), y))
+            self._uncounted.append((outputs, y))
             if len(self._uncounted) >= UNCOUNTED_BATCHES or outputs.numel() >= COUNTED_AT_ONCE:
                 self._count_correct()
         elif outputs is not None:
-            batch = regression_sums(self._predictions(outputs.detach()), y)
+            batch = regression_sums(self._predictions(outputs), y)
             self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors else batch
-        self.count += len(y)
-        self.targets += y.numel()
+        self.count += y.shape[0]
+        self.targets += targets
         self.per_position = y.dim() > 1
 
     def _predictions(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -117,12 +119,7 @@ class Accumulator:
         """The metrics so far: one host sync (and, across processes, one all-reduce)."""
         self._count_correct()
         sizes = [value.numel() for value in self.errors.values()]
-        counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
-        values = torch.cat([self.loss_sum.view(1), self.correct.double().view(1), counts,
-                            *(value.double().flatten() for value in self.errors.values())])
-        if across_processes and self.across is not None:
-            values = self.across(values)
-        values = values.cpu()  # the one host sync
+        values = self._sums_on_host(across_processes)
         loss_sum, correct, targets, count = values[:4].tolist()
         metrics = {f"{split}/loss": loss_sum / max(targets, 1)}
         if self.classifies:
@@ -134,6 +131,20 @@ class Accumulator:
             metrics.update(regression_metrics(sums, int(count), split))
         return metrics
 
+    def mean_loss(self, across_processes: bool = True) -> float:
+        """`compute`'s loss alone, the predictions left waiting to be counted: one host sync."""
+        loss_sum, _, targets, _ = self._sums_on_host(across_processes)[:4].tolist()
+        return loss_sum / max(targets, 1)
+
+    def _sums_on_host(self, across_processes: bool) -> torch.Tensor:
+        """loss_sum, correct (of the predictions counted so far), targets, count, then the regression
+        sums: float64, on the host (the one host sync)."""
+        counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
+        values = torch.cat([self.loss_sum.view(1), self.correct.double().view(1), counts,
+                            *(value.double().flatten() for value in self.errors.values())])
+        if across_processes and self.across is not None:
+            values = self.across(values)
+        return values.cpu()
 
     def samples(self) -> int:
         """Samples counted over every process (an all-reduce under DDP)."""
@@ -173,7 +184,8 @@ UNCHECKED_LOSSES = 1024  # losses the NaN guard holds before it reads them (a ho
 class LossGuard:
     """Finds the first optimizer step whose loss was NaN or inf without a host sync per step: each
     micro-batch's (step, loss) waits until a read (`first_non_finite_step`) or until
-    UNCHECKED_LOSSES wait, then all are checked at once: two device ops and one host sync."""
+    UNCHECKED_LOSSES wait, then all are checked at once: two device ops and one host sync. Losses
+    known to be finite (`known_finite`) are dropped unchecked."""
 
     def __init__(self) -> None:
         self._unchecked: list[tuple[int, torch.Tensor]] = []
@@ -187,6 +199,10 @@ class LossGuard:
     def first_non_finite_step(self) -> int | None:
         self._check()
         return self._first_bad_step
+
+    def known_finite(self) -> None:
+        """The waiting losses are known to be finite (a finite sum of them all, say): dropped unread."""
+        self._unchecked.clear()
 
     def _check(self) -> None:
         if not self._unchecked:

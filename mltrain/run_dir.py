@@ -12,7 +12,7 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from .errors import TrainingFailed, UserError
 from .position import Renumbering
@@ -181,8 +181,10 @@ class RunDir:
         self.checkpoints = path / "checkpoints"
         self.plots = path / "plots"
         self.log_path = path / "train.log"
+        self.metrics_path = path / "metrics.jsonl"
         self.records: list[dict[str, Any]] = []
         self._lock: int | None = None  # the marker's file descriptor while this process holds the lock
+        self._metrics: TextIO | None = None  # metrics.jsonl, kept open for appending once written to
 
     @classmethod
     def create(cls, output_dir: str | Path, name: str, explicit: str | Path | None = None) -> RunDir:
@@ -255,6 +257,7 @@ class RunDir:
 
     def release(self) -> None:
         """Lets other processes write the run again."""
+        self._close_metrics()
         if self._lock is not None:
             _HELD_LOCKS.discard(self._lock)
             os.close(self._lock)  # closing the only descriptor releases the flock
@@ -297,7 +300,7 @@ class RunDir:
                 return record
             return {**record, "step": renumbering.step(record.get("epoch", 1), record["step"])}
 
-        jsonl = self.path / "metrics.jsonl"
+        jsonl = self.metrics_path
         kept = []
         if jsonl.exists():
             for line in jsonl.read_text(encoding="utf-8").splitlines():
@@ -326,8 +329,32 @@ class RunDir:
         _append_line(self.log_path, line)
 
     def append_record(self, record: dict[str, Any]) -> None:
-        """A line of metrics.jsonl."""
-        _append_line(self.path / "metrics.jsonl", to_json(record))
+        """A line of metrics.jsonl, handed to the system at once, as a closed file's would be: a
+        killed process loses none."""
+        with _writing(self.metrics_path):
+            metrics = self._open_metrics()
+            try:
+                metrics.write(to_json(record) + "\n")
+                metrics.flush()
+            except OSError:
+                self._close_metrics()
+                raise
+
+    def _open_metrics(self) -> TextIO:
+        """metrics.jsonl open for appending. It stays open (opening it costs more than a line) while
+        it is in the run directory: once replaced or removed (a resume cuts it back by replacing it),
+        whatever is there now is opened."""
+        if self._metrics is not None and os.fstat(self._metrics.fileno()).st_nlink == 0:
+            self._close_metrics()
+        if self._metrics is None:
+            self._metrics = self.metrics_path.open("a", encoding="utf-8")
+        return self._metrics
+
+    def _close_metrics(self) -> None:
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            with contextlib.suppress(OSError):  # a line the system refused was reported when written
+                metrics.close()
 
     def add_epoch_row(self, record: dict[str, Any]) -> None:
         """An epoch's record as a row of metrics.csv."""

@@ -6,7 +6,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .freezing import Freezing
@@ -22,10 +22,12 @@ from .strategy import strategy_for
 if TYPE_CHECKING:
     from .config import Config
     from .data import DataSplits
+    from .data.stream import Batch
     from .distributed import Distributed
     from .learner import Learner
     from .restore import Restored
     from .run_dir import RunDir
+    from .signals import _StopFlag
 
 
 STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop request (one all-reduce each)
@@ -85,8 +87,10 @@ class Training:
                           f"e.g. --set {longer}" + (" and a larger early_stopping.patience" if early else ""))
 
     def run(self) -> FitResult:
-        cfg, learner, state, job, strategy = self.cfg, self.learner, self.state, self.job, self.strategy
+        state, job = self.state, self.job
         position = state.position
+        one_batch_a_step = self.cfg.train.accumulate == 1 and not job.enabled
+        train_epoch = self._train_epoch_a_batch_a_step if one_batch_a_step else self._train_epoch
         try:
             with stop_on_signals() as stop:
                 self._start()
@@ -96,39 +100,7 @@ class Training:
                     self._freeze_for(position.epoch)
                     position.start_clock()
                     micro_batches = self.stream.batches(position.epoch, job.rank, job.world_size)
-                    while True:
-                        # A stop is taken before the next micro-batches are drawn: the stream's state
-                        # in the checkpoint is then exactly what training consumed.
-                        if not job.enabled:
-                            stop.check()
-                        elif position.step % STOP_AGREED_EVERY == 0 and job.any(stop.requested, self.device):
-                            raise StopRequested(stop.signal_name or "a stop on another process")
-                        group = list(itertools.islice(micro_batches, cfg.train.accumulate))
-                        if not group:
-                            raise RuntimeError(f"the training data ended at step {position.step}, before the "
-                                               f"{position.steps_in_epoch} steps of epoch {position.epoch}")
-                        for index, (x, y, global_size) in enumerate(group):
-                            # This process's share of the global batch's mean loss, of the step's micro-batches.
-                            share = len(y) * job.world_size / global_size / len(group)
-                            with strategy.accumulating(last=index == len(group) - 1):
-                                loss, logits = learner.forward_backward(x, y, scale=share)
-                            state.guard.add(position.step + 1, loss)
-                            state.totals.update(loss, logits, y)
-                        log_now = (position.step + 1) % cfg.train.log_every_steps == 0
-                        grad_norm = learner.update(want_grad_norm=log_now)
-                        state.stepped()
-                        if log_now:
-                            self._log_step(float(grad_norm))
-                        elif job.is_main and self.progress.due():  # the live view only, about twice a second
-                            self.progress.step(self._step_record(this_process_only=True))
-                        if position.epoch_done or position.step >= state.total_steps:
-                            break
-                        if _every(cfg.train.val_every_steps, position.step):
-                            self._validate_mid_epoch()
-                            if position.stopped:
-                                break
-                        if _every(cfg.train.checkpoint_every_steps, position.step):
-                            self._save_last()
+                    train_epoch(micro_batches, stop)
                     self._end_epoch()
                 test = self._test()
                 stop.check()
@@ -158,6 +130,85 @@ class Training:
             summary = self._finish("completed", **test)
         stop.check()  # then it is taken: the run is complete
         return FitResult(self.run_dir.path, summary)
+
+    def _train_epoch(self, micro_batches: Iterator[Batch], stop: _StopFlag) -> None:
+        """The epoch's remaining steps, each of train.accumulate micro-batches: this process's parts
+        of the global batches."""
+        cfg, learner, state, job, strategy = self.cfg, self.learner, self.state, self.job, self.strategy
+        position = state.position
+        while True:
+            # A stop is taken before the next micro-batches are drawn: the stream's state in the
+            # checkpoint is then exactly what training consumed.
+            if not job.enabled:
+                stop.check()
+            elif position.step % STOP_AGREED_EVERY == 0 and job.any(stop.requested, self.device):
+                raise StopRequested(stop.signal_name or "a stop on another process")
+            group = list(itertools.islice(micro_batches, cfg.train.accumulate))
+            if not group:
+                raise self._data_ended()
+            for index, (x, y, global_size) in enumerate(group):
+                # This process's share of the global batch's mean loss, of the step's micro-batches.
+                share = len(y) * job.world_size / global_size / len(group)
+                with strategy.accumulating(last=index == len(group) - 1):
+                    loss, logits = learner.forward_backward(x, y, scale=share)
+                state.guard.add(position.step + 1, loss)
+                state.totals.update(loss, logits, y)
+            log_now = (position.step + 1) % cfg.train.log_every_steps == 0
+            grad_norm = learner.update(want_grad_norm=log_now)
+            state.stepped()
+            if log_now:
+                self._log_step(float(grad_norm))
+            elif job.is_main and self.progress.due():  # the live view only, about twice a second
+                self.progress.step(self._step_record(this_process_only=True))
+            if position.epoch_done or position.step >= state.total_steps:
+                return
+            if _every(cfg.train.val_every_steps, position.step):
+                self._validate_mid_epoch()
+                if position.stopped:
+                    return
+            if _every(cfg.train.checkpoint_every_steps, position.step):
+                self._save_last()
+
+    def _train_epoch_a_batch_a_step(self, batches: Iterator[Batch], stop: _StopFlag) -> None:
+        """`_train_epoch` for one process whose every step is one batch, step for step the same,
+        with the steps that end the epoch, log, validate or checkpoint worked out beforehand: the
+        loop around a small model's step costs about as much as the step."""
+        learner, state, position, train = self.learner, self.state, self.state.position, self.cfg.train
+        guard, totals = state.guard, state.totals
+        last_step = min(state.total_steps, position.step + position.steps_in_epoch - position.epoch_step)
+        next_log = _next_multiple(position.step, train.log_every_steps)
+        next_validation = _next_multiple(position.step, train.val_every_steps)
+        next_checkpoint = _next_multiple(position.step, train.checkpoint_every_steps)
+        stop.check()  # as before every step: the stop is taken before the next batch is drawn
+        for x, y, _ in batches:  # one process: each batch is the whole of its global batch
+            loss, logits = learner.forward_backward(x, y)
+            guard.add(position.step + 1, loss)
+            totals.update(loss, logits, y)
+            log_now = position.step + 1 == next_log
+            grad_norm = learner.update(want_grad_norm=log_now)
+            state.stepped()
+            if log_now:
+                next_log += train.log_every_steps
+                self._log_step(float(grad_norm))
+            elif self.progress.due():  # the live view only, about twice a second
+                self.progress.step(self._step_record(this_process_only=True))
+            if position.step == last_step:
+                return
+            if position.step == next_validation:
+                next_validation += train.val_every_steps
+                self._validate_mid_epoch()
+                if position.stopped:
+                    return
+            if position.step == next_checkpoint:
+                next_checkpoint += train.checkpoint_every_steps
+                self._save_last()
+            stop.check()
+        raise self._data_ended()
+
+    def _data_ended(self) -> RuntimeError:
+        position = self.state.position
+        return RuntimeError(f"the training data ended at step {position.step}, before the "
+                            f"{position.steps_in_epoch} steps of epoch {position.epoch}")
 
     def _start(self) -> None:
         state, position = self.state, self.state.position
@@ -211,7 +262,7 @@ class Training:
         """Where training stands: the running loss of the epoch (one host sync; over every process,
         unless `this_process_only` for the live view), lr, throughput."""
         state = self.state
-        loss = state.totals.compute("train", across_processes=not this_process_only)["train/loss"]
+        loss = state.totals.mean_loss(across_processes=not this_process_only)
         record: Record = {"epoch": state.position.epoch, "step": state.position.step, "train/loss": loss,
                           **state.schedule.named_lrs()}
         if grad_norm is not None:
@@ -281,11 +332,16 @@ class Training:
         return {"test": metrics}
 
     def _ensure_finite(self, running_loss: float, grad_norm: float | None = None) -> None:
-        """Called before anything is logged or saved: a bad step never reaches a checkpoint."""
-        bad_step = self.state.guard.first_non_finite_step()
-        if self.job.any(bad_step is not None or not math.isfinite(running_loss), self.device):
+        """Called before anything is logged or saved: a bad step never reaches a checkpoint. The
+        epoch's running loss sums every loss the guard holds (those since the last call), so a
+        finite one proves them finite: the guard is read, to name the first bad step, only when
+        it is not."""
+        guard, finite = self.state.guard, math.isfinite(running_loss)
+        bad_step = None if finite else guard.first_non_finite_step()
+        if self.job.any(not finite, self.device):
             raise TrainingFailed(_non_finite_message(bad_step or self.state.position.step, self._lr(),
                                                      self.cfg.optimizer.lr, running_loss, grad_norm))
+        guard.known_finite()
 
     def _write_checkpoint(self, record: Record, name: str) -> None:
         self.strategy.save(self.state.checkpoint(record), self.run_dir.checkpoints / name)
@@ -333,3 +389,8 @@ class Training:
 
 def _every(interval: int | None, step: int) -> bool:
     return bool(interval) and step % interval == 0
+
+
+def _next_multiple(step: int, interval: int | None) -> float:
+    """The first step after `step` that is a multiple of `interval`; never (inf) without one."""
+    return (step // interval + 1) * interval if interval else math.inf

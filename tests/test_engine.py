@@ -270,3 +270,58 @@ def test_label_smoothing_trains_and_is_refused_off_the_softmax_head(tmp_path, cl
     result = cli("config", write_config(tmp_path, name="sig", model={"head": "sigmoid"},
                                         train={"label_smoothing": 0.1}))
     assert result.exit_code == 2 and "softmax head only" in result.stderr
+
+
+def test_asking_for_the_gradient_norm_leaves_the_step_as_it_was():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4) * 10, torch.randint(0, 3, (8,))
+    asked, plain = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    plain.load_state_dict(asked.state_dict())
+    learners = make_learner(asked), make_learner(plain)
+    for learner in learners:
+        learner.forward_backward(x, y)
+    clipped_at_infinity = torch.nn.utils.clip_grad_norm_(plain.parameters(), math.inf)
+    norm = learners[0].update(want_grad_norm=True)
+    assert learners[1].update() is None
+    assert float(norm) == float(clipped_at_infinity)  # bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(asked.parameters(), plain.parameters()))
+
+
+class FixedRows(torch.nn.Module):
+    """Eight rows of outputs whatever the batch: right for a batch of eight only."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(x[:1]).expand(8, -1)
+
+
+def test_outputs_are_checked_again_when_the_batch_shape_changes():
+    learner = make_learner(FixedRows())
+    learner.forward_backward(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    learner.update()
+    with pytest.raises(UserError, match=r"returned outputs of shape \(8, 3\) for a batch of 5"):
+        learner.forward_backward(torch.randn(5, 4), torch.randint(0, 3, (5,)))
+
+
+@pytest.mark.parametrize("gather_bytes", [1 << 30, 4 * (4 * 3 * 16 * 16)])  # up to 64 batches a gather, or 4
+def test_batches_gathered_together_are_those_of_one_gather_each(monkeypatch, gather_bytes):
+    from mltrain.data import inputs
+    from mltrain.data.augment import Augment
+
+    monkeypatch.setattr(inputs, "GATHER_BYTES", gather_bytes)
+    torch.manual_seed(0)
+    images, y = torch.randint(0, 256, (203, 3, 16, 16), dtype=torch.uint8), torch.arange(203)
+    order = torch.randperm(203)
+    configs = section_config("data", dataset="mnist", augment=[{"name": "crop", "padding": 2}, {"name": "flip"}]).augment
+    augments = [Augment(configs, seed=0, device=torch.device("cpu")) for _ in range(2)]
+    source = inputs.Inputs(images, inputs.channel_stats(images), augments[0])
+    one_at_a_time = inputs.Inputs(images, source.normalise, augments[1])
+    taken = list(source.batches(y, 4, order))
+    assert len(taken) == 51
+    for start, (x, y_batch) in zip(range(0, 203, 4), taken):
+        index = order[start:start + 4]
+        assert torch.equal(y_batch, y[index])
+        assert torch.equal(x, one_at_a_time[index])  # normalised, then augmented with the same draws
