@@ -44,31 +44,25 @@ class TrainingStream(Protocol):
         """Ends what the stream holds open (DataLoader workers)."""
 
 
-class SeededPermutation:
-    """A split's batches in the (seed, epoch) permutation, each global batch of
-    `world_size * batch_size` samples cut into one consecutive part per process."""
+class EpochPosition:
+    """The whole state of a stream whose every epoch's order derives from (seed, epoch): how far
+    the epoch has gone. A subclass says how many samples an epoch has."""
 
-    def __init__(self, x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int, seed: int):
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+    resume_note = None  # a resumed stream continues exactly
+
+    def __init__(self) -> None:
         self.epoch = 0  # the epoch being served
         self.served = 0  # samples of `epoch` given out, over every process
 
-    resume_note = None
+    def epoch_samples(self) -> int:
+        raise NotImplementedError
 
-    def micro_batches_in_epoch(self, world_size: int) -> int:
-        return global_batches(len(self.y), self.batch_size, world_size)
+    def _serving(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.served = epoch, 0
 
     def state_at(self, epoch: int, served: int) -> dict[str, Any]:
         return {"epoch": epoch, "served": served}
-
-    def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
-        if epoch != self.epoch:
-            self.epoch, self.served = epoch, 0
-        order = as_source(self.x).epoch_order(self.seed, epoch)[self.served:]
-        order, global_sizes = shard(order, self.batch_size, world_size, rank)
-        for (x, y), global_size in zip(batches(self.x, self.y, self.batch_size, order), global_sizes):
-            self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
-            yield x, y, global_size
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "served": self.served}
@@ -79,9 +73,32 @@ class SeededPermutation:
         for key, value in (("epoch", epoch), ("served", served)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"the data stream's {key} is {value!r}, not a whole number of 0 or more")
-        if served > len(self.y):
-            raise ValueError(f"the data stream has served {served} samples of an epoch of {len(self.y)}")
+        if served > self.epoch_samples():
+            raise ValueError(f"the data stream has served {served} samples of an epoch of {self.epoch_samples()}")
         self.epoch, self.served = epoch, served
+
+
+class SeededPermutation(EpochPosition):
+    """A split's batches in the epoch's order (a permutation, or a block shuffle of shards), each
+    global batch of `world_size * batch_size` samples cut into one consecutive part per process."""
+
+    def __init__(self, x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+
+    def epoch_samples(self) -> int:
+        return len(self.y)
+
+    def micro_batches_in_epoch(self, world_size: int) -> int:
+        return global_batches(len(self.y), self.batch_size, world_size)
+
+    def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
+        self._serving(epoch)
+        order = as_source(self.x).epoch_order(self.seed, epoch)[self.served:]
+        order, global_sizes = shard(order, self.batch_size, world_size, rank)
+        for (x, y), global_size in zip(batches(self.x, self.y, self.batch_size, order), global_sizes):
+            self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
+            yield x, y, global_size
 
     def close(self) -> None:
         """Nothing of its own: the split it reads is the data's, which closes it."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from ..schema import PositiveInt
 from .dataset import DataSpec, DataSplits, global_batches, shard
 from .files import regular_file
 from .sections import FileDataConfig
+from .stream import EpochPosition
 from .tokenizer import vocabulary_size
 
 PREVIEW_WINDOWS = 256  # training windows kept in memory for the checks (pre-flight, overfit-tiny)
@@ -68,50 +69,34 @@ def windows_at(tokens: np.ndarray, offsets: np.ndarray, block_size: int,
     return torch.from_numpy(span[:, :-1].copy()), torch.from_numpy(span[:, 1:].copy())
 
 
-class TokenWindows:
+class TokenWindows(EpochPosition):
     """The training stream: `windows` windows an epoch at offsets drawn from (seed, epoch), each
     global batch cut into one part per process, as in-memory splits are."""
 
     def __init__(self, tokens: np.ndarray, vocab_size: int, block_size: int, windows: int, batch_size: int,
                  seed: int, device: torch.device):
+        super().__init__()
         self.tokens, self.vocab_size, self.block_size, self.windows = tokens, vocab_size, block_size, windows
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.epoch = 0  # the epoch being served
-        self.served = 0  # windows of `epoch` given out, over every process
 
-    resume_note = None
+    def epoch_samples(self) -> int:
+        return self.windows
 
     def micro_batches_in_epoch(self, world_size: int) -> int:
         return global_batches(self.windows, self.batch_size, world_size)
-
-    def state_at(self, epoch: int, served: int) -> dict[str, Any]:
-        return {"epoch": epoch, "served": served}
 
     def offsets(self, epoch: int) -> np.ndarray:
         generator = np.random.default_rng([self.seed, epoch])
         return generator.integers(0, len(self.tokens) - self.block_size, self.windows)
 
     def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        if epoch != self.epoch:
-            self.epoch, self.served = epoch, 0
+        self._serving(epoch)
         offsets = self.offsets(epoch)
         order, global_sizes = shard(torch.arange(self.served, self.windows), self.batch_size, world_size, rank)
         for index, global_size in zip(order.split(self.batch_size), global_sizes):
             x, y = windows_at(self.tokens, offsets[index.numpy()], self.block_size, self.vocab_size)
             self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), global_size
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "served": self.served}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        epoch, served = state.get("epoch"), state.get("served")
-        for key, value in (("epoch", epoch), ("served", served)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"the data stream's {key} is {value!r}, not a whole number of 0 or more")
-        if served > self.windows:
-            raise ValueError(f"the data stream has served {served} windows of an epoch of {self.windows}")
-        self.epoch, self.served = epoch, served
 
     def close(self) -> None:
         """Nothing to end: the memory map closes with the process."""
