@@ -227,10 +227,13 @@ def webdataset(val_split: float, seed: int, train: str, val: str | None, test: s
     sets = {name: TarImages(shards, image_size, channels, shuffle_buffer) for name, shards in splits.items()}
     labels = {name: images.labels for name, images in sets.items()}
     classes = num_classes if num_classes is not None else max(int(y.max()) for y in labels.values()) + 1
+    if classes < 2:
+        raise UserError(f"data.train: every sample's {target} is class 0; classification needs at least 2 classes")
     for name, y in labels.items():
         if int(y.max()) >= classes:
             raise UserError(f"data.{name}: holds class id {int(y.max())}, but the model was trained on {classes} "
                             "classes")
+
     def first_images_statistics() -> Normalise:  # the first training images in shard order: one sweep
         nonlocal first_samples
         first_samples = min(STATS_SAMPLES, len(sets["train"]))
