@@ -60,7 +60,7 @@ def _report(restored: Restored, split: str | None) -> dict[str, Any]:
     }
     if predicted is not None and spec.num_classes <= MAX_REPORTED_CLASSES:
         confusion = confusion_matrix(predicted, y, spec.num_classes)
-        report["class_names"] = list(spec.class_names)
+        report["class_names"] = list(spec.class_names) or [str(i) for i in range(spec.num_classes)]  # token ids
         report["per_class"] = per_class_scores(confusion)
         report["confusion_matrix"] = confusion.tolist()
     return report

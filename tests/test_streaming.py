@@ -170,3 +170,15 @@ def test_a_streamed_regression_target_still_streams(tmp_path):
                                      task="regression", streaming=True, val_split=0), 0, torch.device("cpu"))
     assert data.streamed_train is not None and data.size("train") is None
     assert data.state[TARGET_SCALE]["mean"] == pytest.approx([1.0], abs=1e-6)
+
+
+def test_a_token_corpus_run_is_scored_per_token_id(tmp_path):
+    import mltrain
+
+    write_token_corpus(tmp_path / "corpus", tokens=4_000, val=600)
+    data = {**TOKENS, "path": str(tmp_path / "corpus"), "windows": 64}
+    run = mltrain.fit(source_config(tmp_path, data, {"arch": "gpt", "d_model": 16, "heads": 2, "layers": 1},
+                                    train={"epochs": 1})).run_dir
+    report = mltrain.evaluate(run)  # no test split: val
+    assert report["split"] == "val" and report["class_names"] == [str(token) for token in range(40)]
+    assert len(report["per_class"]["support"]) == 40
