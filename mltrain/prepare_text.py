@@ -80,13 +80,12 @@ def tokenizer_for(name: str, vocab_size: int, files: list[Path]) -> SubwordToken
     return load_tokenizer_file(Path(name), "--tokenizer")
 
 
-def prepare_text(inputs: list[Path], tokenizer_name: str, vocab_size: int, out: Path, val_fraction: float,
+def prepare_text(files: list[Path], tokenizer_name: str, vocab_size: int, out: Path, val_fraction: float,
                  progress: Callable[[int, int], None] = lambda characters, tokens: None) -> Prepared:
-    """Write out/train.bin, out/val.bin and out/tokenizer.json; `progress(characters, tokens)`
-    is called after each batch with the totals so far."""
+    """Write out/train.bin, out/val.bin and out/tokenizer.json from `files` (as `corpus_files`
+    lists them); `progress(characters, tokens)` is called after each batch with the totals so far."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction}: give a fraction between 0 and 1, e.g. 0.05")
-    files = corpus_files(inputs)
     tokenizer = tokenizer_for(tokenizer_name, vocab_size, files)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     out.mkdir(parents=True, exist_ok=True)

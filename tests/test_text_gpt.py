@@ -8,7 +8,7 @@ import mltrain
 from conftest import write_config
 from mltrain.config import section_config
 from mltrain.data import build_data
-from mltrain.data.text import decode
+from mltrain.data.tokenizer import CharTokenizer
 from mltrain.errors import UserError
 from mltrain.evaluation import evaluate_checkpoint
 from mltrain.models.gpt import GPT
@@ -54,10 +54,10 @@ def test_windows_are_next_character_pairs_over_a_split_by_position(tmp_path):
     x, y = data.splits["train"]
     assert x.shape == y.shape == (100, 16) and x.dtype == y.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one character
-    assert all(decode(row.tolist(), vocabulary) in CORPUS[:TRAIN_CHARS] for row in y)
+    assert all(CharTokenizer(vocabulary).decode(row.tolist()) in CORPUS[:TRAIN_CHARS] for row in y)
     val_x, val_y = data.splits["val"]
     val_text = CORPUS[TRAIN_CHARS:]
-    assert decode(val_x.flatten().tolist(), vocabulary) == val_text[:len(val_x) * 16]  # non-overlapping
+    assert CharTokenizer(vocabulary).decode(val_x.flatten().tolist()) == val_text[:len(val_x) * 16]  # non-overlapping
     assert len(val_x) == (len(val_text) - 1) // 16
 
 

@@ -29,7 +29,8 @@ def prepare_text(
         from ..console import counting
         from ..prepare_text import corpus_files, prepare_text as prepare
 
-        total = sum(file.stat().st_size for file in corpus_files(corpus))
+        files = corpus_files(corpus)
+        total = sum(file.stat().st_size for file in files)
         with counting(total, "tokenising (characters)") as advance:
             done = [0]
 
@@ -37,7 +38,7 @@ def prepare_text(
                 advance(characters - done[0])
                 done[0] = characters
 
-            result = prepare(corpus, tokenizer, vocab_size, out, val_fraction, progress)
+            result = prepare(files, tokenizer, vocab_size, out, val_fraction, progress)
     tokens = result.train_tokens + result.val_tokens
     rate = tokens / result.seconds if result.seconds > 0 else 0.0
     typer.echo(f"{result.characters:,} characters -> {result.train_tokens:,} train and {result.val_tokens:,} val "

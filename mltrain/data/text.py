@@ -46,9 +46,6 @@ def text_spec(tokenizer: Tokenizer, block_size: int) -> DataSpec:
     return DataSpec((block_size,), tokenizer.vocab_size, names, target_shape=(block_size,))
 
 
-def decode(tokens: list[int], vocabulary: str) -> str:
-    return CharTokenizer(vocabulary).decode(tokens)
-
 
 def _read(path: Path) -> str:
     regular_file(path, "data.path", "a UTF-8 text file")
