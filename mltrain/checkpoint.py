@@ -26,6 +26,11 @@ from .data import DataSpec
 from .errors import TrainingFailed, UserError
 from .run_dir import is_run_directory, temporary_file
 
+# An fsdp run's training state: checkpoints/last -> last-N/, its shards and trainer.pt, the rest
+# of the checkpoint (see sharded_checkpoint).
+SHARDED_LINK = "last"
+SHARDED_TRAINER = "trainer.pt"
+
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 2
 
@@ -104,8 +109,18 @@ def _os_error(error: BaseException) -> OSError | None:
 def run_directory_of(checkpoint_path: Path) -> Path | None:
     """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if `mltrain fit` made it:
     where the checkpoint is listed, not where a link may lead."""
-    run = Path(os.path.abspath(checkpoint_path)).parent.parent
-    return run if checkpoint_path.parent.name == "checkpoints" and is_run_directory(run) else None
+    directory = Path(os.path.abspath(checkpoint_path)).parent
+    if directory.name == SHARDED_LINK and checkpoint_path.name == SHARDED_TRAINER:
+        directory = directory.parent  # <run>/checkpoints/last/trainer.pt
+    run = directory.parent
+    return run if directory.name == "checkpoints" and is_run_directory(run) else None
+
+
+def training_state_file(checkpoints: Path) -> Path | None:
+    """The newest checkpoint a resume continues from: last.pt, or an fsdp run's last/trainer.pt."""
+    found = [path for path in (checkpoints / "last.pt", checkpoints / SHARDED_LINK / SHARDED_TRAINER)
+             if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
@@ -114,6 +129,8 @@ def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt",
     if target.is_dir():
         for name in prefer:
             candidate = target / "checkpoints" / name
+            if name == "last.pt":
+                candidate = training_state_file(target / "checkpoints") or candidate
             if candidate.is_file():
                 return candidate
         raise UserError(f"{target}: no checkpoints/{' or checkpoints/'.join(prefer)} in this directory; "

@@ -41,6 +41,13 @@ class EarlyStoppingConfig(Section):
     """smallest change of the monitored metric that counts as improvement"""
 
 
+class FSDPConfig(Section):
+    wrap: tuple[str, ...] = ()
+    """class names of the modules sharded as units (besides the root); empty: the blocks of the built-in families"""
+    reshard_after_forward: bool = True
+    """free each unit's gathered weights after its forward (gathered again for backward): less memory, more traffic"""
+
+
 class TrainConfig(Section):
     epochs: PositiveInt = 10
     """passes over the training split"""
@@ -76,6 +83,10 @@ class TrainConfig(Section):
     """torch.compile the model (checkpoints keep plain weight names)"""
     deterministic: bool = False
     """deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)"""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """with several processes: ddp (a whole copy each) or fsdp (weights, gradients and optimizer state sharded); auto: ddp"""
+    fsdp: FSDPConfig = FSDPConfig()
+    """train.strategy fsdp: which modules are sharded as units, and resharding after forward"""
     sync_batchnorm: bool = False
     """with several processes: batch-norm statistics over the global batch (SyncBatchNorm, CUDA)"""
     preflight: bool = True
@@ -357,6 +368,10 @@ def _check_pairings(cfg: Config, locations: Locations) -> Config:
                           f"label smoothing applies to the softmax head only (head here: {cfg.model.head}); "
                           "set it to 0 or use head: softmax")
     _check_fine_tuning(cfg, locations)
+    if cfg.train.strategy == "fsdp" and cfg.train.sync_batchnorm:
+        raise ConfigError(locations.of("train.sync_batchnorm"), "train.sync_batchnorm",
+                          "SyncBatchNorm does not run under train.strategy fsdp; use strategy ddp for batch-norm "
+                          "statistics over the global batch, or set sync_batchnorm: false")
     has_val = cfg.data.val_split > 0
     choices = monitor_choices(cfg.model.head, has_val)
     if cfg.train.monitor == "auto":

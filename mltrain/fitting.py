@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .checkpoint import training_state_file
 from .config import Config, load_config
 from .devices import pick_device
 from .distributed import Distributed
@@ -48,7 +49,8 @@ def resume(target: str | Path, overrides: list[str] | tuple[str, ...] = (), devi
     target = Path(target)
     job = Distributed.from_env()
     with stop_on_signals(at_once=True):  # start-up writes nothing: a stop ends it at once
-        if target.is_dir() and (target / "config.yaml").is_file() and not (target / "checkpoints/last.pt").exists():
+        if target.is_dir() and (target / "config.yaml").is_file() \
+                and training_state_file(target / "checkpoints") is None:
             with from_stored():  # a run directory may come from anyone
                 cfg = load_config(target / "config.yaml", overrides)
             torch_device = job.device_for(pick_device(device or cfg.train.device))

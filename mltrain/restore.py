@@ -79,6 +79,9 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     for key in ("config", "model", "ema") + (_TRAINING_STATE if resume else ()):
         if key not in checkpoint:
             raise UserError(f"{path}: the checkpoint has no '{key}'; {DAMAGED}")
+    if checkpoint.get("sharded") and not resume:
+        raise UserError(f"{path}: the training state of an fsdp run, in shards beside it; score, export or sample "
+                        f"best.pt (one file of whole weights) instead, or continue the run with `mltrain fit --resume`")
     if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint.get("data_state") or {}, dict):
         raise UserError(f"{path}: its config or data_state is not a mapping; {DAMAGED}")
     with from_stored():

@@ -82,9 +82,10 @@ class TrainState:
         self.position.advance()
         self.schedule.after_step(self.position.step)
 
-    def checkpoint(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """The checkpoint of where the run stands, with `record` as its metrics, on rank 0 (None on
-        the others). Every process takes part: each one's own state is gathered into it."""
+    def checkpoint(self, record: dict[str, Any], learner_state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The checkpoint of where the run stands, with `record` as its metrics and the strategy's
+        `learner_state`, on rank 0 (None on the others). Every process takes part: each one's own
+        state is gathered into it."""
         per_process = self.strategy.gather_per_process({
             "rng": capture_rng(), "augment": self.augment.state_dict() if self.augment else None,
             "epoch_totals": self.totals.state_dict(), "stream": self.stream.state_dict()})
@@ -92,7 +93,7 @@ class TrainState:
             return None
         position = self.position
         return {
-            **self.learner.state_dict(), "scheduler": self.schedule.state_dict(), "monitor": self.monitor.state_dict(),
+            **learner_state, "scheduler": self.schedule.state_dict(), "monitor": self.monitor.state_dict(),
             "epoch_totals": self.totals.state_dict(), "position": position.state_dict(), "epoch": position.epoch,
             "step": position.step, **self.description, "metrics": record, "rng": capture_rng(),
             "per_process": per_process, "world_size": self.strategy.job.world_size, "versions": versions(),
@@ -160,8 +161,14 @@ class TrainState:
         return saved
 
     def _load_learner(self, checkpoint: dict[str, Any], path: Path) -> None:
-        """Weights, optimizer (as this config builds it), loss scaler and EMA, each checked first."""
+        """Weights, optimizer (as this config builds it), loss scaler and EMA, each checked first;
+        from the shards beside the file when an fsdp run wrote it."""
         learner = self.learner
+        if checkpoint.get("sharded"):
+            from .sharding import load_sharded_learner
+
+            load_sharded_learner(learner, checkpoint, path)
+            return
         check_tensors("the model weights", learner.model.state_dict(), checkpoint["model"], path)
         check_optimizer_state(learner, checkpoint["optimizer"], path, self.cfg.optimizer)
         averaged = averaged_weights(checkpoint, path)

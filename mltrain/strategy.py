@@ -3,14 +3,16 @@ back gradient synchronisation between micro-batches, and gathering and saving th
 
 `SingleProcess` runs the model as it is. `DataParallel` trains a full copy per process through
 DistributedDataParallel, which averages gradients in backward; rank 0 writes every checkpoint
-with full tensors, with each process's own RNG and running sums gathered into it. The job's
-collectives (sums, flags, gathers) are `Distributed`'s.
+with full tensors, with each process's own RNG and running sums gathered into it. `sharding.
+FullySharded` (train.strategy fsdp) shards the model instead. The job's collectives (sums,
+flags, gathers) are `Distributed`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,10 +21,17 @@ from .checkpoint import save_checkpoint
 from .distributed import Distributed
 from .learner import NO_CONTEXT, Learner
 
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .sinks import Record
+    from .state import TrainState
+
 PER_RANK_SEED = 1_000_003  # dropout draws differ per process: seed * PER_RANK_SEED + rank
 
 
 class SingleProcess:
+    collective_forward = False  # True: every process must run each forward together (a sharded model)
+
     def __init__(self, job: Distributed = Distributed()):
         self.job = job
 
@@ -40,10 +49,33 @@ class SingleProcess:
         """Each process's `value` (what differs between them), in rank order on rank 0."""
         return self.job.gather(value)
 
-    def save(self, payload: dict | None, path) -> None:
-        """Write a checkpoint `payload` built on rank 0 (None on the other ranks)."""
+    def learner_state(self, learner: Learner) -> dict[str, Any] | None:
+        """The learner's whole state (weights, optimizer, loss scaler, EMA) on rank 0, None elsewhere."""
+        return learner.state_dict() if self.job.is_main else None
+
+    def save(self, state: TrainState, record: Record, path: Path) -> None:
+        """One checkpoint file of where the run stands, with `record` as its metrics, written by rank 0."""
+        payload = state.checkpoint(record, self.learner_state(state.learner))
         if self.job.is_main:
             save_checkpoint(payload, path)
+
+    def save_training_state(self, state: TrainState, record: Record, checkpoints: Path) -> None:
+        """The checkpoint a resume continues from: checkpoints/last.pt."""
+        self.save(state, record, checkpoints / "last.pt")
+
+    def load_test_weights(self, learner: Learner, best: Path) -> None:
+        """best.pt's eval weights into the learner, to score the test split."""
+        from .restore import load_eval_weights_from
+
+        load_eval_weights_from(learner, best)
+
+    def state_bytes(self, learner: Learner) -> dict[str, int]:
+        """What this process holds of the weights, their gradients and the optimizer state, in bytes."""
+        trainable = [p for p in learner.model.parameters() if p.requires_grad]
+        state = [value for per_parameter in learner.optimizer.state.values() for value in per_parameter.values()
+                 if isinstance(value, torch.Tensor)]
+        return {"parameters": _local_bytes(learner.model.parameters()), "gradients": _local_bytes(trainable),
+                "optimizer": _local_bytes(state)}
 
 
 class DataParallel(SingleProcess):
@@ -75,5 +107,17 @@ class DataParallel(SingleProcess):
         return NO_CONTEXT if last else self.wrapped.no_sync()
 
 
-def strategy_for(job: Distributed) -> SingleProcess:
-    return DataParallel(job) if job.enabled else SingleProcess(job)
+def strategy_for(job: Distributed, train: TrainConfig) -> SingleProcess:
+    """One process trains as it is; several as train.strategy says (auto: ddp)."""
+    if not job.enabled:
+        return SingleProcess(job)
+    if train.strategy == "fsdp":
+        from .sharding import FullySharded
+
+        return FullySharded(job, train.fsdp, train.precision)
+    return DataParallel(job)
+
+
+def _local_bytes(tensors) -> int:
+    """Bytes of this process's part of each tensor (a DTensor's local shard)."""
+    return sum((t.to_local() if hasattr(t, "to_local") else t).nbytes for t in tensors)

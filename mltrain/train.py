@@ -12,7 +12,6 @@ from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .freezing import Freezing
 from .metrics import samples_per_s
 from .models import count_parameters
-from .restore import load_eval_weights_from
 from .signals import StopRequested, stop_on_signals
 from .sinks import Record, RunStart, Sink
 from .sinks.assemble import run_sinks
@@ -56,7 +55,7 @@ class Training:
         each trains its shard of every global batch; rank 0 alone writes and prints."""
         self.cfg, self.run_dir, self.data, self.learner, self.threads = cfg, run, data, learner, threads
         self.job, self.device = job, learner.device
-        self.strategy = strategy_for(job)
+        self.strategy = strategy_for(job, cfg.train)
         self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
         self.stream = data.training_stream(cfg.data.batch_size, cfg.seed)
         self.state = TrainState(cfg, learner, self.stream, self.strategy, data.spec, data.state, data.augment)
@@ -236,7 +235,7 @@ class Training:
         if self.job.enabled:
             info(f"{self.job.world_size} processes: batch {cfg.data.batch_size} each, global batch "
                  f"{state.samples_per_step} per optimizer step")
-        if cfg.train.preflight and position.step == 0 and self.job.is_main:
+        if cfg.train.preflight and position.step == 0 and (self.job.is_main or self.strategy.collective_forward):
             self._cheap_preflight()
 
     def _freeze_for(self, epoch: int) -> None:
@@ -295,7 +294,7 @@ class Training:
         is_best = state.monitor.update(record, position.epoch, position.step)
         state.schedule.after_validation(record[state.monitor.metric], position.step)
         if is_best:
-            self._write_checkpoint(record, "best.pt")
+            self.strategy.save(state, record, self.run_dir.checkpoints / "best.pt")
         position.stopped = state.monitor.stop_reason()
         self.last_validation = record
         return record
@@ -321,10 +320,11 @@ class Training:
         self._save_last()
 
     def _test(self) -> dict[str, Record]:
-        """The test split, scored once at the end with best.pt's weights (by rank 0)."""
-        if "test" not in self.data.splits or not self.job.is_main:
+        """The test split, scored once at the end with best.pt's weights (by rank 0, or by every
+        process of a sharded model)."""
+        if "test" not in self.data.splits or not (self.job.is_main or self.strategy.collective_forward):
             return {}
-        load_eval_weights_from(self.learner, self.run_dir.checkpoints / "best.pt")
+        self.strategy.load_test_weights(self.learner, self.run_dir.checkpoints / "best.pt")
         metrics = self.learner.evaluate(*self.data.splits["test"], "test")
         monitor = self.state.monitor
         for sink in self.sinks:
@@ -343,13 +343,11 @@ class Training:
                                                      self.cfg.optimizer.lr, running_loss, grad_norm))
         guard.known_finite()
 
-    def _write_checkpoint(self, record: Record, name: str) -> None:
-        self.strategy.save(self.state.checkpoint(record), self.run_dir.checkpoints / name)
-
     def _save_last(self) -> None:
-        """last.pt where the run stands (its metrics: those of the last completed epoch)."""
+        """last.pt (or an fsdp run's checkpoints/last/) where the run stands (its metrics: those of
+        the last completed epoch)."""
         self._ensure_finite(self.state.totals.compute("train")["train/loss"])
-        self._write_checkpoint(self.state.final, "last.pt")
+        self.strategy.save_training_state(self.state, self.state.final, self.run_dir.checkpoints)
 
     def _stop_with_checkpoint(self, status: str, **extra: Any) -> None:
         """A stop on request: last.pt first (never of non-finite weights), then the summary."""
@@ -369,7 +367,8 @@ class Training:
             "steps": position.step, "best": state.monitor.best(), "final": state.final,
             "duration_s": round(position.elapsed, 3),
             "train_samples_per_s": round(samples_per_s(position.samples_seen, position.train_seconds), 1),
-            "params": count_parameters(self.learner.model), "device": str(self.device), "threads": self.threads,
+            "params": count_parameters(self.learner.model),
+            "bytes_per_process": self.strategy.state_bytes(self.learner), "device": str(self.device), "threads": self.threads,
             "processes": self.job.world_size, "global_batch_size": state.samples_per_step,
             "versions": versions(), **extra,
         }

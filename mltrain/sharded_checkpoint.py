@@ -1,0 +1,130 @@
+"""The training state of an fsdp run as a torch.distributed.checkpoint directory: every process
+writes its own shards of the weights, the optimizer state and the averaged weights, and rank 0
+the rest of the checkpoint beside them (`trainer.pt`: plain data, the layout of last.pt without
+those tensors).
+
+`checkpoints/last` is a link to the newest complete directory (`last-N`), replaced by one atomic
+rename once every shard and trainer.pt are on disk: a save killed at any instant leaves the
+previous directory whole and linked.
+
+torch.distributed.checkpoint reads its metadata and non-tensor entries with an unrestricted
+unpickler; here both are read with one that accepts the checkpoint's own metadata classes and
+plain data only, so a directory someone hands you cannot run code when it is resumed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import StorageMeta
+
+from .checkpoint import SHARDED_LINK as LINK
+from .checkpoint import SHARDED_TRAINER as TRAINER_FILE
+from .checkpoint import _fsync_directory, save_checkpoint
+from .distributed import Distributed
+from .errors import TrainingFailed, UserError
+
+_VERSIONS = re.compile(r"^last-(\d+)$")
+
+# The globals a torch.distributed.checkpoint .metadata file names: its own dataclasses, shapes,
+# dtypes and layouts, and the path it was written to.
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+_METADATA_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+                     ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath")}
+
+
+def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: Distributed) -> None:
+    """Write `shards` (state dicts of DTensors: each process its own) and rank 0's `trainer`
+    into a new directory, then point checkpoints/last at it and remove the older ones."""
+    name = job.broadcast(_next_name(checkpoints) if job.is_main else None)
+    directory = checkpoints / name
+    try:
+        dcp.save(shards, storage_writer=FileSystemWriter(directory, sync_files=True))
+    except Exception as error:  # noqa: BLE001 - the writers' failures come wrapped in CheckpointException
+        raise TrainingFailed(f"could not write the sharded checkpoint {directory}: {_first_line(error)}; the previous "
+                             f"one is intact. Free disk space or fix permissions, then continue with "
+                             f"`mltrain fit --resume {checkpoints.parent}`") from None
+    if job.is_main:
+        save_checkpoint(trainer, directory / TRAINER_FILE)
+        _fsync_directory(directory)
+        _point_link(checkpoints, name)
+        for stale in checkpoints.glob("last-*"):
+            if stale.name != name and _VERSIONS.match(stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def load(shards: dict[str, Any], directory: Path) -> None:
+    """Fill `shards` (state dicts as this job holds them: sharded, or whole for one process) in
+    place from `directory`, resharded if it was written by another number of processes."""
+    try:
+        dcp.load(shards, storage_reader=_PlainDataReader(directory), planner=_PlainDataPlanner())
+    except _Refused as refused:
+        raise UserError(f"{directory}: refused to load: its metadata names {refused}, which is neither a tensor nor "
+                        "plain data, so loading it could run code; resume a run written by `mltrain fit`") from None
+    except Exception as error:  # noqa: BLE001 - missing shards, other shapes: whatever the reader trips over
+        raise UserError(f"{directory}: the sharded training state does not load: {_first_line(error)}; the "
+                        "directory is damaged or belongs to another model") from None
+
+
+def _next_name(checkpoints: Path) -> str:
+    numbers = [int(match[1]) for path in checkpoints.glob("last-*") if (match := _VERSIONS.match(path.name))]
+    return f"last-{max(numbers, default=0) + 1}"
+
+
+def _point_link(checkpoints: Path, name: str) -> None:
+    """checkpoints/last -> name, in one rename (a relative link: the run directory can move)."""
+    staged = checkpoints / f".{LINK}-link-{os.getpid()}"
+    staged.unlink(missing_ok=True)
+    os.symlink(name, staged)
+    os.replace(staged, checkpoints / LINK)
+    _fsync_directory(checkpoints)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _Refused(Exception):
+    pass
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (module, name) in _METADATA_GLOBALS or module in _METADATA_MODULES \
+            or module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if not allowed:
+            raise _Refused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+class _PlainDataReader(FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        with open(self._get_metadata_path(kwargs.get("rank")), "rb") as file:
+            metadata = _MetadataUnpickler(file).load()
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class _PlainDataPlanner(DefaultLoadPlanner):
+    """Non-tensor entries (an optimizer's settings) with torch.load(weights_only=True)."""
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
