@@ -79,8 +79,8 @@ class TrainConfig(Section):
     """softmax head: weight moved from the true class to all classes"""
     ema: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     """decay of an exponential moving average of the weights, e.g. 0.999; validation, best.pt and eval use it"""
-    compile: bool = False
-    """torch.compile the model (checkpoints keep plain weight names)"""
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False
+    """torch.compile the training step (forward, loss and backward) in this mode; true: default; reduce-overhead: CUDA graphs on a GPU, for small models (see data.drop_last); checkpoints keep plain weight names"""
     deterministic: bool = False
     """deterministic algorithms only (slower on CUDA; CPU runs are already reproducible)"""
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"

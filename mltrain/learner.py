@@ -13,12 +13,20 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data.dataset import batches
+from .data.stream import CUDA_GRAPH_MODES
 from .errors import UserError
 from .losses import Loss
 from .metrics import Accumulator
 
 EVAL_BATCH_SIZE = 1024  # samples per forward pass when scoring; no gradients are kept
 NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
+
+
+def compile_mode(setting: bool | str) -> str | None:
+    """The torch.compile mode `train.compile` names: None for false (eager), default for true."""
+    if setting is True:
+        return "default"
+    return setting or None
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -57,7 +65,7 @@ class Learner:
 
     def __init__(self, model: nn.Module, criterion: Loss, optimizer: torch.optim.Optimizer | None, precision: str,
                  device: torch.device, grad_clip: float | None = None, ema_decay: float | None = None,
-                 compile: bool = False, backbone: list[str] | None = None):
+                 compile: bool | str = False, backbone: list[str] | None = None):
         self.model, self.criterion, self.optimizer, self.device = model, criterion, optimizer, device
         self.backbone = list(backbone or ())  # the parameters model.weights set (see parameter_sets)
         self.started_from: str | None = None  # what model.weights loaded, said in a new run's log
@@ -71,12 +79,15 @@ class Learner:
         self.channels_last = device.type == "cuda" and _has_conv2d(model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        # `model` keeps plain parameter names for checkpoints; the compiled wrapper only runs.
-        self.compile = compile
-        self.forward_model = torch.compile(model) if compile else model
+        self.compile_mode = compile_mode(compile)
+        # A CUDA-graph replay overwrites the outputs of the one before: what the running sums and the
+        # NaN guard keep across steps is copied out.
+        self._copies_outputs = self.compile_mode in CUDA_GRAPH_MODES
+        # Scoring keeps no graph; a sharded model needs no_grad (its gathered weights outlive the call).
+        self.scoring_mode = torch.inference_mode
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
             if ema_decay else None
-        self._forget_checked_outputs()
+        self.run_through(model)
 
     def _forget_checked_outputs(self) -> None:
         """The training outputs are checked again at the next step (a new model to train through)."""
@@ -84,9 +95,19 @@ class Learner:
         self._outputs_alias_a_leaf = False
 
     def run_through(self, wrapper: nn.Module) -> None:
-        """Train through `wrapper` (a distribution strategy's, around `model`), compiled if asked;
-        `model` keeps the plain parameter names checkpoints use."""
-        self.forward_model = torch.compile(wrapper) if self.compile else wrapper
+        """Train through `wrapper` (`model` itself, or a distribution strategy's module around it),
+        compiled if asked; `model` keeps the plain parameter names checkpoints use.
+
+        Compiled, the model alone is captured together with its loss in one graph, whose backward
+        AOTAutograd compiles with it; a wrapper (DDP) is compiled as a module, the way torch's
+        DDP support (graphs split at its gradient buckets) expects it."""
+        self.forward_model = wrapper
+        self._loss_and_outputs = self._eager_loss_and_outputs
+        if self.compile_mode is not None and wrapper is self.model:
+            self._compiled_loss_and_outputs = torch.compile(self._checked_loss_and_outputs, mode=self.compile_mode)
+            self._loss_and_outputs = self._compiled_step_loss_and_outputs
+        elif self.compile_mode is not None:
+            self.forward_model = torch.compile(wrapper, mode=self.compile_mode)
         self._forget_checked_outputs()
 
     @property
@@ -115,18 +136,38 @@ class Learner:
                          scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
         Returns the unscaled loss and the logits, without their graph; the logits as computed even
-        after the optimizer step (the running accuracy reads them later)."""
+        after the optimizer step (the running accuracy reads them later), and both as computed
+        even after the next step's CUDA-graph replay (the running sums and the NaN guard keep them)."""
         if not self.model.training:  # a check, not a call: train() walks every module
             self.model.train()
             for norm in self.frozen_norms:  # frozen: their running statistics stay as loaded
                 norm.eval()
+        loss, logits = self._loss_and_outputs(x, y)
+        weighted = loss * scale if scale != 1.0 else loss
+        (self.scaler.scale(weighted) if self.scaling else weighted).backward()
+        if self._copies_outputs:
+            return loss.detach().clone(), logits.detach().clone()
+        return loss.detach(), logits.detach().clone() if self._outputs_alias_a_leaf else logits.detach()
+
+    def _eager_loss_and_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training forward and loss, the outputs checked only when their shapes change."""
         logits = self._outputs(self.forward_model, x)
         if not isinstance(logits, torch.Tensor) or (x.shape, logits.shape) != self._checked_shapes:
             self._check_training_outputs(logits, x)
-        loss = self.criterion.loss(logits.float(), y)
-        weighted = loss * scale if scale != 1.0 else loss
-        (self.scaler.scale(weighted) if self.scaling else weighted).backward()
-        return loss.detach(), logits.detach().clone() if self._outputs_alias_a_leaf else logits.detach()
+        return self.criterion.loss(logits.float(), y), logits
+
+    def _checked_loss_and_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What torch.compile captures: forward and loss, the outputs checked as it traces them."""
+        return self._forward(self.forward_model, x, y)
+
+    def _compiled_step_loss_and_outputs(self, x: torch.Tensor,
+                                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compiled forward and loss; whether the outputs alias a parameter is asked again only
+        when their shapes change."""
+        loss, logits = self._compiled_loss_and_outputs(x, y)
+        if (x.shape, logits.shape) != self._checked_shapes:
+            self._checked_shapes, self._outputs_alias_a_leaf = (x.shape, logits.shape), _aliases_a_leaf(logits)
+        return loss, logits
 
     def _check_training_outputs(self, logits: object, x: torch.Tensor) -> None:
         """The outputs' check, and whether the step would change them in place: made again only when
@@ -182,9 +223,13 @@ class Learner:
         """The metrics and the predicted classes of every sample (None for regression)."""
         return self._score(x, y, split, keep_predictions=self.criterion.classifies)
 
-    @torch.inference_mode()
     def _score(self, x: torch.Tensor, y: torch.Tensor, split: str,
                keep_predictions: bool) -> tuple[dict[str, float], torch.Tensor | None]:
+        with self.scoring_mode():
+            return self._scored(x, y, split, keep_predictions)
+
+    def _scored(self, x: torch.Tensor, y: torch.Tensor, split: str,
+                keep_predictions: bool) -> tuple[dict[str, float], torch.Tensor | None]:
         model = self.eval_model
         model.eval()
         totals = Accumulator(self.device, self.criterion.classifies)

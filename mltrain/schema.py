@@ -11,7 +11,7 @@ default written once and its meaning in the docstring under it, e.g. in models/m
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -76,6 +76,8 @@ class DataSection(Section):
     """fraction of train held out (seeded) when the dataset has no val split"""
     limit: PositiveInt | None = None
     """train on the first N training samples only (quick runs); null: all"""
+    drop_last: bool | Literal["auto"] = "auto"
+    """leave out each epoch's last training batch when it is smaller than the others (static shapes); auto: when train.compile is reduce-overhead or max-autotune"""
 
 
 class ModelSection(Section):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from .data.stream import drops_last
 from .errors import RunComplete, StopTraining, TrainingFailed, UserError
 from .freezing import Freezing
 from .metrics import samples_per_s
@@ -57,7 +58,8 @@ class Training:
         self.job, self.device = job, learner.device
         self.strategy = strategy_for(job, cfg.train)
         self.strategy.prepare(learner, cfg.train.sync_batchnorm, cfg.seed)
-        self.stream = data.training_stream(cfg.data.batch_size, cfg.seed)
+        self.stream = data.training_stream(cfg.data.batch_size, cfg.seed,
+                                           drops_last(cfg.data.drop_last, learner.compile_mode))
         self.state = TrainState(cfg, learner, self.stream, self.strategy, data.spec, data.state, data.augment)
         self.freezing = Freezing(learner, cfg.train.freeze, cfg.train.unfreeze_at_epoch)
         self.last_validation: Record = {}

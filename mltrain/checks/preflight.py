@@ -21,10 +21,11 @@ from ..build import build_learner
 from ..config import Config
 from ..data import DataSplits
 from ..data.dataset import batches, global_batches
+from ..data.stream import drops_last
 from ..data.orders import epoch_order
 from ..devices import pick_device
 from ..errors import UserError
-from ..learner import EVAL_BATCH_SIZE, Learner
+from ..learner import EVAL_BATCH_SIZE, Learner, compile_mode
 from ..metrics import Accumulator
 from ..optim import run_length
 from ..run_dir import to_json, write_atomically
@@ -267,7 +268,8 @@ def schedule_sanity(cfg: Config, train_size: int | None) -> CheckResult:
     """Warmup, decay and plateau settings against the run's length: parts that would never happen.
     `train_size`: None for a stream of unknown length (the run is train.max_steps)."""
     train, schedule = cfg.train, cfg.scheduler
-    micro_batches = None if train_size is None else global_batches(train_size, cfg.data.batch_size, 1)
+    drop_last = drops_last(cfg.data.drop_last, compile_mode(cfg.train.compile))
+    micro_batches = None if train_size is None else global_batches(train_size, cfg.data.batch_size, 1, drop_last)
     in_epoch, total = run_length(micro_batches, train.accumulate, train.epochs, train.max_steps)
     epochs = math.ceil(total / in_epoch)
     validations = epochs

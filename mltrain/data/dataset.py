@@ -32,7 +32,8 @@ class StreamedTrain(Protocol):
         """Samples in an epoch; None when the stream cannot know."""
     def describe(self) -> str:
         """One line for the run's log: what streams and how."""
-    def stream(self, batch_size: int, seed: int) -> TrainingStream: ...
+    def stream(self, batch_size: int, seed: int, drop_last: bool = False) -> TrainingStream:
+        """`drop_last`: leave out an epoch's last global batch when it is smaller than the others."""
     def limited(self, count: int) -> StreamedTrain: ...
     def with_augment(self, augment: Augment | None) -> StreamedTrain: ...
     def to(self, device: torch.device) -> StreamedTrain: ...
@@ -56,13 +57,14 @@ class DataSplits:
         return DataSplits(self.spec, moved, self.state,
                           self.streamed_train.to(device) if self.streamed_train is not None else None)
 
-    def training_stream(self, batch_size: int, seed: int) -> TrainingStream:
-        """The batches training takes, in the seeded order of each epoch."""
+    def training_stream(self, batch_size: int, seed: int, drop_last: bool = False) -> TrainingStream:
+        """The batches training takes, in the seeded order of each epoch; with `drop_last`, every
+        one of them full (an epoch's last, smaller global batch left out)."""
         from .stream import SeededPermutation
 
         if self.streamed_train is not None:
-            return self.streamed_train.stream(batch_size, seed)
-        return SeededPermutation(*self.splits["train"], batch_size, seed)
+            return self.streamed_train.stream(batch_size, seed, drop_last)
+        return SeededPermutation(*self.splits["train"], batch_size, seed, drop_last)
 
     def close(self) -> None:
         """Ends what the splits hold open: the worker processes of streamed images."""
@@ -130,19 +132,25 @@ def steps_per_epoch(size: int, batch_size: int) -> int:
     return -(-size // batch_size)
 
 
-def global_batches(size: int, batch_size: int, world_size: int) -> int:
+def global_batches(size: int, batch_size: int, world_size: int, drop_last: bool = False) -> int:
     """Micro-batches an epoch has when `world_size` processes each take `batch_size` samples of
-    every global batch. A last global batch too small to give every process a sample is left out."""
+    every global batch. A last global batch too small to give every process a sample is left out;
+    with `drop_last`, any last global batch smaller than the others is."""
     full, rest = divmod(size, batch_size * world_size)
-    return full + (rest >= world_size)
+    return full if drop_last else full + (rest >= world_size)
 
 
-def shard(order: torch.Tensor, batch_size: int, world_size: int, rank: int) -> tuple[torch.Tensor, list[int]]:
+def shard(order: torch.Tensor, batch_size: int, world_size: int, rank: int,
+          drop_last: bool = False) -> tuple[torch.Tensor, list[int]]:
     """This process's part of an epoch's `order` and the global size of each of its batches.
 
     Each global batch of `world_size * batch_size` consecutive samples of the order is cut into
     `world_size` consecutive parts (as even as possible in the last one), so N processes with
-    batch B see exactly the samples one process with batch N*B would, batch for batch."""
+    batch B see exactly the samples one process with batch N*B would, batch for batch. With
+    `drop_last`, the samples after the last full global batch are left out: every batch has the
+    same shape. (`order` is what remains of the epoch, which began with full batches too.)"""
+    if drop_last:
+        order = order[:len(order) - len(order) % (batch_size * world_size)]
     if world_size == 1:
         return order, [len(chunk) for chunk in order.split(batch_size)]
     parts, sizes = [], []

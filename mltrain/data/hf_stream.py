@@ -168,7 +168,8 @@ class StreamedExamples:
         x = self.normalise(x) if self.normalise is not None else x
         return self.augment(x) if self.augment is not None else x
 
-    def stream(self, batch_size: int, seed: int) -> ExampleStream:
+    def stream(self, batch_size: int, seed: int, drop_last: bool = False) -> ExampleStream:
+        """Every batch is full whatever `drop_last` says: a pass's last examples wait for the next."""
         return ExampleStream(self.dataset, self.convert, self._ready, batch_size, seed, self.shuffle_buffer,
                              self.device)
 

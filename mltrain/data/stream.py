@@ -16,6 +16,10 @@ import torch
 from .dataset import batches, global_batches, shard
 from .inputs import BatchSource, as_source
 
+# torch.compile modes that capture CUDA graphs on a GPU: a replay reuses its output buffers, and
+# each batch shape records a graph of its own.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
 # x, y and the number of samples in the global batch this micro-batch is a part of (over every process)
 Batch = tuple[torch.Tensor, torch.Tensor, int]
 
@@ -42,6 +46,15 @@ class TrainingStream(Protocol):
 
     def close(self) -> None:
         """Ends what the stream holds open (DataLoader workers)."""
+
+
+def drops_last(drop_last: bool | str, compile_mode: str | None) -> bool:
+    """Whether training leaves out an epoch's last, smaller batch: as `data.drop_last` says; auto:
+    exactly when `compile_mode` (train.compile's torch.compile mode, None when eager) captures CUDA
+    graphs, which record a graph for every batch shape."""
+    if drop_last == "auto":
+        return compile_mode in CUDA_GRAPH_MODES
+    return drop_last
 
 
 class EpochPosition:
@@ -80,22 +93,24 @@ class EpochPosition:
 
 class SeededPermutation(EpochPosition):
     """A split's batches in the epoch's order (a permutation, or a block shuffle of shards), each
-    global batch of `world_size * batch_size` samples cut into one consecutive part per process."""
+    global batch of `world_size * batch_size` samples cut into one consecutive part per process;
+    with `drop_last`, an epoch's last global batch is left out when it is smaller than the others."""
 
-    def __init__(self, x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int, seed: int):
+    def __init__(self, x: torch.Tensor | BatchSource, y: torch.Tensor, batch_size: int, seed: int,
+                 drop_last: bool = False):
         super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.x, self.y, self.batch_size, self.seed, self.drop_last = x, y, batch_size, seed, drop_last
 
     def epoch_samples(self) -> int:
         return len(self.y)
 
     def micro_batches_in_epoch(self, world_size: int) -> int:
-        return global_batches(len(self.y), self.batch_size, world_size)
+        return global_batches(len(self.y), self.batch_size, world_size, self.drop_last)
 
     def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
         self._serving(epoch)
         order = as_source(self.x).epoch_order(self.seed, epoch)[self.served:]
-        order, global_sizes = shard(order, self.batch_size, world_size, rank)
+        order, global_sizes = shard(order, self.batch_size, world_size, rank, self.drop_last)
         for (x, y), global_size in zip(batches(self.x, self.y, self.batch_size, order), global_sizes):
             self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
             yield x, y, global_size

@@ -74,16 +74,17 @@ class TokenWindows(EpochPosition):
     global batch cut into one part per process, as in-memory splits are."""
 
     def __init__(self, tokens: np.ndarray, vocab_size: int, block_size: int, windows: int, batch_size: int,
-                 seed: int, device: torch.device):
+                 seed: int, device: torch.device, drop_last: bool = False):
+        """`drop_last`: leave out an epoch's last global batch when it is smaller than the others."""
         super().__init__()
         self.tokens, self.vocab_size, self.block_size, self.windows = tokens, vocab_size, block_size, windows
-        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.batch_size, self.seed, self.device, self.drop_last = batch_size, seed, device, drop_last
 
     def epoch_samples(self) -> int:
         return self.windows
 
     def micro_batches_in_epoch(self, world_size: int) -> int:
-        return global_batches(self.windows, self.batch_size, world_size)
+        return global_batches(self.windows, self.batch_size, world_size, self.drop_last)
 
     def offsets(self, epoch: int) -> np.ndarray:
         generator = np.random.default_rng([self.seed, epoch])
@@ -92,7 +93,8 @@ class TokenWindows(EpochPosition):
     def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         self._serving(epoch)
         offsets = self.offsets(epoch)
-        order, global_sizes = shard(torch.arange(self.served, self.windows), self.batch_size, world_size, rank)
+        order, global_sizes = shard(torch.arange(self.served, self.windows), self.batch_size, world_size, rank,
+                                    self.drop_last)
         for index, global_size in zip(order.split(self.batch_size), global_sizes):
             x, y = windows_at(self.tokens, offsets[index.numpy()], self.block_size, self.vocab_size)
             self.served += global_size  # before the yield: a checkpoint taken after this batch counts it
@@ -117,8 +119,9 @@ class StreamedTokens:
         return (f"train: {self.windows:,} windows an epoch drawn from {len(self.tokens):,} memory-mapped tokens "
                 "(never read whole)")
 
-    def stream(self, batch_size: int, seed: int) -> TokenWindows:
-        return TokenWindows(self.tokens, self.vocab_size, self.block_size, self.windows, batch_size, seed, self.device)
+    def stream(self, batch_size: int, seed: int, drop_last: bool = False) -> TokenWindows:
+        return TokenWindows(self.tokens, self.vocab_size, self.block_size, self.windows, batch_size, seed, self.device,
+                            drop_last)
 
     def limited(self, count: int) -> StreamedTokens:
         return StreamedTokens(self.tokens, self.vocab_size, self.block_size, min(count, self.windows), self.device)
