@@ -14,17 +14,20 @@ plain data only, so a directory someone hands you cannot run code when it is res
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import StorageMeta
@@ -51,9 +54,12 @@ def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: D
     directory = checkpoints / name
     try:
         dcp.save(shards, storage_writer=FileSystemWriter(directory, sync_files=True))
-    except Exception as error:  # noqa: BLE001 - the writers' failures come wrapped in CheckpointException
-        raise TrainingFailed(f"could not write the sharded checkpoint {directory}: {_first_line(error)}; the previous "
-                             f"one is intact. Free disk space or fix permissions, then continue with "
+    except CheckpointException as error:
+        refused = _disk_error(error)
+        if refused is None:
+            raise  # a process lost mid-save: the job's own failure says which
+        raise TrainingFailed(f"could not write the sharded checkpoint {directory}: {refused.strerror or refused}; the "
+                             f"previous one is intact. Free disk space or fix permissions, then continue with "
                              f"`mltrain fit --resume {checkpoints.parent}`") from None
     if job.is_main:
         save_checkpoint(trainer, directory / TRAINER_FILE)
@@ -67,14 +73,30 @@ def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: D
 def load(shards: dict[str, Any], directory: Path) -> None:
     """Fill `shards` (state dicts as this job holds them: sharded, or whole for one process) in
     place from `directory`, resharded if it was written by another number of processes."""
+    reader, planner = _PlainDataReader(directory), _PlainDataPlanner()
     try:
-        dcp.load(shards, storage_reader=_PlainDataReader(directory), planner=_PlainDataPlanner())
-    except _Refused as refused:
-        raise UserError(f"{directory}: refused to load: its metadata names {refused}, which is neither a tensor nor "
-                        "plain data, so loading it could run code; resume a run written by `mltrain fit`") from None
-    except Exception as error:  # noqa: BLE001 - missing shards, other shapes: whatever the reader trips over
-        raise UserError(f"{directory}: the sharded training state does not load: {_first_line(error)}; the "
+        with warnings.catch_warnings(), _quiet_logging():
+            warnings.simplefilter("ignore")  # its note that one process without a process group reads alone
+            dcp.load(shards, storage_reader=reader, planner=planner)
+    except (Exception, CheckpointException) as error:  # noqa: BLE001 - whatever the reader trips over
+        refused = reader.refused or planner.refused
+        if refused is not None:
+            raise UserError(f"{directory}: refused to load: {refused}, which is neither a tensor nor plain data, so "
+                            "loading it could run code; resume a run written by `mltrain fit`") from None
+        cause = next(iter(error.failures.values()))[0] if isinstance(error, CheckpointException) else error
+        raise UserError(f"{directory}: the sharded training state does not load: {_first_line(cause)}; the "
                         "directory is damaged or belongs to another model") from None
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """Without torch.distributed.checkpoint's tracebacks (logged to the root logger) of a reader
+    error that `load` reports in one line."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _next_name(checkpoints: Path) -> str:
@@ -91,13 +113,15 @@ def _point_link(checkpoints: Path, name: str) -> None:
     _fsync_directory(checkpoints)
 
 
+def _disk_error(error: CheckpointException) -> OSError | None:
+    """The disk's refusal among the processes' failures (each an exception and its traceback)."""
+    found = [failure[0] for failure in error.failures.values() if isinstance(failure[0], OSError)]
+    return found[0] if found else None
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-class _Refused(Exception):
-    pass
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -105,14 +129,23 @@ class _MetadataUnpickler(pickle.Unpickler):
         allowed = (module, name) in _METADATA_GLOBALS or module in _METADATA_MODULES \
             or module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
         if not allowed:
-            raise _Refused(f"{module}.{name}")
+            raise pickle.UnpicklingError(f"its metadata names {module}.{name}")
         return super().find_class(module, name)
 
 
 class _PlainDataReader(FileSystemReader):
+    """`refused`: what the metadata named that is not allowed (torch.distributed.checkpoint
+    reports the reader's errors as text only)."""
+
+    refused: str | None = None
+
     def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
         with open(self._get_metadata_path(kwargs.get("rank")), "rb") as file:
-            metadata = _MetadataUnpickler(file).load()
+            try:
+                metadata = _MetadataUnpickler(file).load()
+            except pickle.UnpicklingError as error:
+                self.refused = str(error)
+                raise
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -122,8 +155,14 @@ class _PlainDataReader(FileSystemReader):
 class _PlainDataPlanner(DefaultLoadPlanner):
     """Non-tensor entries (an optimizer's settings) with torch.load(weights_only=True)."""
 
+    refused: str | None = None
+
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-        loaded = torch.load(value, weights_only=True)
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError:
+            self.refused = f"its entry {read_item.dest_index.fqn} names a global"
+            raise
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
         else:
