@@ -33,12 +33,16 @@ RUN_FILES = {
     "summary.json": "`status` (running, completed, failed, interrupted, or a sink's own such as pruned), "
                     "`started_at`, `epochs_completed`, `steps`, `best` {`metric`, `value`, `epoch`}, `final` "
                     "metrics, `test` metrics of best.pt, `duration_s`, `train_samples_per_s`, `params`, "
-                    "`device`, `threads`, `processes`, `global_batch_size`, `versions`, and when they apply "
+                    "`bytes_per_process` (rank 0's `parameters`, `gradients`, `optimizer` state), `device`, `threads`, `processes`, `global_batch_size`, `versions`, and when they apply "
                     "`stopped_early`, `stopped` (why a sink stopped it) or `error`; written last, when everything "
                     "else is",
     "train.log": "every line `fit` printed",
     "checkpoints/last.pt": "written atomically after every epoch (and every `train.checkpoint_every_steps`); "
                            "`mltrain fit --resume` continues from it",
+    "checkpoints/last-*/*": "`train.strategy: fsdp` with several processes: the training state instead of last.pt, "
+                            "a torch.distributed.checkpoint directory (each process's shards of the weights, optimizer "
+                            "state and EMA, its `.metadata`, and `trainer.pt`: the rest of last.pt), reached through the "
+                            "link `checkpoints/last`, which moves to a new directory only once it is complete",
     "checkpoints/best.pt": "the weights at the best `train.monitor` so far; eval, predict and export use it",
     "plots/*.png": "one figure per metric by epoch with the best epoch marked, `lr.png` at every logged step, "
                    "and `confusion-<split>.png` from `mltrain eval`",
