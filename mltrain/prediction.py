@@ -1,6 +1,7 @@
-"""Predictions for new inputs: image files and folders, CSV rows and npz arrays, each preprocessed
-exactly as the run's training data was (the checkpoint's normalisation statistics, column encoding
-and class names), scored with the weights eval uses (the EMA where the run kept one).
+"""Predictions for new inputs: image files and folders, CSV rows, npz arrays and texts (a text
+classifier's: lines of a .txt file, or its text column in a table), each preprocessed exactly as
+the run's training data was (the checkpoint's normalisation statistics, column encoding,
+tokenizer and class names), scored with the weights eval uses (the EMA where the run kept one).
 
 Rows, one per input sample: `input` (a file, file:line or file:array[i]), then for a classifier
 `classes` and `probabilities` (the top k, most likely first; softmax, or sigmoid for a sigmoid
@@ -24,6 +25,8 @@ from .data.image_folder import IMAGE_SUFFIXES
 from .data.inputs import Normalise
 from .data.streamed import decode
 from .data.tabular import encode_rows
+from .data.table_files import read_table, table_format, table_header
+from .data.tokenizer import Tokenizer, from_state, padded_ids
 from .errors import UserError
 from .console import counting
 from .restore import Restored, restore
@@ -56,13 +59,42 @@ class Preprocessing:
     normalise: Normalise | None  # image runs: per-channel statistics of the stored (0..255) pixels
     columns: list[dict] | None  # table runs: each feature column's stored encoding
     id_column: str | None  # table runs: the column naming each row
+    tokenizer: Tokenizer | None = None  # text classifiers: how their texts became token ids
+    text_column: str | None = None  # text classifiers: the column of a table holding the texts
 
     @classmethod
     def of(cls, restored: Restored) -> Preprocessing:
         state = restored.data_state
         normalise = Normalise.from_state(state["mean"], state["std"]) if "mean" in state and "std" in state else None
+        text_column = getattr(restored.cfg.data, "input", None)
         return cls(tuple(restored.spec.sample_shape), restored.cfg.data.dataset, normalise, state.get("columns"),
-                   getattr(restored.cfg.data, "id_column", None))
+                   getattr(restored.cfg.data, "id_column", None), from_state(state),
+                   text_column if isinstance(text_column, str) else None)
+
+    def texts(self, names: list[str], texts: list[str], where: str) -> Source:
+        """Texts as the run's tokenizer read its training texts: each sample_shape[0] ids, padded."""
+        ids = torch.from_numpy(padded_ids(self.tokenizer, texts, self.sample_shape[0], f"{KEY} {where}"))
+        return Source(names, lambda start, stop: ids[start:stop])
+
+    def lines(self, file: Path) -> Source:
+        """Each non-empty line of a UTF-8 text file, one text to classify."""
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"{KEY} {file}: cannot read it as UTF-8 text ({type(error).__name__})") from None
+        numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+        return self.texts([f"{file}:{number}" for number, _ in numbered], [line for _, line in numbered], str(file))
+
+    def table_texts(self, file: Path) -> Source:
+        """The run's text column (data.input) of a .csv or .parquet table."""
+        format = table_format(file)
+        header = table_header(file, format, KEY)
+        if self.text_column not in header:
+            raise UserError(f"{KEY} {file}: no column '{self.text_column}', the text column the model reads "
+                            f"(columns here: {', '.join(header)})")
+        rows = read_table(file, format, KEY, [self.text_column], text=(self.text_column,))
+        texts = rows.columns[self.text_column].texts().tolist()
+        return self.texts([rows.where(row) for row in range(rows.rows)], texts, str(file))
 
     def images(self, files: list[Path]) -> Source:
         if self.normalise is None or len(self.sample_shape) != 3:
@@ -83,6 +115,8 @@ class Preprocessing:
         return Source([str(file) for file in files], take)
 
     def table(self, file: Path) -> Source:
+        if self.tokenizer is not None and self.text_column is not None:
+            return self.table_texts(file)
         if self.columns is None:
             raise UserError(f"{KEY} {file}: the model was trained on dataset '{self.dataset}', not on a table; "
                             f"give its samples as a .npz array shaped (N, {_shape(self.sample_shape)})")
@@ -138,9 +172,12 @@ def _sources(arguments: Sequence[str | Path], preprocessing: Preprocessing) -> l
             readers.append(partial(preprocessing.table, path))
         elif suffix == ".npz":
             readers.append(partial(preprocessing.arrays, path, name or NPZ_DEFAULT_ARRAY))
+        elif suffix == ".txt" and preprocessing.tokenizer is not None:
+            readers.append(partial(preprocessing.lines, path))
         else:
             raise UserError(f"{KEY} {path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a .csv or .parquet table or a "
-                            ".npz file; give one of those or a folder of images")
+                            ".npz file; give one of those or a folder of images"
+                            + (", or a .txt file of texts, one a line" if preprocessing.tokenizer is not None else ""))
     return [read() for read in readers]
 
 
@@ -152,7 +189,7 @@ class Predictions:
 
 
 def _refuse_language_models(restored: Restored) -> None:
-    if "vocabulary" in restored.data_state:
+    if from_state(restored.data_state) is not None and restored.spec.target_shape:  # a next token at each position
         raise UserError(f"{restored.path}: holds a language model ('{restored.cfg.model.arch}' on dataset "
                         f"'{restored.cfg.data.dataset}'), which continues text rather than scoring inputs; use "
                         f"`mltrain sample {restored.run_dir or restored.path} --prompt TEXT --tokens N`")

@@ -1,5 +1,6 @@
-"""Generate text from a language model trained on a text (gpt, or your own architecture that reads
-(B, T) token ids, T up to the block size); needs the checkpoint only, not the text file."""
+"""Generate text from a language model trained on a text (gpt, a Hugging Face causal language model
+hf/<name>, or your own architecture that reads (B, T) token ids, T up to the block size); needs
+the checkpoint only, not the text file."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _language_model(target: str | Path) -> tuple[torch.nn.Module, Tokenizer, int
     """The checkpoint's model in eval mode, the tokenizer it was trained with, its block size."""
     restored = restore(target, device=DEVICE.type)
     cfg, tokenizer = restored.cfg, from_state(restored.data_state)
-    if tokenizer is None:
+    if tokenizer is None or not restored.spec.target_shape:  # a language model predicts a token at each position
         raise UserError(f"{restored.path}: holds a '{cfg.model.arch}' model trained on dataset '{cfg.data.dataset}'; "
                         "`mltrain sample` needs a language model trained on text (data.dataset: text or tokens)")
     return restored.model.eval(), tokenizer, restored.spec.sample_shape[0]

@@ -1,7 +1,8 @@
-"""Starting weights (`model.weights`): the zoo's published ones, a weight file (.safetensors, or
-a .pt/.pth state dict loaded without running code), or another mltrain run's best.pt. They are
-read once, when a run starts from its config; a checkpoint then holds the weights, so eval,
-predict, export and resume never read the file again.
+"""Starting weights (`model.weights`): the zoo's published ones (a Hugging Face model's through
+`from_pretrained`), a weight file (.safetensors, or a .pt/.pth state dict loaded without running
+code), or another mltrain run's best.pt. They are read once, when a run starts from its config;
+a checkpoint then holds the weights, so eval, predict, export and resume never read the file
+again.
 
 The tensors whose names and shapes fit the model are copied into it: they are the backbone. The
 rest keep their fresh initialisation (a classifier sized to other classes): they are the head.
@@ -36,13 +37,7 @@ def starting_weights(model: nn.Module, cfg: ModelSection) -> tuple[list[str], st
     if cfg.weights is None:
         return [], None
     if cfg.weights == PRETRAINED:
-        from .models.zoo import published_weights, zoo_of
-
-        if zoo_of(cfg.arch) is None:
-            raise UserError(f"model.weights: pretrained: '{cfg.arch}' has no published weights; they come with the "
-                            "zoo architectures (torchvision/<name>, timm/<name>). Give a weight file or an mltrain "
-                            "run instead")
-        state, source = published_weights(cfg.arch)
+        state, source = _published(model, cfg.arch)
     else:
         state, source = read_weights(Path(cfg.weights)), cfg.weights
     kept, new, unmatched = _load_fitting(model, state)
@@ -61,6 +56,20 @@ def starting_weights(model: nn.Module, cfg: ModelSection) -> tuple[list[str], st
     said = f"model.weights: kept {len(kept)} tensors from {source}" + (f"; new: {fresh}" if new else "") + left_out
     parameters = dict(model.named_parameters())
     return [name for name in kept if name in parameters], said
+
+
+def _published(model: nn.Module, arch: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The published weights of a zoo architecture (torchvision/, timm/, hf/) and where they came from."""
+    from .models.hf import is_hf, published_weights as published_hf_weights
+    from .models.zoo import published_weights, zoo_of
+
+    if is_hf(arch):
+        return published_hf_weights(arch, model)
+    if zoo_of(arch) is None:
+        raise UserError(f"model.weights: pretrained: '{arch}' has no published weights; they come with the zoo "
+                        "architectures (torchvision/<name>, timm/<name>, hf/<name>). Give a weight file or an "
+                        "mltrain run instead")
+    return published_weights(arch)
 
 
 def published_normalization(cfg: Config) -> Statistics | None:

@@ -6,7 +6,10 @@ target. The samples take the kinds mltrain already reads:
 - one image column: images resized to data.image_size, kept as uint8 and normalised per channel
   (as image_folder's);
 - one column of numbers per sample (a list or an array): the samples as they are;
-- scalar columns (one or several): a table, encoded as the csv source encodes one.
+- scalar columns (one or several): a table, encoded as the csv source encodes one;
+- one text column with data.tokenizer: each text as data.max_length token ids, cut or filled up
+  with padding (a text classifier's input, `model.arch: hf/<name>`); the tokenizer is kept in
+  the data state, as the text dataset keeps its own.
 
 The dataset's own splits are used (validation or valid or val or dev as val); the rest is held out
 with val_split and test_split. The Arrow data stays memory-mapped: columns are read from it as
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, VECTOR, did_you_mean
+from ..registry import CLASSIFICATION, DATASETS, IMAGE, REGRESSION, SEQUENCE, TOKENS, VECTOR, did_you_mean
 from ..schema import PositiveInt
 from . import table_encoding
 from .dataset import DataSpec, DataSplits
@@ -32,6 +35,7 @@ from .sections import HeldOutTest, PixelImagesConfig, TargetTask
 from .splits import as_tensors, split_arrays
 from .table_files import Column, Table, arrow_columns
 from .tabular import targets_of
+from .tokenizer import Tokenizer, from_state, padded_ids, tokenizer_for_texts
 
 HF_PIP = 'pip install "mltrain[hf]"'
 STREAM_SHARDS = 16  # shards a save_to_disk split is cut into when streamed (processes share them out)
@@ -51,6 +55,12 @@ class HFConfig(PixelImagesConfig, HeldOutTest, TargetTask):
     """an image column: the side every image is resized to, in pixels"""
     missing: Literal["error", "fill"] = "error"
     """scalar input columns: empty cells, as the csv source's data.missing"""
+    tokenizer: str | None = None
+    """a text input column: char | bpe (learned from the train texts; mltrain[text]) | a tokenizer.json or a folder holding one (a Hugging Face model's); null: text columns are categories of a table"""
+    vocab_size: PositiveInt = 512
+    """tokenizer bpe: the tokens it learns (at least 257)"""
+    max_length: PositiveInt = 128
+    """tokenizer: token ids per text, longer texts cut, shorter ones padded"""
     streaming: bool = False
     """true: read the train split as a stream (load_dataset(..., streaming=True)), never whole; needs train.max_steps"""
     shuffle_buffer: PositiveInt = SHUFFLE_BUFFER
@@ -169,17 +179,22 @@ def _table(split: Any, columns: list[str], where: str, key: str = "data.input") 
 
 
 @DATASETS.register("hf", "a Hugging Face dataset (mltrain[hf]): data.path a builder with data.data_files, a "
-                   "save_to_disk folder or a cached hub name; data.input's images, number lists or scalar "
-                   "columns predict data.target", HFConfig,
-                   tags={IMAGE, VECTOR, SEQUENCE, CLASSIFICATION, REGRESSION})
+                   "save_to_disk folder or a cached hub name; data.input's images, number lists, scalar "
+                   "columns or text (with data.tokenizer) predict data.target", HFConfig,
+                   tags={IMAGE, VECTOR, SEQUENCE, TOKENS, CLASSIFICATION, REGRESSION})
 def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tuple[str, ...], target: str,
        task: str, test_split: float, image_size: int, missing: str, normalize: Any, task_from_head: bool = False,
-       streaming: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER, mean: list[float] | None = None,
+       streaming: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER, tokenizer: str | None = None,
+       vocab_size: int = 512, max_length: int = 128, mean: list[float] | None = None,
        std: list[float] | None = None, columns: list[dict] | None = None, class_names: list[str] | None = None,
-       first_samples: int | None = None) -> DataSplits:
-    """`mean`, `std`, `columns`, `class_names` and (streamed) `first_samples` are the stored data
-    state when rebuilding."""
+       first_samples: int | None = None, vocabulary: str | None = None,
+       tokenizer_json: str | None = None) -> DataSplits:
+    """`mean`, `std`, `columns`, `class_names`, `vocabulary` or `tokenizer_json` (a text column's
+    tokenizer) and (streamed) `first_samples` are the stored data state when rebuilding."""
     inputs = [input] if isinstance(input, str) else list(input)
+    stored_tokenizer = from_state({"vocabulary": vocabulary, "tokenizer_json": tokenizer_json})
+    if streaming and (tokenizer is not None or stored_tokenizer is not None):
+        raise UserError("data.tokenizer: text columns are read in memory; set data.streaming: false")
     if streaming:
         from .hf_stream import streamed_hf
 
@@ -198,6 +213,11 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
     ys["train"], class_names = targets_of(targets["train"], target, task, task_from_head, class_names)
     for name in set(targets) - {"train"}:  # the other splits in the training split's classes
         ys[name] = targets_of(targets[name], target, task, task_from_head, class_names)[0]
+    if tokenizer is not None or stored_tokenizer is not None:
+        xs, chosen = _token_ids(splits, inputs, tokenizer, vocab_size, max_length, stored_tokenizer)
+        spec = DataSpec((max_length,), _count(class_names), tuple(class_names or ()))
+        return DataSplits(spec, _held_out(xs, ys, val_split, seed, test_split),
+                          {**chosen.state(), "class_names": class_names})
     if len(inputs) == 1 and kinds[inputs[0]] == "image":
         mode = image_mode(splits["train"], inputs[0])
         xs = {name: _images(split, inputs[0], image_size, mode) for name, split in splits.items()}
@@ -213,6 +233,35 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
         raise UserError(f"data.input: {', '.join(not_scalar)} hold images or number lists, which are read one column "
                         "at a time; give that column alone, or scalar columns (a table)")
     return _tabular(splits, inputs, ys, val_split, seed, test_split, missing, path, columns, class_names)
+
+
+def _token_ids(splits: dict[str, Any], inputs: list[str], name: str | None, vocab_size: int, max_length: int,
+               stored: Tokenizer | None) -> tuple[dict[str, np.ndarray], Tokenizer]:
+    """Each split's text column as (N, max_length) padded token ids, and the tokenizer that read
+    them: the stored one when rebuilding, else the one data.tokenizer names."""
+    if len(inputs) != 1:
+        raise UserError(f"data.tokenizer: reads one text column, but data.input names {len(inputs)}; give the "
+                        "text column alone")
+    (column,) = inputs
+    texts = {split_name: texts_of(split, column) for split_name, split in splits.items()}
+    chosen = stored or tokenizer_for_texts(name, vocab_size, texts["train"], [text for part in texts.values()
+                                                                            for text in part])
+    return {split_name: padded_ids(chosen, part, max_length, f"data.input '{column}' ({split_name} split)")
+            for split_name, part in texts.items()}, chosen
+
+
+def texts_of(split: Any, column: str) -> list[str]:
+    """A string column's texts, read from Arrow; an empty cell or a column of another type is a
+    UserError naming it."""
+    feature = split.features[column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        raise UserError(f"data.input '{column}': data.tokenizer reads text, but this column holds {feature}; give "
+                        "a text column, or remove data.tokenizer")
+    texts = split.data.table.column(column).to_pylist()
+    empty = next((row for row, text in enumerate(texts) if text is None), None)
+    if empty is not None:
+        raise UserError(f"data.input '{column}': row {empty} has no text (null); fill or drop such rows first")
+    return texts
 
 
 def _tabular(splits: dict[str, Any], inputs: list[str], ys: dict[str, np.ndarray], val_split: float, seed: int,

@@ -3,9 +3,10 @@
 `data.tokenizer: char` (the default): the vocabulary is the sorted set of the file's characters.
 `bpe`: a byte-level BPE of `data.vocab_size` tokens trained on the training part of the text
 (the `tokenizers` library), cached beside the file under its content's hash. A path: that
-tokenizer.json. The tokenizer is kept in the data state (and so in the checkpoint), so eval and
-`mltrain sample` encode exactly as training did. Each sample is a window of `block_size` token
-ids; its targets are the same window shifted by one token.
+tokenizer.json, or the one in that folder (a Hugging Face model's, for `model.arch: hf/<folder>`).
+The tokenizer is kept in the data state (and so in the checkpoint), so eval and `mltrain sample`
+encode exactly as training did. Each sample is a window of `block_size` token ids; its targets
+are the same window shifted by one token.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class TextConfig(FileDataConfig):
     windows: PositiveInt = 2000
     """training windows per epoch, at evenly spaced offsets over the train text"""
     tokenizer: str = "char"
-    """char (the text's characters) | bpe (a byte-level BPE of data.vocab_size tokens trained on the train text; mltrain[text]) | the path of a tokenizer.json"""
+    """char (the text's characters) | bpe (a byte-level BPE of data.vocab_size tokens trained on the train text; mltrain[text]) | a tokenizer.json or a folder holding one (a Hugging Face model's)"""
     vocab_size: PositiveInt = 512
     """bpe: the tokens it learns (at least 257: the 256 bytes and one merge)"""
 

@@ -4,6 +4,10 @@ on the training text, or any `tokenizer.json`. Whichever a run used is kept in t
 and so in every checkpoint: `sample`, `eval` and `predict` need nothing else.
 
 Data-state keys: `vocabulary` (characters, in id order) or `tokenizer_json` (the JSON).
+
+Texts of different lengths (an `hf` dataset's text column) become fixed-length rows of ids,
+filled up with PADDING, which is no token of any vocabulary: a model masks it out (an attention
+mask) and reads whatever pad id it was trained with there.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..errors import UserError
 
 TEXT_PIP = 'pip install "mltrain[text]"'
+TOKENIZER_FILE = "tokenizer.json"
+PADDING = -1  # the id of a padding position in fixed-length sequences: no token
 
 
 def _tokenizers() -> Any:
@@ -66,6 +74,9 @@ class SubwordTokenizer:
         except Exception as error:  # the library's own parse errors
             raise UserError(f"{where}: not a tokenizer.json the tokenizers library reads ({str(error)[:160]})") \
                 from None
+        # A file's own settings would cut a corpus to its model's length, or pad with ids that are not PADDING.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
 
     @property
     def vocab_size(self) -> int:
@@ -105,9 +116,37 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> SubwordTokenizer:
 
 
 def load_tokenizer_file(path: Path, key: str) -> SubwordTokenizer:
+    """A tokenizer.json, or the one in a folder (a Hugging Face model's, beside its config.json)."""
+    if path.is_dir():
+        if not (path / TOKENIZER_FILE).is_file():
+            raise UserError(f"{key} {path}: a folder with no {TOKENIZER_FILE} in it; give char, bpe, a tokenizer.json "
+                            f"or a folder holding one (a Hugging Face model saved with its tokenizer)")
+        path = path / TOKENIZER_FILE
     if not path.is_file():
-        raise UserError(f"{key} {path}: no such file; give char, bpe, or the path of a tokenizer.json")
+        raise UserError(f"{key} {path}: no such file; give char, bpe, the path of a tokenizer.json or a folder "
+                        "holding one")
     return SubwordTokenizer(path.read_text(encoding="utf-8"), f"{key} {path}")
+
+
+def tokenizer_for_texts(name: str, vocab_size: int, train_texts: list[str], every_text: list[str]) -> Tokenizer:
+    """What data.tokenizer names, for texts in memory: the characters of every text, a BPE learned
+    from the training texts, or a tokenizer.json (or a folder holding one)."""
+    if name == "char":
+        return CharTokenizer.of("".join(every_text))
+    if name == "bpe":
+        return train_bpe(train_texts, vocab_size)
+    return load_tokenizer_file(Path(name), "data.tokenizer")
+
+
+def padded_ids(tokenizer: Tokenizer, texts: list[str], length: int, what: str) -> np.ndarray:
+    """(N, length) int64 token ids of `texts`: each cut to `length` tokens, or filled up with
+    PADDING, which is no token (models mask it out)."""
+    encoded = tokenizer.encode_batch(texts) if isinstance(tokenizer, SubwordTokenizer) \
+        else [tokenizer.encode(text, what) for text in texts]
+    ids = np.full((len(texts), length), PADDING, dtype=np.int64)
+    for row, tokens in enumerate(encoded):
+        ids[row, :min(len(tokens), length)] = tokens[:length]
+    return ids
 
 
 def from_state(state: dict[str, Any]) -> Tokenizer | None:

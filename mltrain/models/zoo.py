@@ -1,10 +1,11 @@
 """Architectures from the model zoos, by name: `torchvision/<name>` (any classification model of
-`torchvision.models.list_models`) and `timm/<name>` (with the optional timm package). Each is
-built untrained with its classifier sized to the data and its stem to the data's channels; the
-published weights (`model.weights: pretrained`) and their normalisation statistics come from the
-zoo's own cache, downloaded there when missing and online.
+`torchvision.models.list_models`), `timm/<name>` (with the optional timm package) and `hf/<name>`
+(Hugging Face transformers language models and text classifiers: models/hf.py). A torchvision or
+timm model is built untrained with its classifier sized to the data and its stem to the data's
+channels; the published weights (`model.weights: pretrained`) and their normalisation statistics
+come from the zoo's own cache, downloaded there when missing and online.
 
-torchvision and timm are imported only when a config names one of these.
+torchvision, timm and transformers are imported only when a config names one of these.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from ..registry import ARCHITECTURES, IMAGE, Component, did_you_mean
 from ..schema import ModelSection
+from .hf import hf_component
 
 if TYPE_CHECKING:
     from torch import nn
@@ -69,7 +71,7 @@ def _timm_component(name: str) -> Component:
                      frozenset({IMAGE}))
 
 
-ARCHITECTURES.accept_families({"torchvision": _torchvision_component, "timm": _timm_component})
+ARCHITECTURES.accept_families({"torchvision": _torchvision_component, "timm": _timm_component, "hf": hf_component})
 
 
 def _main_output(module: nn.Module, inputs: Any, output: Any) -> Any:
