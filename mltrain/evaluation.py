@@ -77,5 +77,5 @@ def _show_confusion(report: dict[str, Any], run: Path, loggers: tuple[str, ...])
 
         with SummaryWriter(str(run / "tensorboard")) as writer:
             writer.add_figure(f"confusion/{split}", confusion_figure(report["confusion_matrix"],
-                                                                     report["class_names"], title)[1],
+                                                                     report["class_names"], title),
                               global_step=report["step"])
