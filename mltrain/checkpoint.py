@@ -54,6 +54,8 @@ ENTRIES = {
     "config": "the resolved config, as plain data",
     "spec": "what the model reads and predicts: sample_shape, num_classes, class_names, target_shape",
     "data_state": "the data's encoding: vocabulary, normalisation statistics, the CSV column encoding",
+    "model_files": "what the model was built from besides its config keys: a Hugging Face model's `config.json` "
+                   "(as text); null for the others",
     "metrics": "the last epoch's record",
     "rng": "rank 0's random states: torch, CUDA, NumPy, Python",
     "per_process": "each process's random states, augmentation state, running sums and data-stream state, "

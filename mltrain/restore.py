@@ -22,7 +22,7 @@ from .errors import UserError
 from .registry import DATASETS, from_stored
 from .learner import Learner
 from .losses import build_loss
-from .models import build_model
+from .models import build_model, built_from
 from .startup import start
 from .state_checks import DAMAGED, averaged_weights, check_tensors, loading_state
 
@@ -84,7 +84,7 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
                         f"best.pt (one file of whole weights) instead, or continue the run with `mltrain fit --resume`")
     if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint.get("data_state") or {}, dict):
         raise UserError(f"{path}: its config or data_state is not a mapping; {DAMAGED}")
-    with from_stored():
+    with from_stored(), built_from(checkpoint.get("model_files")):
         cfg = config_from_dict(checkpoint["config"], overrides, source=str(path))
         original = config_from_dict(checkpoint["config"], source=str(path)) if resume else cfg
     if resume:
@@ -105,9 +105,10 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
         spec = data.spec
     else:
         spec = spec_from_state(checkpoint["spec"], path)
-    _refuse_a_model_beyond_its_weights(cfg, spec, data_state, checkpoint["model"], path)
-    learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE),
-                            backbone=_stored_backbone(checkpoint, path))
+    with built_from(checkpoint.get("model_files")):
+        _refuse_a_model_beyond_its_weights(cfg, spec, data_state, checkpoint["model"], path)
+        learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE),
+                                backbone=_stored_backbone(checkpoint, path))
     if not resume:
         load_eval_weights(learner, checkpoint, path)
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)

@@ -23,6 +23,7 @@ from .data.stream import TrainingStream
 from .errors import UserError
 from .learner import Learner
 from .metrics import Accumulator, LossGuard
+from .models import model_files
 from .monitor import Monitor
 from .optim import LRSchedule, run_length
 from .position import Position, Renumbering
@@ -44,7 +45,8 @@ class TrainState:
         generator is state."""
         self.cfg, self.learner, self.stream, self.strategy = cfg, learner, stream, strategy
         # What every checkpoint says of the run besides where it stands.
-        self.description = {"config": config_to_dict(cfg), "spec": spec_state(spec), "data_state": data_state}
+        self.description = {"config": config_to_dict(cfg), "spec": spec_state(spec), "data_state": data_state,
+                            "model_files": model_files(learner.model)}
         self.augment = augment
         train = cfg.train
         steps_in_epoch, self.total_steps = run_length(stream.micro_batches_in_epoch(strategy.job.world_size),

@@ -82,26 +82,33 @@ def worker_pids(launcher: int) -> list[int]:
     return [int(pid) for pid in found]
 
 
+def kill_a_worker_at_step(config, run, step) -> tuple[int, str, float]:
+    """`fit config --nproc 2` into `run`, its last worker killed with SIGKILL once metrics.jsonl
+    reaches `step`: the launcher's exit code, its stderr, and the seconds it took to end."""
+    launcher = subprocess.Popen([MLTRAIN, "fit", str(config), "--nproc", "2", "--run-dir", str(run)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run, step, launcher)
+        workers = worker_pids(launcher.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGKILL)
+        started = time.monotonic()
+        _, stderr = launcher.communicate(timeout=30)
+        return launcher.returncode, stderr, time.monotonic() - started
+    finally:
+        stop_job(launcher)
+
+
 def test_a_killed_worker_ends_the_job_and_the_run_resumes_bitwise(tmp_path):
     path = config(tmp_path, epochs=3, checkpoint_every_steps=5)
     whole = fit(path, "--nproc", "2", "--run-dir", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
     run = tmp_path / "killed"
-    launcher = subprocess.Popen([MLTRAIN, "fit", str(path), "--nproc", "2", "--run-dir", str(run)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_step(run, 22, launcher)
-        workers = worker_pids(launcher.pid)
-        assert len(workers) == 2
-        os.kill(workers[-1], signal.SIGKILL)
-        started = time.monotonic()
-        _, stderr = launcher.communicate(timeout=30)
-        assert launcher.returncode != 0 and time.monotonic() - started < 30
-        assert "killed or crashed" in stderr
-        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 3, stderr  # a line per process
-    finally:
-        stop_job(launcher)
+    returncode, stderr, seconds = kill_a_worker_at_step(path, run, 22)
+    assert returncode != 0 and seconds < 30
+    assert "killed or crashed" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 3, stderr  # a line per process
 
     resumed = fit("--resume", run, "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr

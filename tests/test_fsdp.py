@@ -2,8 +2,6 @@
 
 import os
 import pickle
-import signal
-import subprocess
 import time
 
 import pytest
@@ -11,15 +9,13 @@ import torch
 import yaml
 
 import mltrain
-from conftest import MLTRAIN
 from mltrain import sharded_checkpoint
 from mltrain.config import load_config
 from mltrain.distributed import Distributed
 from mltrain.errors import ConfigError, UserError
 from mltrain.export import export
 from mltrain.sample import sample_text
-from test_distributed import fit, stop_job, worker_pids
-from test_resume import wait_for_step
+from test_distributed import fit, kill_a_worker_at_step
 
 TEXT = "the quick brown fox jumps over the lazy dog; a config names the model and the data.\n" * 40
 
@@ -60,15 +56,7 @@ def test_fsdp_trains_as_ddp_resumes_bitwise_after_a_killed_worker_and_its_run_ev
     assert summary["bytes_per_process"]["parameters"] < 0.6 * ddp_summary["bytes_per_process"]["parameters"]
 
     run = tmp_path / "killed"
-    launcher = subprocess.Popen([MLTRAIN, "fit", str(path), "--nproc", "2", "--run-dir", str(run)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_step(run, 12, launcher)
-        os.kill(worker_pids(launcher.pid)[-1], signal.SIGKILL)
-        launcher.communicate(timeout=30)
-        assert launcher.returncode != 0
-    finally:
-        stop_job(launcher)
+    assert kill_a_worker_at_step(path, run, 12)[0] != 0
     resumed = fit("--resume", run, "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
     a, b = best_weights(tmp_path / "whole"), best_weights(run)

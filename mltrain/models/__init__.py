@@ -9,7 +9,9 @@ keyword arguments are its config keys, typed by their hints and defaults.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import contextlib
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import UserError
 from ..registry import ARCHITECTURES, Component, schema_from_signature
@@ -21,6 +23,27 @@ if TYPE_CHECKING:
     from ..data import DataSpec
 
 ARGUMENTS_MLTRAIN_PASSES = ("input_shape", "num_outputs")
+
+# The files a checkpoint's model was built from besides its config keys (a Hugging Face model's
+# config.json), while a model is rebuilt from that checkpoint.
+STORED_MODEL_FILES: ContextVar[dict[str, str] | None] = ContextVar("stored_model_files", default=None)
+
+
+def model_files(model: nn.Module) -> dict[str, str] | None:
+    """What a checkpoint must carry to rebuild `model` without the files it came from: a
+    transformers model's config.json; None for the others."""
+    config = getattr(model, "config", None)
+    return {"config.json": config.to_json_string()} if hasattr(config, "to_json_string") else None
+
+
+@contextlib.contextmanager
+def built_from(files: Any) -> Iterator[None]:
+    """Models built inside read `files` (a checkpoint's model_files) instead of their sources."""
+    token = STORED_MODEL_FILES.set(files if isinstance(files, dict) else None)
+    try:
+        yield
+    finally:
+        STORED_MODEL_FILES.reset(token)
 
 
 def _adopt(name: str, factory: Callable, origin: str) -> Component:

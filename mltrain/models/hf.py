@@ -25,12 +25,14 @@ transformers is imported only when a config names one of these.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UserError
 from ..registry import TOKENS, Component
 from ..schema import ModelSection
+from . import STORED_MODEL_FILES
 
 if TYPE_CHECKING:
     import torch
@@ -69,13 +71,23 @@ def _where(name: str) -> str:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     folder = Path(name).expanduser()
+    if name.startswith(PATH_STARTS):
+        return f"no folder {folder.resolve()}"
     return (f"no folder {folder.resolve()} and no hub model '{name}' in the Hugging Face cache ({HF_HUB_CACHE})"
             + ("; HF_HUB_OFFLINE is set, so nothing is downloaded" if offline() else ""))
 
 
 def model_config(name: str) -> Any:
-    """The transformers config of the folder or hub model `name` (its config.json)."""
+    """The transformers config of the folder or hub model `name` (its config.json), or the one a
+    checkpoint stored when the model is rebuilt from it."""
     transformers = _transformers()
+    stored = (STORED_MODEL_FILES.get() or {}).get("config.json")
+    if isinstance(stored, str):
+        try:
+            return transformers.AutoConfig.for_model(**json.loads(stored))
+        except (ValueError, TypeError, KeyError) as error:
+            raise UserError(f"model.arch hf/{name}: the checkpoint's stored config.json does not read "
+                            f"({type(error).__name__}: {str(error)[:120]}); the file is damaged or was edited") from None
     folder = Path(name).expanduser()
     if folder.exists() and not (folder / "config.json").is_file():
         raise UserError(f"model.arch hf/{name}: {folder.resolve()} has no config.json; give a folder written by "
@@ -84,6 +96,9 @@ def model_config(name: str) -> Any:
         return transformers.AutoConfig.from_pretrained(str(folder) if folder.is_dir() else name)
     except (OSError, ValueError) as error:  # not there, not reachable, or not a config transformers knows
         detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        if name.startswith(PATH_STARTS):
+            raise UserError(f"model.arch hf/{name}: cannot read its config.json: {_where(name)}; give a folder "
+                            "written by save_pretrained") from None
         raise UserError(f"model.arch hf/{name}: cannot read its config.json: {_where(name)} ({detail}). Give a "
                         "folder written by save_pretrained, or download the model once online (`hf download "
                         f"{name}`)") from None
@@ -102,7 +117,8 @@ def hf_component(name: str) -> Component:
         raise UserError("hf/: give a hub name or a local folder after hf/, e.g. hf/gpt2 or hf/./my-model")
     _transformers()
     folder = Path(name).expanduser()
-    if name.startswith(PATH_STARTS) and not folder.is_dir():
+    stored = "config.json" in (STORED_MODEL_FILES.get() or {})  # rebuilt from a checkpoint: the folder is not read
+    if name.startswith(PATH_STARTS) and not folder.is_dir() and not stored:
         raise UserError(f"hf/{name}: no folder {folder.resolve()}; give a folder written by save_pretrained (a "
                         "relative one is read from the working directory), or a hub name")
 
