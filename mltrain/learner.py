@@ -135,9 +135,10 @@ class Learner:
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor,
                          scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one micro-batch's gradient, its loss weighted by `scale` (1/micro-batches per step).
-        Returns the unscaled loss and the logits, without their graph; the logits as computed even
-        after the optimizer step (the running accuracy reads them later), and both as computed
-        even after the next step's CUDA-graph replay (the running sums and the NaN guard keep them)."""
+        Returns the unscaled loss and the logits, their graph spent by backward (not detached: a
+        detach is an op per step, and the running sums and the NaN guard read them under no_grad);
+        the logits as computed even after the optimizer step (the running accuracy reads them
+        later), and both as computed even after the next step's CUDA-graph replay."""
         if not self.model.training:  # a check, not a call: train() walks every module
             self.model.train()
             for norm in self.frozen_norms:  # frozen: their running statistics stay as loaded
@@ -147,7 +148,7 @@ class Learner:
         (self.scaler.scale(weighted) if self.scaling else weighted).backward()
         if self._copies_outputs:
             return loss.detach().clone(), logits.detach().clone()
-        return loss.detach(), logits.detach().clone() if self._outputs_alias_a_leaf else logits.detach()
+        return loss, logits.detach().clone() if self._outputs_alias_a_leaf else logits
 
     def _eager_loss_and_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training forward and loss, the outputs checked only when their shapes change."""
@@ -195,10 +196,10 @@ class Learner:
         return grad_norm
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on one batch."""
+        """One optimizer step on one batch; its loss and logits detached."""
         loss, logits = self.forward_backward(x, y)
         self.update()
-        return loss, logits
+        return loss.detach(), logits.detach()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "backbone": self.backbone, "optimizer": self.optimizer.state_dict(),

@@ -20,7 +20,7 @@ def perplexity(mean_token_loss: float) -> float:
 
 # A classifier's batches wait at most this long to have their correct predictions counted; outputs
 # as large as COUNTED_AT_ONCE elements are counted as they come (their step dwarfs a count), so the
-# waiting ones hold at most 64 x 256 KB of float32 logits.
+# waiting ones hold at most 64 x 256 KB of float32 logits. Losses wait as long to be summed.
 UNCOUNTED_BATCHES = 64
 COUNTED_AT_ONCE = 1 << 16
 
@@ -70,22 +70,30 @@ class Accumulator:
         self.targets = 0  # values of y: samples x positions per sample
         self.per_position = False
         self._uncounted: list[tuple[torch.Tensor, torch.Tensor]] = []  # a classifier's (outputs, y) to count
+        self._unsummed: list[tuple[torch.Tensor, int]] = []  # (loss, targets) of batches since loss_sum
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Add one batch; `loss` is the mean over its targets. `loss` and `outputs` carry no autograd
-        graph (the learner's come detached; evaluation runs under inference mode). The loss is summed
-        now, in batch order (a float sum depends on its order, and an exact resume repeats it). A
-        classifier's small outputs wait to have their correct predictions (an integer count) counted
-        many batches at once, so that a step of a small model adds one device op per batch."""
+        """Add one batch; `loss` is the mean over its targets. `loss` and `outputs` may still carry
+        their (spent) autograd graph: they are read under no_grad. Losses are summed
+        UNCOUNTED_BATCHES at a time, at fixed counts of batches and never early (a read adds the
+        waiting ones without keeping that sum, and a checkpoint keeps them as they are): a float
+        sum depends on how it is grouped, and an exact resume repeats the grouping. A classifier's
+        small outputs wait likewise to have their correct predictions (an integer count) counted,
+        so that a step of a small model adds no device op of its own."""
         targets = y.numel()
-        self.loss_sum.add_(loss, alpha=targets)
+        self._unsummed.append((loss, targets))
+        if len(self._unsummed) >= UNCOUNTED_BATCHES:
+            self.loss_sum += self._unsummed_loss()
+            self._unsummed.clear()
         if outputs is not None and self.classifies:
             self._uncounted.append((outputs, y))
             if len(self._uncounted) >= UNCOUNTED_BATCHES or outputs.numel() >= COUNTED_AT_ONCE:
                 self._count_correct()
         elif outputs is not None:
-            batch = regression_sums(self._predictions(outputs), y)
-            self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors else batch
+            with torch.no_grad():
+                batch = regression_sums(self._predictions(outputs), y)
+                self.errors = {key: self.errors[key] + value for key, value in batch.items()} if self.errors \
+                    else batch
         self.count += y.shape[0]
         self.targets += targets
         self.per_position = y.dim() > 1
@@ -93,23 +101,42 @@ class Accumulator:
     def _predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.predict(outputs) if self.predict is not None else outputs
 
+    @torch.no_grad()
+    def _unsummed_loss(self) -> torch.Tensor:
+        """The target-weighted sum of the waiting losses, float64 (zero when none wait)."""
+        if not self._unsummed:
+            return torch.zeros((), dtype=torch.float64, device=self.loss_sum.device)
+        losses, targets = zip(*self._unsummed)
+        weights = torch.tensor(targets, dtype=torch.float64).to(self.loss_sum.device, non_blocking=True)
+        return (torch.stack(losses).double() * weights).sum()
+
     def _count_correct(self) -> None:
         """Adds the waiting batches' correct predictions to `correct` (a few device ops, no sync)."""
         alike: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # batches that concatenate
         for outputs, y in self._uncounted:
             alike.setdefault((outputs.shape[1:], y.shape[1:]), []).append((outputs, y))
-        for batches in alike.values():
-            outputs, targets = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*batches))
-            self.correct += (self._predictions(outputs) == targets).sum()
+        with torch.no_grad():
+            for batches in alike.values():
+                outputs, targets = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*batches))
+                self.correct += (self._predictions(outputs) == targets).sum()
         self._uncounted.clear()
 
     def state_dict(self) -> dict:
+        """The sums; the waiting losses as they are (`unsummed_losses`, with their targets)."""
         self._count_correct()
-        return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count,
-                "targets": self.targets, "per_position": self.per_position, **self.errors}
+        with torch.no_grad():
+            waiting = torch.stack([loss for loss, _ in self._unsummed]) if self._unsummed \
+                else torch.zeros(0, device=self.loss_sum.device)
+        return {"loss_sum": self.loss_sum, "unsummed_losses": waiting,
+                "unsummed_targets": [targets for _, targets in self._unsummed], "correct": self.correct,
+                "count": self.count, "targets": self.targets, "per_position": self.per_position, **self.errors}
 
     def load_state_dict(self, state: dict) -> None:
         self._uncounted.clear()
+        waiting, targets = state.get("unsummed_losses"), state.get("unsummed_targets", [])
+        if waiting is not None and len(waiting) != len(targets):
+            raise ValueError(f"{len(waiting)} waiting losses for {len(targets)} target counts")
+        self._unsummed = list(zip(waiting.to(self.loss_sum.device).unbind(), targets)) if waiting is not None else []
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
@@ -140,7 +167,8 @@ class Accumulator:
         """loss_sum, correct (of the predictions counted so far), targets, count, then the regression
         sums: float64, on the host (the one host sync)."""
         counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
-        values = torch.cat([self.loss_sum.view(1), self.correct.double().view(1), counts,
+        loss_sum = self.loss_sum + self._unsummed_loss() if self._unsummed else self.loss_sum
+        values = torch.cat([loss_sum.view(1), self.correct.double().view(1), counts,
                             *(value.double().flatten() for value in self.errors.values())])
         if across_processes and self.across is not None:
             values = self.across(values)
@@ -185,16 +213,25 @@ class LossGuard:
     """Finds the first optimizer step whose loss was NaN or inf without a host sync per step: each
     micro-batch's (step, loss) waits until a read (`first_non_finite_step`) or until
     UNCHECKED_LOSSES wait, then all are checked at once: two device ops and one host sync. Losses
-    known to be finite (`known_finite`) are dropped unchecked."""
+    known to be finite (`known_finite`) are dropped unchecked. A loss may still hold its spent
+    autograd graph: every UNCOUNTED_BATCHES of them are stacked (one op, under no_grad), so that no
+    more graphs than that are kept."""
 
     def __init__(self) -> None:
-        self._unchecked: list[tuple[int, torch.Tensor]] = []
+        self._steps: list[int] = []
+        self._losses: list[torch.Tensor] = []  # the latest, as they came
+        self._stacked: list[torch.Tensor] = []  # the earlier, UNCOUNTED_BATCHES to a tensor
         self._first_bad_step: int | None = None
 
     def add(self, step: int, loss: torch.Tensor) -> None:
-        self._unchecked.append((step, loss))
-        if len(self._unchecked) >= UNCHECKED_LOSSES:
-            self._check()
+        self._steps.append(step)
+        self._losses.append(loss)
+        if len(self._losses) >= UNCOUNTED_BATCHES:
+            with torch.no_grad():
+                self._stacked.append(torch.stack(self._losses))
+            self._losses.clear()
+            if len(self._steps) >= UNCHECKED_LOSSES:
+                self._check()
 
     def first_non_finite_step(self) -> int | None:
         self._check()
@@ -202,12 +239,16 @@ class LossGuard:
 
     def known_finite(self) -> None:
         """The waiting losses are known to be finite (a finite sum of them all, say): dropped unread."""
-        self._unchecked.clear()
+        self._steps.clear()
+        self._losses.clear()
+        self._stacked.clear()
 
     def _check(self) -> None:
-        if not self._unchecked:
+        if not self._steps:
             return
-        finite = torch.isfinite(torch.stack([loss for _, loss in self._unchecked])).tolist()
+        with torch.no_grad():
+            losses = torch.cat([*self._stacked, *([torch.stack(self._losses)] if self._losses else [])])
+        finite = torch.isfinite(losses).tolist()
         if self._first_bad_step is None and not all(finite):
-            self._first_bad_step = self._unchecked[finite.index(False)][0]
-        self._unchecked.clear()
+            self._first_bad_step = self._steps[finite.index(False)]
+        self.known_finite()

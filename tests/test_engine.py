@@ -12,7 +12,7 @@ from mltrain.losses import SoftmaxCrossEntropy
 from mltrain.data import DataSpec
 from mltrain.build import build_learner
 from mltrain.learner import Learner
-from mltrain.metrics import UNCHECKED_LOSSES, Accumulator, LossGuard
+from mltrain.metrics import UNCHECKED_LOSSES, UNCOUNTED_BATCHES, Accumulator, LossGuard
 from mltrain.errors import UserError
 from mltrain.optim import LRSchedule, build_optimizer, parameter_groups, run_length
 from mltrain.sinks import Sink
@@ -134,7 +134,8 @@ def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, 
         if step == bad_step:
             learner.optimizer.zero_grad()
         learner.update()
-    assert len(guard._unchecked) < UNCHECKED_LOSSES  # what it holds between reads is bounded
+    assert len(guard._steps) < UNCHECKED_LOSSES  # what it holds between reads is bounded
+    assert len(guard._losses) < UNCOUNTED_BATCHES  # and the graphs it keeps
     assert guard.first_non_finite_step() == bad_step
     assert guard.first_non_finite_step() == bad_step  # read again: still the first
 
