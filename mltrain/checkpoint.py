@@ -14,6 +14,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from .run_dir import is_run_directory, temporary_file
 # of the checkpoint (see sharded_checkpoint).
 SHARDED_LINK = "last"
 SHARDED_TRAINER = "trainer.pt"
+SHARDED_VERSION = re.compile(r"^last-(\d+)$")  # the directories the link points to
 
 FORMAT = "mltrain-checkpoint"
 FORMAT_VERSION = 2
@@ -112,10 +114,22 @@ def run_directory_of(checkpoint_path: Path) -> Path | None:
     """The run directory a checkpoint lives in (<run>/checkpoints/x.pt), if `mltrain fit` made it:
     where the checkpoint is listed, not where a link may lead."""
     directory = Path(os.path.abspath(checkpoint_path)).parent
-    if directory.name == SHARDED_LINK and checkpoint_path.name == SHARDED_TRAINER:
+    if checkpoint_path.name == SHARDED_TRAINER and (directory.name == SHARDED_LINK
+                                                     or SHARDED_VERSION.match(directory.name)):
         directory = directory.parent  # <run>/checkpoints/last/trainer.pt
     run = directory.parent
     return run if directory.name == "checkpoints" and is_run_directory(run) else None
+
+
+def remove_sharded_training_state(checkpoints: Path) -> None:
+    """An fsdp run's sharded training state (the link, then its directories), once a newer last.pt
+    stands in for it."""
+    link = checkpoints / SHARDED_LINK
+    if link.is_symlink():
+        link.unlink()
+    for directory in checkpoints.glob(f"{SHARDED_LINK}-*"):
+        if SHARDED_VERSION.match(directory.name) and directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def training_state_file(checkpoints: Path) -> Path | None:
@@ -128,6 +142,8 @@ def training_state_file(checkpoints: Path) -> Path | None:
 def resolve_checkpoint(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
     """A run directory means the first of `prefer` in its checkpoints/; a file means itself."""
     target = Path(target)
+    if target.is_dir() and (target / SHARDED_TRAINER).is_file():  # <run>/checkpoints/last: an fsdp run's state
+        return target / SHARDED_TRAINER
     if target.is_dir():
         for name in prefer:
             candidate = target / "checkpoints" / name

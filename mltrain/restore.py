@@ -20,7 +20,8 @@ from .devices import pick_device
 from .distributed import Distributed
 from .errors import UserError
 from .registry import DATASETS, from_stored
-from .learner import Learner
+from .data.stream import drops_last
+from .learner import Learner, compile_mode
 from .losses import build_loss
 from .models import build_model, built_from
 from .startup import start
@@ -80,8 +81,11 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
         if key not in checkpoint:
             raise UserError(f"{path}: the checkpoint has no '{key}'; {DAMAGED}")
     if checkpoint.get("sharded") and not resume:
-        raise UserError(f"{path}: the training state of an fsdp run, in shards beside it; score, export or sample "
-                        f"best.pt (one file of whole weights) instead, or continue the run with `mltrain fit --resume`")
+        best = path.parent.parent / "best.pt"
+        instead = f"score, export or sample {best} (one file of whole weights)" if best.is_file() else \
+            "the run has no best.pt yet (it stopped before its first validation)"
+        raise UserError(f"{path}: the training state of an fsdp run, in shards beside it; {instead}, or continue "
+                        "the run with `mltrain fit --resume`")
     if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint.get("data_state") or {}, dict):
         raise UserError(f"{path}: its config or data_state is not a mapping; {DAMAGED}")
     with from_stored(), built_from(checkpoint.get("model_files")):
@@ -92,6 +96,11 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
             if get_key(cfg, key) != get_key(original, key):
                 raise UserError(f"--set {key}: resuming cannot change {key} (the checkpoint was trained with "
                                 f"{get_key(original, key)!r}); start a new run with `mltrain fit` instead")
+        if _drops_last(cfg) != _drops_last(original):
+            raise UserError(f"--set train.compile: {cfg.train.compile!r} would {'drop' if _drops_last(cfg) else 'keep'} "
+                            f"the last partial batch of each epoch (data.drop_last {cfg.data.drop_last}), which the "
+                            f"run, compiled with {original.train.compile!r}, did not: its epochs would change length. "
+                            "Resume with a compile mode of the same kind, or set data.drop_last in a new run")
     torch_device = pick_device(device or (cfg.train.device if resume else "auto"))
     job = Distributed.from_env() if resume else Distributed()
     torch_device = job.device_for(torch_device)
@@ -106,12 +115,16 @@ def restore(target: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
     else:
         spec = spec_from_state(checkpoint["spec"], path)
     with built_from(checkpoint.get("model_files")):
-        _refuse_a_model_beyond_its_weights(cfg, spec, data_state, checkpoint["model"], path)
+        _refuse_a_model_beyond_its_weights(cfg, spec, data_state, _stored_values(checkpoint, path), path)
         learner = build_learner(cfg, spec, torch_device, training=resume, target_scale=data_state.get(TARGET_SCALE),
                                 backbone=_stored_backbone(checkpoint, path))
     if not resume:
         load_eval_weights(learner, checkpoint, path)
     return Restored(cfg, checkpoint, path, spec, data_state, learner, threads, data)
+
+
+def _drops_last(cfg: Config) -> bool:
+    return drops_last(cfg.data.drop_last, compile_mode(cfg.train.compile))
 
 
 def _stored_backbone(checkpoint: dict, path: Path) -> list[str]:
@@ -132,15 +145,27 @@ def _checked_data_state(cfg: Config, state: dict, path: Path) -> dict:
     return {**state, **checked}
 
 
-def _refuse_a_model_beyond_its_weights(cfg: Config, spec: DataSpec, data_state: dict, weights: object,
+def _stored_values(checkpoint: dict, path: Path) -> int | None:
+    """How many values the checkpoint's weights hold (from the shards' metadata for an fsdp run's
+    training state); None when they are not a mapping (the tensor check names that)."""
+    if checkpoint.get("sharded"):
+        from .sharded_checkpoint import stored_values
+
+        return stored_values(path.parent)
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict):
+        return None
+    return sum(tensor.numel() for tensor in weights.values() if isinstance(tensor, torch.Tensor))
+
+
+def _refuse_a_model_beyond_its_weights(cfg: Config, spec: DataSpec, data_state: dict, stored: int | None,
                                        path: Path) -> None:
     """Build the model without memory first (on the meta device) and count its values: a stored
     spec edited to ask for a far larger model than the file's weights would otherwise be allocated
     before the weights are compared with it. A small difference is left to the tensor check,
     which names the entry."""
-    if not isinstance(weights, dict):
-        return  # check_tensors names it
-    stored = sum(tensor.numel() for tensor in weights.values() if isinstance(tensor, torch.Tensor))
+    if stored is None:
+        return
     try:
         with torch.device("meta"):
             criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, data_state.get(TARGET_SCALE))

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import pickle
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -30,21 +30,27 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.metadata import StorageMeta
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from .checkpoint import SHARDED_LINK as LINK
 from .checkpoint import SHARDED_TRAINER as TRAINER_FILE
-from .checkpoint import _fsync_directory, save_checkpoint
+from .checkpoint import SHARDED_VERSION, _fsync_directory, save_checkpoint
 from .distributed import Distributed
 from .errors import TrainingFailed, UserError
 
-_VERSIONS = re.compile(r"^last-(\d+)$")
 
-# The globals a torch.distributed.checkpoint .metadata file names: its own dataclasses, shapes,
-# dtypes and layouts, and the path it was written to.
-_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
-_METADATA_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
-                     ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath")}
+# The globals a torch.distributed.checkpoint .metadata file names, each by module and name (a
+# dotted name would reach through a module's attributes: os.system from its imports): its own
+# dataclasses and enums, shapes, dtypes (checked apart) and layouts, and the path it was written to.
+_METADATA = "torch.distributed.checkpoint.metadata"
+_FILESYSTEM = "torch.distributed.checkpoint.filesystem"
+_METADATA_GLOBALS = {
+    *((_METADATA, name) for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties",
+                                     "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+                                     "_MEM_FORMAT_ENCODING")),
+    (_FILESYSTEM, "_StorageInfo"), (_FILESYSTEM, "_StoragePrefix"), (_FILESYSTEM, "SerializationFormat"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath")}
 
 
 def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: Distributed) -> None:
@@ -55,6 +61,8 @@ def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: D
     try:
         dcp.save(shards, storage_writer=FileSystemWriter(directory, sync_files=True))
     except CheckpointException as error:
+        if job.is_main:
+            shutil.rmtree(directory, ignore_errors=True)  # the incomplete save, never linked
         refused = _disk_error(error)
         if refused is None:
             raise  # a process lost mid-save: the job's own failure says which
@@ -62,11 +70,16 @@ def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: D
                              f"previous one is intact. Free disk space or fix permissions, then continue with "
                              f"`mltrain fit --resume {checkpoints.parent}`") from None
     if job.is_main:
-        save_checkpoint(trainer, directory / TRAINER_FILE)
+        try:
+            save_checkpoint(trainer, directory / TRAINER_FILE)
+        except TrainingFailed:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         _fsync_directory(directory)
         _point_link(checkpoints, name)
+        (checkpoints / "last.pt").unlink(missing_ok=True)  # from before a resume under fsdp: older
         for stale in checkpoints.glob("last-*"):
-            if stale.name != name and _VERSIONS.match(stale.name):
+            if stale.name != name and SHARDED_VERSION.match(stale.name):
                 shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -81,8 +94,8 @@ def load(shards: dict[str, Any], directory: Path) -> None:
     except (Exception, CheckpointException) as error:  # noqa: BLE001 - whatever the reader trips over
         refused = reader.refused or planner.refused
         if refused is not None:
-            raise UserError(f"{directory}: refused to load: {refused}, which is neither a tensor nor plain data, so "
-                            "loading it could run code; resume a run written by `mltrain fit`") from None
+            raise UserError(f"{directory}: refused to load: {refused}; resume a run written by `mltrain fit`") \
+                from None
         cause = next(iter(error.failures.values()))[0] if isinstance(error, CheckpointException) else error
         raise UserError(f"{directory}: the sharded training state does not load: {_first_line(cause)}; the "
                         "directory is damaged or belongs to another model") from None
@@ -99,8 +112,21 @@ def _quiet_logging() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+def stored_values(directory: Path, entry: str = "model") -> int:
+    """How many values the tensors of `entry` (the weights) hold in the checkpoint at
+    `directory`, from its metadata alone; UserError when it does not read."""
+    reader = _PlainDataReader(directory)
+    try:
+        metadata = reader.read_metadata()
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+        raise UserError(f"{directory}: {reader.refused or 'its metadata does not read: ' + _first_line(error)}; "
+                        "resume a run written by `mltrain fit`") from None
+    return sum(math.prod(item.size) for name, item in metadata.state_dict_metadata.items()
+               if name.startswith(f"{entry}.") and hasattr(item, "size"))
+
+
 def _next_name(checkpoints: Path) -> str:
-    numbers = [int(match[1]) for path in checkpoints.glob("last-*") if (match := _VERSIONS.match(path.name))]
+    numbers = [int(match[1]) for path in checkpoints.glob("last-*") if (match := SHARDED_VERSION.match(path.name))]
     return f"last-{max(numbers, default=0) + 1}"
 
 
@@ -126,10 +152,11 @@ def _first_line(error: BaseException) -> str:
 
 class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        allowed = (module, name) in _METADATA_GLOBALS or module in _METADATA_MODULES \
-            or module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        allowed = (module, name) in _METADATA_GLOBALS \
+            or module == "torch" and name.isidentifier() and isinstance(getattr(torch, name, None), torch.dtype)
         if not allowed:
-            raise pickle.UnpicklingError(f"its metadata names {module}.{name}")
+            raise pickle.UnpicklingError(f"its metadata names {module}.{name}, which is neither a tensor nor plain "
+                                         "data, so loading it could run code")
         return super().find_class(module, name)
 
 
@@ -146,6 +173,11 @@ class _PlainDataReader(FileSystemReader):
             except pickle.UnpicklingError as error:
                 self.refused = str(error)
                 raise
+        files = [getattr(info, "relative_path", None) for info in (getattr(metadata, "storage_data", None) or {}).values()]
+        if not isinstance(metadata, Metadata) or not all(isinstance(name, str) and name == Path(name).name
+                                                         and name not in ("", ".", "..") for name in files):
+            self.refused = "its metadata is not a checkpoint's, or names files outside its directory"
+            raise pickle.UnpicklingError(self.refused)
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -161,7 +193,8 @@ class _PlainDataPlanner(DefaultLoadPlanner):
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError:
-            self.refused = f"its entry {read_item.dest_index.fqn} names a global"
+            self.refused = (f"its entry {read_item.dest_index.fqn} names a global, which is neither a tensor nor plain "
+                            "data, so loading it could run code")
             raise
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     get_state_dict,
     set_model_state_dict,
+    set_optimizer_state_dict,
     set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
@@ -89,8 +90,9 @@ class FullySharded(SingleProcess):
 
     def _units(self, model: nn.Module) -> list[nn.Module]:
         """The modules sharded as units besides the root: those of train.fsdp.wrap's classes, else
-        the built-in families' blocks (children first is not needed: units do not nest here)."""
-        modules = [module for module in model.modules() if module is not model]
+        the built-in families' blocks; a unit inside another comes first (FSDP shards inner units
+        before the ones around them)."""
+        modules = [module for module in reversed(list(model.modules())) if module is not model]
         if not self.fsdp.wrap:
             blocks = _builtin_blocks()
             return [module for module in modules if isinstance(module, blocks)]
@@ -118,9 +120,23 @@ class FullySharded(SingleProcess):
                 "scaler": learner.scaler.state_dict(),
                 "ema": {"weights": ema, "n_averaged": learner.ema.n_averaged} if ema is not None else None}
 
+    def load_learner_state(self, learner: Learner, checkpoint: dict[str, Any]) -> None:
+        """A whole checkpoint (best.pt, or a run's last.pt from one process or ddp), which every
+        process read, cut into this process's shards."""
+        whole = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(learner.model, checkpoint["model"], options=whole)
+        set_optimizer_state_dict(learner.model, learner.optimizer, _by_name(checkpoint["optimizer"], learner),
+                                 options=whole)
+        learner.scaler.load_state_dict(checkpoint["scaler"])
+        if learner.ema is not None and checkpoint["ema"] is not None:
+            set_model_state_dict(learner.ema.module, checkpoint["ema"]["weights"], options=whole)
+            learner.ema.n_averaged.fill_(int(checkpoint["ema"]["n_averaged"]))
+
     def save_training_state(self, state: TrainState, record: Record, checkpoints: Path) -> None:
-        """checkpoints/last/: each process writes its shards; rank 0 the rest beside them."""
+        """checkpoints/last/: each process writes its shards; rank 0 the rest beside them. Each
+        process's buffers are rank 0's first: the checkpoint keeps one copy of them."""
         learner = state.learner
+        self.agree_on_buffers(learner)
         model, optimizer = get_state_dict(learner.model, learner.optimizer)
         shards = {"model": model, "optimizer": optimizer}
         if learner.ema is not None:
@@ -160,6 +176,18 @@ def load_sharded_learner(learner: Learner, checkpoint: dict[str, Any], path: Pat
     if not isinstance(checkpoint.get("scaler"), dict):
         raise UserError(f"{path}: the loss-scaler state is not a mapping; {DAMAGED}")
     learner.scaler.load_state_dict(checkpoint["scaler"])
+
+
+def _by_name(optimizer_state: dict[str, Any], learner: Learner) -> dict[str, Any]:
+    """torch's own optimizer state (parameters numbered in the order of their groups) keyed by
+    parameter name, as the distributed checkpoint's functions take it."""
+    names = {id(parameter): name for name, parameter in learner.model.named_parameters()}
+    ordered = [names[id(parameter)] for group in learner.optimizer.param_groups for parameter in group["params"]]
+    numbers = [number for group in optimizer_state["param_groups"] for number in group["params"]]
+    name_of = dict(zip(numbers, ordered))
+    return {"state": {name_of[number]: value for number, value in optimizer_state["state"].items()},
+            "param_groups": [{**group, "params": [name_of[number] for number in group["params"]]}
+                             for group in optimizer_state["param_groups"]]}
 
 
 def _by_position(optimizer_state: dict[str, Any]) -> dict[str, Any]:

@@ -180,7 +180,7 @@ class TrainState:
             raise UserError(f"{path}: the loss-scaler state is not a mapping; {DAMAGED}")
         settings = [set(group) for group in learner.optimizer.param_groups]
         with loading_state(path, "the model, optimizer and loss-scaler state"):
-            learner.load_state_dict(checkpoint)
+            self.strategy.load_learner_state(learner, checkpoint)
         for built, group in zip(settings, learner.optimizer.param_groups):  # torch fills in settings it added since
             if built - set(group):
                 raise UserError(f"{path}: the optimizer state has no setting {', '.join(sorted(built - set(group)))}; "

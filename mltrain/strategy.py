@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoint import save_checkpoint
+from .checkpoint import remove_sharded_training_state, save_checkpoint
 from .distributed import Distributed
 from .learner import NO_CONTEXT, Learner
 
@@ -49,6 +49,20 @@ class SingleProcess:
         """Each process's `value` (what differs between them), in rank order on rank 0."""
         return self.job.gather(value)
 
+    def agree_on_buffers(self, learner: Learner) -> None:
+        """Rank 0's buffers (batch-norm statistics) on every process, before they are scored or
+        saved: each process's drift apart in training, and every process must score alike (best.pt
+        and early stopping are decided by each, together)."""
+        if not self.job.enabled:
+            return
+        for model in {id(learner.model): learner.model, id(learner.eval_model): learner.eval_model}.values():
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def load_learner_state(self, learner: Learner, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint's whole weights, optimizer, loss-scaler and EMA state (checked) into the learner."""
+        learner.load_state_dict(checkpoint)
+
     def learner_state(self, learner: Learner) -> dict[str, Any] | None:
         """The learner's whole state (weights, optimizer, loss scaler, EMA) on rank 0, None elsewhere."""
         return learner.state_dict() if self.job.is_main else None
@@ -60,8 +74,11 @@ class SingleProcess:
             save_checkpoint(payload, path)
 
     def save_training_state(self, state: TrainState, record: Record, checkpoints: Path) -> None:
-        """The checkpoint a resume continues from: checkpoints/last.pt."""
+        """The checkpoint a resume continues from: checkpoints/last.pt (an fsdp run's sharded one,
+        from before a resume with one process or under ddp, goes)."""
         self.save(state, record, checkpoints / "last.pt")
+        if self.job.is_main:
+            remove_sharded_training_state(checkpoints)
 
     def load_test_weights(self, learner: Learner, best: Path) -> None:
         """best.pt's eval weights into the learner, to score the test split."""

@@ -291,6 +291,7 @@ class Training:
         record: Record = {"epoch": position.epoch, "step": position.step, **state.totals.compute("train")}
         self._ensure_finite(record["train/loss"])
         if "val" in self.data.splits:
+            self.strategy.agree_on_buffers(self.learner)
             record.update(self.learner.evaluate(*self.data.splits["val"], "val"))
         record.update(state.schedule.named_lrs())
         is_best = state.monitor.update(record, position.epoch, position.step)

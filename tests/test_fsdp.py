@@ -75,6 +75,12 @@ def test_fsdp_trains_as_ddp_resumes_bitwise_after_a_killed_worker_and_its_run_ev
     with pytest.raises(UserError, match="in shards beside it"):
         mltrain.evaluate(tmp_path / "killed/checkpoints/last/trainer.pt")
 
+    # A whole checkpoint (ddp's last.pt) resumes sharded, and the sharded state takes its place.
+    sharded = fit("--resume", tmp_path / "ddp", "--nproc", "2", "--set", "train.strategy=fsdp", "--set",
+                  "train.epochs=3")
+    assert sharded.returncode == 0, sharded.stderr
+    assert not (tmp_path / "ddp/checkpoints/last.pt").exists() and (tmp_path / "ddp/checkpoints/last").is_dir()
+
 
 def test_only_complete_saves_are_linked_and_a_directory_naming_code_is_refused(tmp_path):
     checkpoints = tmp_path / "checkpoints"
@@ -97,6 +103,14 @@ def test_only_complete_saves_are_linked_and_a_directory_naming_code_is_refused(t
 
     (checkpoints / "last/.metadata").write_bytes(pickle.dumps(Planted()))
     with pytest.raises(UserError, match="refused to load: its metadata names posix.system"):
+        sharded_checkpoint.load(loaded, checkpoints / "last")
+    # A dotted name reaches through an allowed module's attributes (protocol 4): refused by name.
+    dotted = f"torch.distributed.checkpoint.metadata\nos.system\n".encode()
+    command = f"touch {marker}".encode()
+    (checkpoints / "last/.metadata").write_bytes(
+        b"\x80\x04\x8c" + bytes([len(dotted.split(b"\n")[0])]) + dotted.split(b"\n")[0]
+        + b"\x8c" + bytes([len(b"os.system")]) + b"os.system\x93\x8c" + bytes([len(command)]) + command + b"\x85R.")
+    with pytest.raises(UserError, match="metadata names torch.distributed.checkpoint.metadata.os.system"):
         sharded_checkpoint.load(loaded, checkpoints / "last")
     time.sleep(0.1)
     assert not marker.exists()
