@@ -4,7 +4,8 @@
    fp16 and compiled, and each export format of one run;
 2. exact resume on CUDA: a deterministic run killed with kill -9 mid-run and resumed, against one
    never stopped (weights and metrics.jsonl compared bitwise);
-3. the speed table (`benchmarks/speed.py --device cuda --precision bf16 --channels-last`);
+3. the speed table (`benchmarks/speed.py --device cuda --precision bf16 --channels-last`), eager
+   and with mltrain compiled (`--compile reduce-overhead`: CUDA graphs);
 4. the test suite on the GPU (`MLTRAIN_TEST_DEVICE=cuda pytest`), within what time is left.
 
 Configs that need data this machine lacks (a downloaded set, your images) are reported as
@@ -115,6 +116,10 @@ def main() -> None:
     code, output, seconds = run([sys.executable, "benchmarks/speed.py", "--only", "steps", "--device", "cuda",
                                  "--precision", "bf16", "--channels-last", "--epochs", "2", "--repeats", "3"], 240)
     report["speed"] = {"returncode": code, "seconds": round(seconds, 1), "output": output}
+    code, output, seconds = run([sys.executable, "benchmarks/speed.py", "--only", "steps", "--device", "cuda",
+                                 "--precision", "bf16", "--channels-last", "--epochs", "2", "--repeats", "3",
+                                 "--compile", "reduce-overhead"], 300)
+    report["speed_graphs"] = {"returncode": code, "seconds": round(seconds, 1), "output": output}
     left = args.minutes * 60 - (time.monotonic() - started)
     code, output, seconds = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests"],
                                 max(left, 60), env={"MLTRAIN_TEST_DEVICE": "cuda"})
@@ -135,6 +140,8 @@ def _markdown(report: dict) -> str:
     lines += [f"| {row['check']} | {row['status']} | {row.get('seconds', '')} | {row.get('detail', '')} |"
               for row in report["checks"]]
     lines += ["", "## Speed (bf16, channels_last)", "", "```", report["speed"]["output"].strip(), "```", "",
+              "## Speed with train.compile: reduce-overhead (CUDA graphs)", "", "```",
+              report["speed_graphs"]["output"].strip(), "```", "",
               f"## Test suite on the GPU (exit {report['suite']['returncode']}, {report['suite']['seconds']} s)",
               "", "```", report["suite"]["output"].strip()[-1500:], "```", ""]
     return "\n".join(lines)

@@ -96,6 +96,7 @@ class Setup:
     device: torch.device
     precision: str  # fp32 | bf16
     channels_last: bool  # CNN only, as mltrain does
+    compile: str = "false"  # mltrain's train.compile (the hand loops stay eager)
 
 
 def write_data(samples: int, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,7 +206,7 @@ def engine(s: Setup) -> Timing:
               "data": {"dataset": "npz", "path": str(s.npz), "batch_size": BATCH, "val_split": 0.0, "test_split": 0.0},
               "optimizer": {"name": "adam", "lr": LR},
               "train": {"epochs": s.epochs, "threads": s.threads, "log_every_steps": 10**9,
-                        "device": str(s.device), "precision": s.precision},
+                        "device": str(s.device), "precision": s.precision, "compile": s.compile},
               "output": {"dir": str(s.output)}}
     with StepClock(s.device, steps_in_epoch(len(s.y), BATCH)) as steps:
         summary = mltrain.fit(config, run_dir=s.output / f"{s.model}-{time.monotonic_ns()}", quiet=True).summary
@@ -315,11 +316,12 @@ def steps(args: argparse.Namespace, work: Path) -> None:
     build_one_optimizer()
     for name in MODELS:
         s = Setup(name, x.to(device), y.to(device), work / "data.npz", work / "runs", epochs, args.threads, device,
-                  args.precision, args.channels_last and name == "cnn")
+                  args.precision, args.channels_last and name == "cnn", args.compile)
         median = median_timings(sides, s, args.repeats)
         ours = median["mltrain"]
         print(f"\n{name}: {args.samples:,} samples, batch {BATCH}, {epochs} epoch(s), {args.threads} thread(s), "
-              f"{device}, {args.precision}{', channels_last' if s.channels_last else ''}; "
+              f"{device}, {args.precision}{', channels_last' if s.channels_last else ''}"
+              f"{f', mltrain compiled ({args.compile})' if args.compile != 'false' else ''}; "
               f"median of {args.repeats}; steady state: the first epoch after its first {WARMUP_STEPS} steps, "
               "later ones after their first")
         table(["loop (same data, same run)", "samples/s", "mltrain's ratio to it", "first step (s)",
@@ -682,6 +684,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device for steps: cpu, cuda, cuda:N (overhead runs on "
                         "the cpu)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="precision for steps")
+    parser.add_argument("--compile", choices=["false", "default", "reduce-overhead", "max-autotune"], default="false",
+                        help="mltrain's train.compile for steps (the hand loops stay eager)")
     parser.add_argument("--channels-last", action="store_true", help="CNN in channels_last for the hand loops "
                         "and Lightning (mltrain picks it itself on CUDA)")
     args = parser.parse_args()
