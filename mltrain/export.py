@@ -35,7 +35,7 @@ from .config import config_from_dict, stored_config
 from .data.table_encoding import feature_names
 from .errors import TrainingFailed, UserError
 from .losses import Loss, MeanSquaredError, build_loss
-from .models import build_model
+from .models import build_model, built_from, model_files
 from .registry import from_stored
 from .restore import Restored, restore
 from .run_dir import MARKER, RunDir, is_run_directory, to_json, write_atomically
@@ -213,6 +213,8 @@ def _sidecar(restored: Restored, path: Path, batch: torch.Tensor) -> dict:
         "averaged": checkpoint.get("ema") is not None,  # the EMA weights, as eval scores them
         "input_dtype": str(batch.dtype).removeprefix("torch."),
         "config": stored_config(checkpoint["config"]), "spec": spec_state(restored.spec), "data_state": data_state,
+        # What rebuilds the model without the files it came from (a Hugging Face model's config.json); null for others.
+        "model_files": model_files(restored.model),
         # Regression: what the model's raw outputs are scaled by (null: they are in the target's units).
         "target_scale": getattr(restored.learner.criterion, "target_scale", None),
     }
@@ -246,11 +248,11 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict]:
             or not {"config", "spec", "target_scale"} <= set(sidecar):
         raise UserError(f"{sidecar_path(path)}: not an mltrain safetensors sidecar (a '{SIDECAR_FORMAT}' marker, "
                         "config, spec and target_scale); export again with `mltrain export RUN --format safetensors`")
-    with from_stored():
+    with from_stored(), built_from(sidecar.get("model_files")):
         cfg = config_from_dict(sidecar["config"], source=str(sidecar_path(path)))
-    spec = spec_from_state(sidecar["spec"], sidecar_path(path))
-    criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
-    model = build_model(cfg.model, spec, criterion.num_outputs)
+        spec = spec_from_state(sidecar["spec"], sidecar_path(path))
+        criterion = build_loss(cfg.model.head, spec, cfg.train.label_smoothing, sidecar["target_scale"])
+        model = build_model(cfg.model, spec, criterion.num_outputs)
     load_model(model, str(path))
     return exportable(model, criterion).eval(), sidecar
 
@@ -309,7 +311,34 @@ def export(target: str | Path, format: str, output: str | Path | None = None, fo
     with RunDir.reopen(run) if run is not None else contextlib.nullcontext():
         _refuse_replacing(files, restored, run, force)
         path.parent.mkdir(exist_ok=True)
-        return _write_and_check(restored, format, path, files, started)
+        with _removed_on_failure(files):
+            return _write_and_check(restored, format, path, files, started)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(files: list[Path]) -> Iterator[None]:
+    """The files an export wrote are removed when it fails before its check (a model that cannot
+    be rebuilt, an interrupt), so no half an export is left; a file its check refuses is kept to
+    inspect (TrainingFailed). A file left as it was stays."""
+    before = {file: _identity(file) for file in files}
+    try:
+        yield
+    except TrainingFailed:
+        raise
+    except BaseException:
+        for file in files:
+            if _identity(file) not in (None, before[file]):
+                file.unlink()
+        raise
+
+
+def _identity(file: Path) -> tuple[int, int, int] | None:
+    """What tells a file apart from a rewritten one: inode, size and modification time; None when absent."""
+    try:
+        status = file.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _write_and_check(restored: Restored, format: str, path: Path, files: list[Path], started: float) -> Exported:

@@ -50,6 +50,13 @@ class Source:
         return len(self.names)
 
 
+def _one_column(input: str | tuple[str, ...] | list[str] | None) -> str | None:
+    """The column data.input names when it names one (`text` or `[text]`): a text classifier's."""
+    if isinstance(input, (tuple, list)) and len(input) == 1:
+        return input[0]
+    return input if isinstance(input, str) else None
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How the run turned its data into model inputs, from the checkpoint alone."""
@@ -66,10 +73,9 @@ class Preprocessing:
     def of(cls, restored: Restored) -> Preprocessing:
         state = restored.data_state
         normalise = Normalise.from_state(state["mean"], state["std"]) if "mean" in state and "std" in state else None
-        text_column = getattr(restored.cfg.data, "input", None)
         return cls(tuple(restored.spec.sample_shape), restored.cfg.data.dataset, normalise, state.get("columns"),
                    getattr(restored.cfg.data, "id_column", None), from_state(state),
-                   text_column if isinstance(text_column, str) else None)
+                   _one_column(getattr(restored.cfg.data, "input", None)))
 
     def texts(self, names: list[str], texts: list[str], where: str) -> Source:
         """Texts as the run's tokenizer read its training texts: each sample_shape[0] ids, padded."""

@@ -106,6 +106,17 @@ class Component:
         return self.schema.own_keys() if self.schema is not None else []
 
 
+@dataclass(frozen=True)
+class Family:
+    """Names `family/member` (`torchvision/resnet18`): `build(member)` makes the component,
+    importing the family's library only then. `help`, `schema` and `tags` say what any member
+    is, for `mltrain list` and the reference, before a member is named."""
+    build: Callable[[str], Component]
+    help: str
+    schema: type | None = None  # the keys every member takes
+    tags: frozenset[str] = field(default_factory=frozenset)  # e.g. the sample kinds its members read
+
+
 class Registry:
     """One kind of component. Built-ins register themselves when their modules are imported;
     the registry imports those modules on first use."""
@@ -119,7 +130,7 @@ class Registry:
         self._builtins: dict[str, Component] = {}
         self._adopted: dict[str, Component] = {}  # import paths and entry points, once resolved
         self._bring_your_own: Callable[[str, Callable, str], Component] | None = None
-        self._families: dict[str, Callable[[str], Component]] = {}
+        self._families: dict[str, Family] = {}
         self._loaded = False
 
     def accept_user_components(self, adopt: Callable[[str, Callable, str], Component]) -> None:
@@ -138,13 +149,16 @@ class Registry:
     def add(self, component: Component) -> None:
         self._builtins[component.name] = component
 
-    def accept_families(self, families: dict[str, Callable[[str], Component]]) -> None:
-        """Names `family/member` (`torchvision/resnet18`): `families[family](member)` builds the
-        component, importing the family's library only then."""
+    def accept_families(self, families: dict[str, Family]) -> None:
+        """Names `family/member` (`torchvision/resnet18`), each family's members built by its `Family`."""
         self._families.update(families)
 
     def family_names(self) -> list[str]:
-        return [f"{family}/<name>" for family in self._families]
+        return list(self.families())
+
+    def families(self) -> dict[str, Family]:
+        """Each family by the name a listing shows (`hf/<name>`)."""
+        return {f"{name}/<name>": family for name, family in self._families.items()}
 
     def _load_builtins(self) -> None:
         if not self._loaded:
@@ -186,7 +200,7 @@ class Registry:
             return self._adopted[name]
         family, slash, member = name.partition("/")
         if slash and family in self._families:
-            component = self._families[family](member)
+            component = self._families[family].build(member)
             self._adopted[name] = component
             return component
         if self._bring_your_own is not None:

@@ -202,14 +202,12 @@ def components_page() -> str:
              "[config reference](config.md) gives each key's type and meaning.", ""]
     for kind, registry in REGISTRIES.items():
         lines += [f"## {kind}", "", "| name | keys (default) | what it is |", "| --- | --- | --- |"]
-        for component in registry:
-            reads = f" Reads: {', '.join(sorted(component.tags))}." \
-                if kind == "architectures" and component.tags else ""
-            lines.append(f"| `{component.name}` | {_cell(describe_keys(component.schema)) or '–'} "
-                         f"| {_cell(component.help)}.{reads} |")
-        for family in registry.family_names():
-            lines.append(f"| `{family}` | – | any model of the {family.split('/')[0]} zoo, its classifier sized to "
-                         "the data; `mltrain list architectures --search TEXT` finds names. Reads: image. |")
+        entries = [(component.name, component) for component in registry]  # a Component or a Family: help, schema, tags
+        entries += list(registry.families().items())
+        for name, entry in entries:
+            reads = f" Reads: {', '.join(sorted(entry.tags))}." if kind == "architectures" and entry.tags else ""
+            keys = describe_keys(entry.schema) if entry.schema is not None else ""
+            lines.append(f"| `{name}` | {_cell(keys) or '–'} | {_cell(entry.help)}.{reads} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -49,6 +49,19 @@ def test_compile_takes_a_mode_and_drop_last_follows_it(tmp_path):
     assert [(len(batch), size) for batch, _, size in second_of_two.batches(1, 1, 2)] == [(16, 32)] * 3
 
 
+def test_drop_last_with_fewer_samples_than_a_batch_is_refused_at_the_start(tmp_path, cli):
+    few = write_config(tmp_path, data={"points": 100, "batch_size": 32, "limit": 10, "drop_last": True})
+    refused = cli("fit", few, "--quiet")
+    assert refused.exit_code == 2, refused.output
+    assert "10 training samples" in refused.output and "data.batch_size 32 x 1 process" in refused.output
+    auto = ["--set", "data.drop_last=auto", "--set", "train.compile=reduce-overhead"]
+    for command in (["fit", few, "--quiet", *auto], ["preflight", few, *auto]):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert "data.drop_last is on (true, or auto, which turns it on for train.compile reduce-overhead" \
+            in result.output
+
+
 class StopAt(Sink):
     """Sends this process SIGINT once step `step` is logged: the run stops as it would on Ctrl-C."""
 

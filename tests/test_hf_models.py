@@ -5,6 +5,7 @@ is downloaded: the Hub is offline for every test here."""
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_a_causal_lm_fine_tunes_from_its_folder_on_a_text_and_samples(tmp_path, 
 def test_a_sequence_classifier_fine_tunes_on_a_text_column_evaluates_and_predicts(tmp_path, bert, cli):
     """A BERT saved as a masked language model becomes a classifier of the data's two classes:
     its encoder from the folder, its classifier new; texts padded to max_length and masked."""
-    data = {**reviews(tmp_path), "tokenizer": str(bert)}
+    data = {**reviews(tmp_path), "input": ["text"], "tokenizer": str(bert)}  # the column alone in a list, as `text`
     config = source_config(tmp_path, data, {"arch": f"hf/{bert}", "weights": "pretrained"},
                            optimizer={"name": "adam", "lr": 0.01}, train={"epochs": 6})
     run = mltrain.fit(config).run_dir
@@ -128,6 +129,27 @@ def test_a_sequence_classifier_fine_tunes_on_a_text_column_evaluates_and_predict
     rows = mltrain.predict(run, [tmp_path / "new.txt", tmp_path / "test.parquet"])
     assert [row["input"] for row in rows[:2]] == [f"{tmp_path / 'new.txt'}:1", f"{tmp_path / 'new.txt'}:3"]
     assert [row["classes"][0] for row in rows[:2]] == ["good", "bad"] and len(rows) == 10
+    exported_without_its_folder(run, bert, cli)
+
+
+def exported_without_its_folder(run, bert, cli):
+    """The safetensors sidecar holds the model's config.json: the model rebuilds with its folder
+    gone. An export that cannot rebuild it leaves neither file behind."""
+    pytest.importorskip("safetensors")
+    import mltrain.export
+
+    moved = bert.rename(bert.with_name("elsewhere"))
+    try:
+        exported = cli("export", run, "--format", "safetensors")
+        assert exported.exit_code == 0, exported.output
+        assert "config.json" in json.loads((run / "export" / "best.json").read_text())["model_files"]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(mltrain.export, "model_files", lambda model: None)  # a sidecar without it
+            refused = cli("export", run, "--format", "safetensors", "--output", run.parent / "lost.safetensors")
+    finally:
+        moved.rename(bert)
+    assert refused.exit_code == 2 and "no folder" in refused.stderr
+    assert not list(run.parent.glob("lost.*"))
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -161,6 +183,70 @@ def test_a_model_that_is_not_there_or_not_installed_is_exit_2(tmp_path, gpt2, cl
     unweighted = cli("fit", source_config(tmp_path, data, {"arch": f"hf/{config_only}", "weights": "pretrained"}))
     assert unweighted.exit_code == 2 and "model.weights: pretrained" in unweighted.stderr
 
+    import huggingface_hub.constants
+
+    cached = tmp_path / "hub" / "models--fake--tiny"  # the cache holding a hub model's config.json alone
+    transformers.GPT2Config.from_pretrained(gpt2).save_pretrained(cached / "snapshots" / "abc")
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    uncached = cli("fit", source_config(tmp_path, data, {"arch": "hf/fake/tiny", "weights": "pretrained"}))
+    assert uncached.exit_code == 2, uncached.output
+    assert "hub model 'fake/tiny' has its config.json in the Hugging Face cache" in uncached.stderr
+    assert "but not its weights" in uncached.stderr
+
     monkeypatch.setitem(__import__("sys").modules, "transformers", None)
     uninstalled = cli("fit", source_config(tmp_path, data, {"arch": f"hf/{gpt2}/."}))
     assert uninstalled.exit_code == 2 and 'pip install "mltrain[transformers]"' in uninstalled.stderr
+
+
+def test_a_classifier_refuses_data_it_cannot_read(tmp_path, bert, cli):
+    """A target per position (a language model's data), more positions than the model has, and
+    more token ids than its embedding: each exit 2 before training, naming what to change."""
+    (tmp_path / "docs.txt").write_text(DOCS)
+    text = {"dataset": "text", "path": "docs.txt", "tokenizer": str(bert), "block_size": 16, "windows": 16}
+    per_position = cli("fit", source_config(tmp_path, text, {"arch": f"hf/{bert}"}))
+    assert per_position.exit_code == 2, per_position.output
+    assert "sequence classifier" in per_position.stderr and "model.task: causal_lm" in per_position.stderr
+
+    texts = reviews(tmp_path)
+    too_long = cli("fit", source_config(tmp_path, {**texts, "tokenizer": str(bert), "max_length": 40},
+                                        {"arch": f"hf/{bert}"}))
+    assert too_long.exit_code == 2 and "data.max_length 40" in too_long.stderr and "at most 32" in too_long.stderr
+    more_tokens = cli("fit", source_config(tmp_path, {**texts, "tokenizer": "bpe", "vocab_size": 400},
+                                           {"arch": f"hf/{bert}"}))
+    assert more_tokens.exit_code == 2, more_tokens.output
+    assert "data.tokenizer" in more_tokens.stderr and "than the 300 of" in more_tokens.stderr
+
+
+def test_list_the_reference_and_sample_help_describe_hf_models_as_they_are(cli, monkeypatch):
+    """hf/<name> reads as a transformers model reading tokens, with its keys, and is not promised to
+    `--search` (which searches torchvision and timm); `sample` takes any language model run."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per table row
+    listed = cli("list", "architectures").stdout.splitlines()
+    (hf_row,) = [line for line in listed if line.strip().startswith("hf/<name>")]
+    (torchvision_row,) = [line for line in listed if line.strip().startswith("torchvision/<name>")]
+    assert "task=auto" in hf_row and "Hugging Face transformers model (mltrain[transformers])" in hf_row
+    assert "--search" not in hf_row and "--search" in torchvision_row
+    reference = (REPO / "docs" / "reference" / "components.md").read_text()
+    (hf_line,) = [line for line in reference.splitlines() if line.startswith("| `hf/<name>`")]
+    assert hf_line.endswith("Reads: tokens. |") and "--search" not in hf_line
+    sample_help = " ".join(cli("sample", "--help").stdout.split())
+    assert "any language model run (gpt, an hf/ causal language model" in sample_help
+
+
+@pytest.mark.parametrize("guide", ["fine-tuning.md", "text-generation.md"])
+def test_the_guides_name_the_model_folder_as_it_is_read(guide):
+    """data.tokenizer is read from the config's folder, an hf/ folder from the working directory:
+    the examples name one folder from beside the config, and the guide says the rule, hub names
+    included."""
+    import yaml
+
+    text = (REPO / "docs" / "guides" / guide).read_text()
+    blocks = [yaml.safe_load(block.split("```")[0]) for block in text.split("```yaml\n")[1:]]
+    (example,) = [block for block in blocks if str(block.get("model", {}).get("arch", "")).startswith("hf/")]
+    folder = example["model"]["arch"].removeprefix("hf/")
+    assert Path(folder) == Path(example["data"]["tokenizer"])
+    prose = " ".join(text.split())
+    assert "relative to the config file; the folder after `hf/` is relative to the working directory" in prose
+    assert "starts with `./`, `../`, `/` or `~` is always a folder" in prose and "otherwise a hub name" in prose

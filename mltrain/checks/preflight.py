@@ -375,6 +375,7 @@ def preflight(cfg: Config, output_dir: str | Path | None = None) -> dict[str, An
     device = pick_device(cfg.train.device)
     prepared = prepare(cfg, device)
     data, learner = prepared.data, prepared.learner
+    schedule = schedule_sanity(cfg, data.size("train"))  # first: a run whose epoch has no batch is refused at once
     flow, blind, overfit = tiny_run_checks(cfg, data, device, learner)  # on copies: `learner` stays untrained
     checks = [
         *data_checks(data),
@@ -385,7 +386,7 @@ def preflight(cfg: Config, output_dir: str | Path | None = None) -> dict[str, An
         batch_independence(learner, data),
         overfit,
         learning_rate(cfg, data, device, directory / LR_PLOT, learner),
-        schedule_sanity(cfg, data.size("train")),
+        schedule,
         look_at_batch(cfg, data, directory / BATCH_PLOT),
     ]
     report = {"name": cfg.name, "passed": passed(checks), "device": str(device), "output_dir": str(directory),

@@ -24,6 +24,7 @@ def list_(
         return
     with exit_codes():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from ..errors import UserError
@@ -46,10 +47,11 @@ def list_(
             registry = REGISTRIES[name]
             for component in [*registry, *registry.plugins()]:
                 origin = "" if component.origin == "built-in" else f" ({component.origin})"
-                table.add_row(component.name, describe_keys(component.schema), component.help + origin)
-            for family in registry.family_names():
-                table.add_row(family, "", f"any model of the {family.split('/')[0]} zoo; "
-                                          "find names with `mltrain list architectures --search TEXT`")
+                table.add_row(escape(component.name), escape(describe_keys(component.schema)),
+                              escape(component.help + origin))  # as written: `mltrain[hf]` is no markup
+            for name, family in registry.families().items():
+                keys = describe_keys(family.schema) if family.schema is not None else ""
+                table.add_row(escape(name), escape(keys), escape(family.help))
             console.print(table)
 
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 
 import torch
 
+from ..errors import UserError
 from .inputs import Augment, BatchSource, as_source
 from .streamed import StreamedSamples
-
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class DataSpec:
     num_classes: int | None  # None for regression targets
     class_names: tuple[str, ...] = ()
     target_shape: tuple[int, ...] = ()  # () for a class id or a scalar target
+    token_vocabulary: int | None = None  # samples of token ids: how many ids the tokenizer has (ids below it)
 
 
 if TYPE_CHECKING:
@@ -137,7 +138,22 @@ def global_batches(size: int, batch_size: int, world_size: int, drop_last: bool 
     every global batch. A last global batch too small to give every process a sample is left out;
     with `drop_last`, any last global batch smaller than the others is."""
     full, rest = divmod(size, batch_size * world_size)
-    return full if drop_last else full + (rest >= world_size)
+    counted = full if drop_last else full + (rest >= world_size)
+    if counted == 0:
+        raise UserError(_no_batch_message(size, batch_size, world_size, drop_last))
+    return counted
+
+
+def _no_batch_message(size: int, batch_size: int, world_size: int, drop_last: bool) -> str:
+    """Why an epoch of `size` training samples has no batch, and what to change."""
+    processes = f"{world_size} process" + ("es" if world_size > 1 else "")
+    if not drop_last:
+        return (f"data: the {size} training samples are fewer than the {processes}, so an epoch has no batch for "
+                "each to take; give more samples (data.limit) or train with fewer processes")
+    return (f"data.drop_last: the {size} training samples are fewer than one global batch (data.batch_size "
+            f"{batch_size} x {processes} = {batch_size * world_size}), and data.drop_last is on (true, or auto, "
+            "which turns it on for train.compile reduce-overhead and max-autotune), so an epoch has no batch; "
+            f"give data.batch_size {max(1, size // world_size)} or less, more samples, or data.drop_last: false")
 
 
 def shard(order: torch.Tensor, batch_size: int, world_size: int, rank: int,

@@ -215,7 +215,8 @@ def hf(val_split: float, seed: int, path: str, data_files: Any, input: str | tup
         ys[name] = targets_of(targets[name], target, task, task_from_head, class_names)[0]
     if tokenizer is not None or stored_tokenizer is not None:
         xs, chosen = _token_ids(splits, inputs, tokenizer, vocab_size, max_length, stored_tokenizer)
-        spec = DataSpec((max_length,), _count(class_names), tuple(class_names or ()))
+        spec = DataSpec((max_length,), _count(class_names), tuple(class_names or ()),
+                        token_vocabulary=chosen.vocab_size)
         return DataSplits(spec, _held_out(xs, ys, val_split, seed, test_split),
                           {**chosen.state(), "class_names": class_names})
     if len(inputs) == 1 and kinds[inputs[0]] == "image":

@@ -10,6 +10,7 @@ keyword arguments are its config keys, typed by their hints and defaults.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -60,7 +61,8 @@ def build_model(cfg: ModelSection, spec: DataSpec, num_outputs: int) -> nn.Modul
 
     component = ARCHITECTURES[cfg.arch]
     try:
-        model = component.factory(input_shape=tuple(spec.sample_shape), num_outputs=num_outputs, **cfg.own_values())
+        model = component.factory(input_shape=tuple(spec.sample_shape), num_outputs=num_outputs,
+                                  **_data_arguments(component, spec), **cfg.own_values())
     except UserError:
         raise
     except Exception as error:
@@ -75,6 +77,15 @@ def build_model(cfg: ModelSection, spec: DataSpec, num_outputs: int) -> nn.Modul
         raise UserError(f"model.arch '{cfg.arch}' built a model with no parameters to train; register its weights "
                         "as nn.Parameter (or in submodules) so the optimizer can reach them")
     return model
+
+
+def _data_arguments(component: Component, spec: DataSpec) -> dict[str, Any]:
+    """`spec` for a built-in builder that takes it (a model that checks the data beyond its shape
+    and outputs: what its targets are, how many token ids it reads); a user's `spec` argument is
+    one of its config keys, never this."""
+    if component.origin == "built-in" and "spec" in inspect.signature(component.factory).parameters:
+        return {"spec": spec}
+    return {}
 
 
 def count_parameters(model: nn.Module) -> int:

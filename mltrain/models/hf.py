@@ -7,7 +7,9 @@ Face cache, downloaded there when missing and online), as one of two kinds, `mod
   datasets where `gpt` is; logits (B, T, vocabulary), cut to the data's tokenizer when the
   model's embedding has more rows (a vocabulary padded to a multiple of 64, say);
 - sequence_classification: a classifier of padded token sequences (an `hf` dataset's text
-  column read through data.tokenizer); logits (B, outputs), its classifier sized to the data.
+  column read through data.tokenizer); logits (B, outputs), its classifier sized to the data;
+  refused on data with a target at each position (a language model's), on texts longer than
+  its positions and on a tokenizer with more tokens than its embedding.
 
 auto: causal_lm when the config.json names a causal language model class (`GPT2LMHeadModel`,
 `LlamaForCausalLM`), else sequence_classification (a `BertForMaskedLM` checkpoint fine-tunes
@@ -38,8 +40,13 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from ..data import DataSpec
+
 TRANSFORMERS_PIP = 'pip install "mltrain[transformers]"'
 CAUSAL_LM, SEQUENCE_CLASSIFICATION = "causal_lm", "sequence_classification"
+HF_FAMILY_HELP = ("a Hugging Face transformers model (mltrain[transformers]), by hub name or save_pretrained folder "
+                  "(hf/./folder): a causal language model on the text and tokens datasets, or a sequence "
+                  "classifier of an hf dataset's text column (model.task)")
 CAUSAL_CLASS_ENDINGS = ("ForCausalLM", "LMHeadModel")  # config.json architectures of causal language models
 PATH_STARTS = ("/", "./", "../", "~")  # a name starting so is a folder, never a hub name
 
@@ -75,6 +82,16 @@ def _where(name: str) -> str:
         return f"no folder {folder.resolve()}"
     return (f"no folder {folder.resolve()} and no hub model '{name}' in the Hugging Face cache ({HF_HUB_CACHE})"
             + ("; HF_HUB_OFFLINE is set, so nothing is downloaded" if offline() else ""))
+
+
+def _weights_missing(name: str) -> str:
+    """Where the weights of the hub model `name` were looked for, its config.json having been read."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    if offline():
+        return (f"hub model '{name}' has its config.json in the Hugging Face cache ({HF_HUB_CACHE}) but not its "
+                "weights, and HF_HUB_OFFLINE is set, so nothing is downloaded")
+    return f"hub model '{name}' has no weights in the Hugging Face cache ({HF_HUB_CACHE}) that could be downloaded"
 
 
 def model_config(name: str) -> Any:
@@ -122,12 +139,14 @@ def hf_component(name: str) -> Component:
         raise UserError(f"hf/{name}: no folder {folder.resolve()}; give a folder written by save_pretrained (a "
                         "relative one is read from the working directory), or a hub name")
 
-    def build(input_shape: tuple[int, ...], num_outputs: int, task: str) -> nn.Module:
+    def build(input_shape: tuple[int, ...], num_outputs: int, task: str, spec: DataSpec | None = None) -> nn.Module:
         config = model_config(name)
         chosen = default_task(config) if task == "auto" else task
         if chosen == CAUSAL_LM:
             return causal_lm(name, config, input_shape, num_outputs)
-        return sequence_classifier(config, num_outputs)
+        _refuse_targets_per_position(name, config, task, spec)
+        return sequence_classifier(name, config, input_shape, num_outputs,
+                                   spec.token_vocabulary if spec is not None else None)
     return Component(f"hf/{name}", f"Hugging Face transformers model {name}: a causal language model or a sequence "
                      "classifier (model.task)", build, HFModelConfig, frozenset({TOKENS}))
 
@@ -141,25 +160,26 @@ def causal_lm(name: str, config: Any, input_shape: tuple[int, ...], num_outputs:
                         f"token at each of the {block_size} positions, but the data gives {num_outputs} outputs per "
                         "sample; train it on dataset text or tokens, or set model.task: sequence_classification")
     vocabulary = num_outputs // block_size
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config  # a multimodal one's
-    if vocabulary > text_config.vocab_size:
-        raise UserError(f"data.tokenizer: its {vocabulary} tokens are more than the {text_config.vocab_size} of "
-                        f"hf/{name}'s embedding; read the text with the model's own tokenizer (data.tokenizer: the "
-                        "model's folder, or its tokenizer.json)")
-    positions = getattr(text_config, "max_position_embeddings", None)
-    if isinstance(positions, int) and block_size > positions:
-        raise UserError(f"data.block_size {block_size}: hf/{name} reads at most {positions} positions; give "
-                        f"data.block_size {positions} or less")
+    text_config = _text_config(config)
+    _refuse_more_tokens(name, text_config, vocabulary, "")
+    _refuse_more_positions(name, text_config, block_size, "data.block_size")
     config.use_cache = False  # training and scoring read whole windows: no key/value cache to keep
     model = _transformers().AutoModelForCausalLM.from_config(config)
     return _with_plain_logits(model, vocabulary if vocabulary < text_config.vocab_size else None)
 
 
-def sequence_classifier(config: Any, num_outputs: int) -> nn.Module:
-    """A classifier reading (B, L) token ids padded with PADDING; returns (B, num_outputs) logits.
-    Padding is masked out (attention_mask) and fed as the model's pad token, which decoders
-    (GPT-2's classifier) use to find each sequence's last token: the config's own, else its end
-    of sequence token, as transformers users set it."""
+def sequence_classifier(name: str, config: Any, input_shape: tuple[int, ...], num_outputs: int,
+                        vocabulary: int | None) -> nn.Module:
+    """A classifier reading (B, L) token ids padded with PADDING, ids below `vocabulary` (the
+    data's tokenizer's; None: not known, as when rebuilt from a checkpoint); returns (B,
+    num_outputs) logits. Padding is masked out (attention_mask) and fed as the model's pad token,
+    which decoders (GPT-2's classifier) use to find each sequence's last token: the config's own,
+    else its end of sequence token, as transformers users set it."""
+    text_config = _text_config(config)
+    if vocabulary is not None:
+        _refuse_more_tokens(name, text_config, vocabulary, ", or a bpe tokenizer of at most "
+                            f"{text_config.vocab_size} tokens (data.vocab_size)")
+    _refuse_more_positions(name, text_config, input_shape[0], "data.max_length")
     config.num_labels = num_outputs
     config.use_cache = False
     if config.pad_token_id is None:
@@ -167,6 +187,39 @@ def sequence_classifier(config: Any, num_outputs: int) -> nn.Module:
         config.pad_token_id = (end[0] if isinstance(end, list) else end) if end is not None else 0
     model = _transformers().AutoModelForSequenceClassification.from_config(config)
     return _with_plain_logits(model, None, masked_with=config.pad_token_id)
+
+
+def _text_config(config: Any) -> Any:
+    """The part of `config` that reads tokens (a multimodal model's text model; else itself)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _refuse_targets_per_position(name: str, config: Any, task: str, spec: DataSpec | None) -> None:
+    """A sequence classifier gives one class per text: data with a target at every position (a
+    language model's) would make it a classifier of vocabulary x positions classes."""
+    if spec is None or not spec.target_shape:
+        return
+    chosen = (f"model.task auto chose it: config.json names {', '.join(config.architectures or ['no class'])}, not "
+              "a causal language model") if task == "auto" else f"model.task: {task}"
+    raise UserError(f"model.arch hf/{name} is a sequence classifier ({chosen}), which gives one class per text, but "
+                    f"the data has a target at each of its {spec.target_shape[0]} positions (a language model's data, "
+                    "as the text and tokens datasets give); set model.task: causal_lm to train a language model, "
+                    "or classify the texts of a column of an hf dataset (data.dataset: hf, data.input: the text "
+                    "column, data.tokenizer)")
+
+
+def _refuse_more_tokens(name: str, text_config: Any, vocabulary: int, other_remedy: str) -> None:
+    if vocabulary > text_config.vocab_size:
+        raise UserError(f"data.tokenizer: its {vocabulary} tokens are more than the {text_config.vocab_size} of "
+                        f"hf/{name}'s embedding; read the text with the model's own tokenizer (data.tokenizer: the "
+                        f"model's folder, or its tokenizer.json){other_remedy}")
+
+
+def _refuse_more_positions(name: str, text_config: Any, length: int, key: str) -> None:
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and length > positions:
+        raise UserError(f"{key} {length}: hf/{name} reads at most {positions} positions; give {key} {positions} "
+                        "or less")
 
 
 def _with_plain_logits(model: nn.Module, vocabulary: int | None, masked_with: int | None = None) -> nn.Module:
@@ -214,8 +267,8 @@ def published_weights(arch: str, model: nn.Module) -> tuple[dict[str, Any], str]
     except (OSError, ValueError) as error:  # no weights in the folder, not cached and offline, refused
         detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         where, remedy = (f"{folder.resolve()} holds none transformers reads", "save the model there with "
-                         "save_pretrained") if folder.is_dir() else (_where(name), f"download them once online "
-                                                                       f"(`hf download {name}`)")
+                         "save_pretrained") if folder.is_dir() else (_weights_missing(name), f"download them once "
+                                                                       f"online (`hf download {name}`)")
         raise UserError(f"model.weights: pretrained: the weights of hf/{name} could not be read: {where} ({detail}); "
                         f"{remedy}, or set model.weights: null to start from random weights") from None
     finally:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..registry import ARCHITECTURES, IMAGE, Component, did_you_mean
+from ..registry import ARCHITECTURES, IMAGE, TOKENS, Component, Family, did_you_mean
 from ..schema import ModelSection
-from .hf import hf_component
+from .hf import HF_FAMILY_HELP, HFModelConfig, hf_component
 
 if TYPE_CHECKING:
     from torch import nn
@@ -71,7 +71,15 @@ def _timm_component(name: str) -> Component:
                      frozenset({IMAGE}))
 
 
-ARCHITECTURES.accept_families({"torchvision": _torchvision_component, "timm": _timm_component, "hf": hf_component})
+FOUND_BY_SEARCH = "`mltrain list architectures --search TEXT` finds names"
+ARCHITECTURES.accept_families({
+    "torchvision": Family(_torchvision_component, "any classification model of torchvision, its classifier sized to "
+                          f"the data and its stem to the data's channels; {FOUND_BY_SEARCH}", ModelSection,
+                          frozenset({IMAGE})),
+    "timm": Family(_timm_component, "any model of timm (mltrain[timm]), its classifier sized to the data and its "
+                   f"stem to the data's channels; {FOUND_BY_SEARCH}", ModelSection, frozenset({IMAGE})),
+    "hf": Family(hf_component, HF_FAMILY_HELP, HFModelConfig, frozenset({TOKENS})),
+})
 
 
 def _main_output(module: nn.Module, inputs: Any, output: Any) -> Any:
