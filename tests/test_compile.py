@@ -81,6 +81,8 @@ def test_a_reduce_overhead_run_keeps_batches_full_and_resumes_exactly(tmp_path):
         mltrain.fit(write_config(tmp_path, name="stopped", **SETTINGS), quiet=True, sinks=[StopAt(4)])
     stopped = next((tmp_path / "runs").glob("stopped-*"))
     assert torch.load(stopped / "checkpoints/last.pt", weights_only=True)["step"] == 4
+    with pytest.raises(UserError, match="train.compile: False would keep the last partial batch"):
+        mltrain.resume(stopped, overrides=["train.compile=false"], quiet=True)  # the epochs would change length
     mltrain.resume(stopped, quiet=True)
     assert_same(stopped, whole)  # weights, EMA weights, every metric: bitwise
     weights = torch.load(whole / "checkpoints/last.pt", weights_only=True)["model"]
