@@ -328,9 +328,10 @@ def test_unknown_logger_names_are_refused_at_load(cli, tmp_path):
     assert "output.loggers" in result.stderr and "tensorboard, mlflow" in result.stderr
 
 
-def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_tmp):
+def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_tmp, cli):
     """End to end through the command line: a run killed mid-way and resumed leaves TensorBoard
-    and MLflow with each step once, as metrics.jsonl has them."""
+    and MLflow with each step once, as metrics.jsonl has them. The killed run is a process of its
+    own; the resume and eval run the command line in this process."""
     import signal
     import subprocess
 
@@ -353,8 +354,8 @@ def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_t
     wait_for_step(run, 45, first)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    resumed = subprocess.run([MLTRAIN, "fit", "--resume", str(run)], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = cli("fit", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
 
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     want = sorted({record["step"] for record in logged if "train/loss" in record})
@@ -365,8 +366,8 @@ def test_fit_kill_and_resume_log_to_both_and_eval_adds_the_confusion_matrix(in_t
     assert sorted(metric.step for metric in history) == want
     assert mlflow.data.params["optimizer.lr"] == "0.02" and "test/accuracy" in mlflow.data.metrics
 
-    evaluated = subprocess.run([MLTRAIN, "eval", str(run)], capture_output=True, text=True)
-    assert evaluated.returncode == 0, evaluated.stderr
+    evaluated = cli("eval", run)
+    assert evaluated.exit_code == 0, evaluated.output
     assert (run / "plots" / "confusion-test.png").stat().st_size > 1000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -8,6 +8,8 @@ import time
 import pytest
 import torch
 
+import mltrain
+
 from conftest import MLTRAIN, read_jsonl, write_config
 
 SETTINGS = dict(
@@ -37,9 +39,9 @@ def wait_for_step(run_dir, step, process, timeout=60):
     raise AssertionError(f"step {step} not reached")
 
 
-def resume(run_dir, *sets):
-    args = [MLTRAIN, "fit", "--resume", str(run_dir)] + [item for s in sets for item in ("--set", s)]
-    return subprocess.run(args, capture_output=True, text=True)
+def start_resume(run_dir):
+    return subprocess.Popen([MLTRAIN, "fit", "--resume", str(run_dir)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def outcome(run_dir):
@@ -59,57 +61,63 @@ def assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """The uninterrupted run, trained in this process: the library sets the seed, threads and
+    determinism itself, so it is bitwise the run a fresh `mltrain fit` makes."""
     directory = tmp_path_factory.mktemp("reference")
     config = write_config(directory, **SETTINGS)
-    result = subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(directory / "run")],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    mltrain.fit(config, run_dir=directory / "run")
     return config, directory / "run"
 
 
-@pytest.mark.parametrize("stop_at", [3, 40, 59])  # mid-epoch, before the first checkpoint, near an epoch end
-def test_sigkill_then_resume_matches_an_uninterrupted_run(reference, tmp_path, stop_at):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(reference, tmp_path):
+    """One run killed (SIGKILL) three times: at step 3, before the first checkpoint; at 40, mid-epoch;
+    at 59, near an epoch end. Each resume is a fresh `mltrain fit --resume` process killed in its
+    turn; the last resume ends it, bitwise equal to the run never stopped."""
     config, reference_run = reference
     run = tmp_path / "run"
     process = start(config, run)
-    wait_for_step(run, stop_at, process)
-    process.kill()
-    process.wait()
-    result = resume(run)
-    assert result.returncode == 0, result.stderr
+    for stop_at in (3, 40, 59):
+        wait_for_step(run, stop_at, process)
+        process.kill()
+        process.wait()
+        process = start_resume(run) if stop_at != 59 else None
+    mltrain.resume(run)
     assert_same(run, reference_run)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_writes_a_checkpoint_exits_130_and_resumes_exactly(reference, tmp_path, signum):
+def test_signal_writes_a_checkpoint_exits_130_and_resumes_exactly(reference, tmp_path):
+    """SIGINT at step 25, then SIGTERM to the resumed process at step 45: each writes a checkpoint and
+    exits 130; the last resume ends bitwise equal to the run never stopped."""
     config, reference_run = reference
     run = tmp_path / "run"
     process = start(config, run)
-    wait_for_step(run, 25, process)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-    assert "--resume" in (run / "train.log").read_text()
-    result = resume(run)
-    assert result.returncode == 0, result.stderr
+    for signum, stop_at in ((signal.SIGINT, 25), (signal.SIGTERM, 45)):
+        wait_for_step(run, stop_at, process)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "interrupted"
+        assert "--resume" in (run / "train.log").read_text()
+        assert torch.load(run / "checkpoints/last.pt", weights_only=True)["step"] >= stop_at  # saved on the signal
+        if signum == signal.SIGINT:
+            process = start_resume(run)
+    mltrain.resume(run)
     assert_same(run, reference_run)
 
 
-def test_a_finished_run_can_be_extended(reference, tmp_path):
+def test_a_finished_run_can_be_extended(reference, tmp_path, cli):
     config, reference_run = reference
     run = tmp_path / "run"
-    subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(run), "--set", "train.epochs=1"], check=True,
-                   capture_output=True)
+    assert cli("fit", config, "--run-dir", run, "--set", "train.epochs=1", "--quiet").exit_code == 0
     before = {name: (run / name).read_text() for name in ("config.yaml", "metrics.jsonl", "metrics.csv")}
-    again = resume(run)  # complete: a requeued job succeeds, and learns how to extend the run
-    assert again.returncode == 0 and again.stdout.count("\n") == 1 and "already complete" in again.stdout
+    again = cli("fit", "--resume", run)  # complete: a requeued job succeeds, and learns how to extend the run
+    assert again.exit_code == 0 and again.stdout.count("\n") == 1 and "already complete" in again.stdout
     assert "--set train.epochs=" in again.stdout
-    assert resume(run, "optimizer.lr=5").returncode == 2
+    assert cli("fit", "--resume", run, "--set", "optimizer.lr=5").exit_code == 2
     assert {name: (run / name).read_text() for name in before} == before  # a refused resume writes nothing
-    extended = resume(run, "train.epochs=2")
-    assert extended.returncode == 0, extended.stderr
+    extended = cli("fit", "--resume", run, "--set", "train.epochs=2", "--quiet")
+    assert extended.exit_code == 0, extended.output
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "train/accuracy" in r]
     assert [r["epoch"] for r in records] == [1, 2]
     # The cosine schedule now spans both epochs: the second trains at a real lr, not at its floor.
@@ -119,11 +127,11 @@ def test_a_finished_run_can_be_extended(reference, tmp_path):
     assert "epochs: 2" in (run / "config.yaml").read_text()
 
 
-def test_resume_refuses_a_change_of_meaning(reference, tmp_path):
+def test_resume_refuses_a_change_of_meaning(reference, cli):
     _, reference_run = reference
     for change in ("model.hidden=[8]", "data.noise=0.5", "seed=3"):
-        result = resume(reference_run, change, "train.epochs=9")
-        assert result.returncode == 2 and "resuming cannot change" in result.stderr
+        result = cli("fit", "--resume", reference_run, "--set", change, "--set", "train.epochs=9")
+        assert result.exit_code == 2 and "resuming cannot change" in result.stderr
 
 
 def test_a_partial_metrics_line_is_dropped_on_resume(reference, tmp_path):
@@ -138,20 +146,18 @@ def test_a_partial_metrics_line_is_dropped_on_resume(reference, tmp_path):
     step = torch.load(run / "checkpoints/last.pt", weights_only=True)["step"]
     whole = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
     (run / "metrics.jsonl").write_text("".join(line + "\n" for line in whole) + '{"epoch": 2, "st')
-    assert resume(run).returncode == 0
+    mltrain.resume(run)
     assert_same(run, reference_run)
 
 
 def test_a_onecycle_run_resumes_at_the_lr_it_had(tmp_path):
     """The one-cycle schedule rises from lr/25 to lr: a resumed run replays it to where it stood."""
     config = write_config(tmp_path, **{**SETTINGS, "scheduler": {"name": "onecycle"}})
-    subprocess.run([MLTRAIN, "fit", str(config), "--run-dir", str(tmp_path / "whole")], check=True,
-                   capture_output=True)
+    mltrain.fit(config, run_dir=tmp_path / "whole")
     run = tmp_path / "run"
     process = start(config, run)
     wait_for_step(run, 30, process)
     process.kill()
     process.wait()
-    result = resume(run)
-    assert result.returncode == 0, result.stderr
+    mltrain.resume(run)
     assert_same(run, tmp_path / "whole")

@@ -105,14 +105,15 @@ def test_a_combination_the_config_refuses_fails_that_trial_only(cli, tmp_path):
     assert "label smoothing applies to the softmax head only" in states[("sigmoid", "0.1")]["note"]
 
 
-def test_two_worker_processes_share_one_sqlite_study_and_run_every_trial_once(tmp_path):
+def test_two_worker_processes_share_one_sqlite_study_and_run_every_trial_once(cli, tmp_path):
+    """`--jobs 2` starts two worker processes (`mltrain sweep --join DIR --worker`); the command that
+    starts them and reports runs in this process."""
     config = digits_config(tmp_path, epochs=2)
     sweep_dir = tmp_path / "sweep"
-    run = subprocess.run([MLTRAIN, "sweep", str(config), "--search", "optimizer.lr=loguniform(1e-2, 0.5)",
-                          "--search", "model.hidden=choice([32], [64])", "--trials", "4", "--jobs", "2",
-                          "--pruner", "none", "--sweep-dir", str(sweep_dir)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = cli("sweep", config, "--search", "optimizer.lr=loguniform(1e-2, 0.5)",
+              "--search", "model.hidden=choice([32], [64])", "--trials", "4", "--jobs", "2",
+              "--pruner", "none", "--sweep-dir", sweep_dir)
+    assert run.exit_code == 0, run.output
 
     trials = read_trials(sweep_dir)
     assert [row["trial"] for row in trials] == [str(n) for n in range(4)]

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,12 +86,21 @@ ENTRY_POINTS = {"mltrain.architectures": {"tiny": "tinypkg.nets:TinyNet"},
                 "mltrain.datasets": {"blobs": "tinypkg.data:blobs"}}
 
 
+def make_user_package(directory):
+    """A package `tinypkg` on PYTHONPATH, and a plugin distribution declaring entry points for it."""
+    site = write_package(directory / "site", "tinypkg", {"nets": NETS, "data": DATA}, plugin="tinyplugin",
+                         entry_points=ENTRY_POINTS)
+    return directory, {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
 @pytest.fixture
 def user_package(tmp_path):
-    """A package `tinypkg` on PYTHONPATH, and a plugin distribution declaring entry points for it."""
-    site = write_package(tmp_path / "site", "tinypkg", {"nets": NETS, "data": DATA}, plugin="tinyplugin",
-                         entry_points=ENTRY_POINTS)
-    return tmp_path, {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return make_user_package(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def user_package_for_module(tmp_path_factory):
+    return make_user_package(tmp_path_factory.mktemp("user"))
 
 
 def config(directory, arch, dataset, **train):
@@ -104,17 +115,60 @@ def config(directory, arch, dataset, **train):
     return path
 
 
-def run(env, *args):
-    return subprocess.run([MLTRAIN, *map(str, args)], capture_output=True, text=True, env=env)
+# Runs several commands, one after another, in one fresh process (one Python and torch start-up,
+# not one each) as the console script runs each: mltrain.cli.main, its exit code, what it wrote to
+# stdout and stderr, and a traceback on stderr for an exception that escapes, as the interpreter prints.
+IN_ONE_PROCESS = """
+import contextlib, io, json, sys, traceback
+from mltrain.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["mltrain", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_in_one_process(env, *commands):
+    """Each command (a list of arguments after `mltrain`) in turn in one fresh process: a
+    CompletedProcess-like (returncode, stdout, stderr) for each."""
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, json.dumps([list(map(str, c)) for c in commands])],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return [SimpleNamespace(**result) for result in json.loads(done.stdout.splitlines()[-1])]
 
 
 @pytest.mark.parametrize("arch, dataset", [("tinypkg.nets:TinyNet", "tinypkg.data:blobs"), ("tiny", "blobs")],
                          ids=["import-path", "entry-point"])
 def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arch, dataset):
+    """Both ways of naming a component go through fit and eval, each in a fresh process. The kill -9
+    and resume runs for the import path, the one that differs on resume (it needs --trust-code): an
+    entry point is rebuilt from the stored config by name as eval's fresh process rebuilds it. The
+    run to be killed trains beside the whole one; the evals and the resume share one fresh process
+    (the refused eval imports nothing)."""
     directory, env = user_package
     path = config(directory, arch, dataset, checkpoint_every_steps=5)
-    whole = run(env, "fit", path, "--run-dir", directory / "whole")
-    assert whole.returncode == 0, whole.stderr
+    trust = ["--trust-code"] if ":" in arch else []  # an import path stored in a checkpoint runs only if trusted
+    with open(directory / "whole.err", "w") as errors:  # a file, not a pipe: nobody reads while the other runs
+        whole = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "whole")],
+                                 stdout=subprocess.DEVNULL, stderr=errors, env=env)
+    if trust:
+        killed = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "killed")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        wait_for_step(directory / "killed", 30, killed)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert whole.wait(timeout=300) == 0, (directory / "whole.err").read_text()
     saved = yaml.safe_load((directory / "whole/config.yaml").read_text())
     assert saved["model"] == {"arch": arch, "head": "softmax", "weights": None, "weights_strict": True, "width": 12,
                               "scale": 1.0}
@@ -122,22 +176,20 @@ def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arc
     summary = json.loads((directory / "whole/summary.json").read_text())
     assert summary["test"]["test/accuracy"] > 0.9  # three well-separated blobs
 
-    trust = ["--trust-code"] if ":" in arch else []  # an import path stored in a checkpoint runs only if trusted
-    if trust:
-        refused = run(env, "eval", directory / "whole", "--json")
+    if not trust:
+        (report,) = run_in_one_process(env, ("eval", directory / "whole", "--json"))
+    else:
+        refused, report, resumed = run_in_one_process(
+            env, ("eval", directory / "whole", "--json"), ("eval", directory / "whole", "--json", *trust),
+            ("fit", "--resume", directory / "killed", *trust))
         assert refused.returncode == 2 and "--trust-code" in refused.stderr and refused.stdout == ""
-    report = run(env, "eval", directory / "whole", "--json", *trust)
     assert report.returncode == 0, report.stderr
     scored = json.loads(report.stdout)
     assert scored["class_names"] == ["north", "east", "west"]
     assert scored["metrics"]["test/accuracy"] == pytest.approx(summary["test"]["test/accuracy"])
+    if not trust:
+        return
 
-    killed = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "killed")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    wait_for_step(directory / "killed", 30, killed)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    resumed = run(env, "fit", "--resume", directory / "killed", *trust)
     assert resumed.returncode == 0, resumed.stderr
     for name in ("whole", "killed"):
         assert (directory / name / "checkpoints/last.pt").exists()
@@ -146,16 +198,16 @@ def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arc
     assert all(torch.equal(whole_weights[key], resumed_weights[key]) for key in whole_weights)
 
 
-def test_user_components_are_listed_with_their_keys(user_package):
-    _, env = user_package
+def test_user_components_are_listed_with_their_keys(user_package_for_module):
+    _, env = user_package_for_module
     env = {**env, "COLUMNS": "250"}
-    listed = run(env, "list", "architectures")
+    listed, datasets = run_in_one_process(env, ("list", "architectures"), ("list", "datasets"))
     assert listed.returncode == 0, listed.stderr
     assert "tiny" in listed.stdout and "width=16" in listed.stdout and "tinyplugin" in listed.stdout
-    assert "points=200" in run(env, "list", "datasets").stdout
+    assert "points=200" in datasets.stdout
 
 
-@pytest.mark.parametrize("model, message", [
+BAD_COMPONENTS = [
     ({"arch": "nopkg.nets:Net"}, "cannot import module 'nopkg.nets'"),
     ({"arch": "tinypkg.nets:TinyNett"}, "did you mean 'TinyNet'"),
     ({"arch": "tinypkg.nets:TinyNet", "widht": 3}, "did you mean 'width'"),
@@ -166,26 +218,37 @@ def test_user_components_are_listed_with_their_keys(user_package):
     ({"optimizer": {"name": "tinypkg.nets:broken_optimizer"}}, "failed to build: ValueError: this optimizer is broken"),
     ({"optimizer": {"name": "tinypkg.nets:not_an_optimizer"}}, "returned str, not a torch.optim.Optimizer"),
     ({"scheduler": {"name": "tinypkg.nets:broken_scheduler"}}, "failed to build: ValueError: this scheduler is broken"),
-])
-def test_bad_user_components_exit_2_naming_the_path(user_package, model, message):
-    directory, env = user_package
-    path = directory / "bad.yaml"
-    sections = model if "arch" not in model else {"model": model}
-    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50}, "train": {"epochs": 1},
-                                    "output": {"dir": str(directory / "runs")}, **sections}))
-    result = run(env, "fit", path)
+]
+WRONG_WIDTH = {"arch": "tinypkg.nets:wrong_width"}
+
+
+@pytest.fixture(scope="module")
+def failed_fits(user_package_for_module):
+    """`mltrain fit` of a config for each of BAD_COMPONENTS and WRONG_WIDTH, each with its own output
+    folder, all in one fresh process: {json of the model: (result, output folder)}."""
+    directory, env = user_package_for_module
+    paths = {}
+    for number, model in enumerate([bad for bad, _ in BAD_COMPONENTS] + [WRONG_WIDTH]):
+        path = directory / f"bad-{number}.yaml"
+        sections = model if "arch" not in model else {"model": model}
+        path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50}, "train": {"epochs": 1},
+                                        "output": {"dir": str(directory / f"runs-{number}")}, **sections}))
+        paths[json.dumps(model)] = path
+    results = run_in_one_process(env, *[("fit", path) for path in paths.values()])
+    return {key: (result, path.parent / f"runs-{path.stem.split('-')[1]}")
+            for (key, path), result in zip(paths.items(), results)}
+
+
+@pytest.mark.parametrize("model, message", BAD_COMPONENTS)
+def test_bad_user_components_exit_2_naming_the_path(failed_fits, model, message):
+    result, runs = failed_fits[json.dumps(model)]
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (directory / "runs").exists() or not any((directory / "runs").iterdir())
+    assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_a_model_of_the_wrong_output_width_is_named_at_its_first_batch(user_package):
-    directory, env = user_package
-    path = directory / "wide.yaml"
-    path.write_text(yaml.safe_dump({"data": {"dataset": "spirals", "points": 50},
-                                    "model": {"arch": "tinypkg.nets:wrong_width"}, "train": {"epochs": 1},
-                                    "output": {"dir": str(directory / "runs")}}))
-    result = run(env, "fit", path)
+def test_a_model_of_the_wrong_output_width_is_named_at_its_first_batch(failed_fits):
+    result, _ = failed_fits[json.dumps(WRONG_WIDTH)]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "returned outputs of shape (" in result.stderr and "needs 3 outputs per sample" in result.stderr
 
@@ -218,10 +281,9 @@ def test_a_user_language_model_trains_on_text_and_samples(user_package):
         "model": {"arch": "tinypkg.nets:TinyLM", "width": 8},
         "optimizer": {"name": "adam", "lr": 0.05}, "train": {"epochs": 3}, "output": {"dir": str(directory / "runs")},
     }))
-    fitted = run(env, "fit", path, "--run-dir", directory / "lm")
+    fitted, sampled = run_in_one_process(env, ("fit", path, "--run-dir", directory / "lm"), (
+        "sample", directory / "lm", "--prompt", "ab", "--tokens", "6", "--temperature", "0", "--trust-code"))
     assert fitted.returncode == 0, fitted.stderr
-    sampled = run(env, "sample", directory / "lm", "--prompt", "ab", "--tokens", "6", "--temperature", "0",
-                  "--trust-code")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.strip() == "abcabcab"  # after a, b comes c; after c, a: learnt from the text
 
