@@ -6,13 +6,17 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 import mltrain
 from conftest import REPO
 from formats import source_config
 from mltrain.errors import UserError
+from mltrain.export import export
+from mltrain.signals import StopRequested
 from mltrain.restore import restore
 from mltrain.sample import sample_text
+from test_compile import StopAt
 
 pytest.importorskip("tokenizers")
 GPT = {"arch": "gpt", "d_model": 32, "heads": 2, "layers": 1}
@@ -41,6 +45,17 @@ def test_a_text_trains_on_a_bpe_learned_from_it_and_samples_any_prompt(tmp_path)
 
     with pytest.raises(UserError, match="at least its 256 byte tokens"):
         mltrain.fit(config, overrides=["data.vocab_size=100"])
+
+    # Stopped at step 3 and resumed: bitwise the run that was not stopped; and it exports.
+    logged = ["train.log_every_steps=1", "train.epochs=2"]
+    whole = mltrain.fit(config, overrides=logged, quiet=True).run_dir
+    with pytest.raises(StopRequested):
+        mltrain.fit(config, overrides=[*logged, "name=stopped"], quiet=True, sinks=[StopAt(3)])
+    stopped = mltrain.resume(next(tmp_path.glob("runs/stopped-*")), quiet=True).run_dir
+    a, b = (torch.load(run / "checkpoints/last.pt", weights_only=True)["model"] for run in (whole, stopped))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert (whole / "metrics.jsonl").read_text() == (stopped / "metrics.jsonl").read_text()
+    assert export(stopped, "safetensors").path.is_file()
 
 
 def test_prepare_text_writes_a_token_corpus_that_trains_and_samples(tmp_path, cli):
