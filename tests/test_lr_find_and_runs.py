@@ -41,7 +41,7 @@ def test_lr_find_refuses_an_output_dir_it_cannot_write_before_the_test(cli, tmp_
 
 
 def test_lr_find_says_when_the_plot_cannot_be_written(cli, tmp_path, monkeypatch):
-    def full_disk(plt, figure, path):
+    def full_disk(figure, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("mltrain.plots._save", full_disk)
