@@ -134,8 +134,8 @@ class Accumulator:
     def load_state_dict(self, state: dict) -> None:
         self._uncounted.clear()
         waiting, targets = state.get("unsummed_losses"), state.get("unsummed_targets", [])
-        if waiting is not None and len(waiting) != len(targets):
-            raise ValueError(f"{len(waiting)} waiting losses for {len(targets)} target counts")
+        if waiting is not None:
+            _check_waiting_losses(waiting, targets, state["targets"])
         self._unsummed = list(zip(waiting.to(self.loss_sum.device).unbind(), targets)) if waiting is not None else []
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
@@ -179,6 +179,19 @@ class Accumulator:
         if self.across is None:
             return self.count
         return int(self.across(torch.tensor([self.count], device=self.loss_sum.device)).item())
+
+
+def _check_waiting_losses(waiting: object, targets: object, all_targets: object) -> None:
+    """ValueError unless `waiting` is a checkpoint's waiting losses: fewer than UNCOUNTED_BATCHES
+    floats, each with a count of targets, all of them among the epoch's."""
+    if not isinstance(waiting, torch.Tensor) or waiting.dim() != 1 or not waiting.is_floating_point() \
+            or len(waiting) >= UNCOUNTED_BATCHES:
+        raise ValueError(f"unsummed_losses should be fewer than {UNCOUNTED_BATCHES} floats in a row")
+    if not isinstance(targets, list) or len(targets) != len(waiting) \
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in targets) \
+            or not isinstance(all_targets, int) or sum(targets) > all_targets:
+        raise ValueError("unsummed_targets should hold a positive count of targets for each waiting loss, "
+                         "within the epoch's")
 
 
 def samples_per_s(samples: int, seconds: float) -> float:

@@ -30,7 +30,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 
 from .checkpoint import SHARDED_LINK as LINK
 from .checkpoint import SHARDED_TRAINER as TRAINER_FILE
@@ -118,11 +118,11 @@ def stored_values(directory: Path, entry: str = "model") -> int:
     reader = _PlainDataReader(directory)
     try:
         metadata = reader.read_metadata()
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+        return sum(math.prod(item.size) for name, item in metadata.state_dict_metadata.items()
+                   if name.startswith(f"{entry}.") and isinstance(item, TensorStorageMetadata))
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as error:
         raise UserError(f"{directory}: {reader.refused or 'its metadata does not read: ' + _first_line(error)}; "
                         "resume a run written by `mltrain fit`") from None
-    return sum(math.prod(item.size) for name, item in metadata.state_dict_metadata.items()
-               if name.startswith(f"{entry}.") and hasattr(item, "size"))
 
 
 def _next_name(checkpoints: Path) -> str:
@@ -150,7 +150,20 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+def _build_instances_only(unpickler: pickle._Unpickler) -> None:
+    """BUILD (set an object's state) on instances only: on a class it would rewrite the class for
+    the rest of the process (a Path whose `/` lies)."""
+    if isinstance(unpickler.stack[-2], type):
+        raise pickle.UnpicklingError("its metadata sets the attributes of a class")
+    pickle._Unpickler.load_build(unpickler)
+
+
+class _MetadataUnpickler(pickle._Unpickler):
+    """Python's own unpickler (whose opcodes can be overridden), restricted to the globals the
+    checkpoint format names and to setting the state of instances."""
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build_instances_only}
+
     def find_class(self, module: str, name: str) -> Any:
         allowed = (module, name) in _METADATA_GLOBALS \
             or module == "torch" and name.isidentifier() and isinstance(getattr(torch, name, None), torch.dtype)

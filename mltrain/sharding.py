@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .state import TrainState
 
 WHOLE_ON_RANK_0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+FUSED_KERNELS_THAT_SHARD = (torch.optim.Adam, torch.optim.AdamW)  # SGD's and Adagrad's fused kernels take no DTensor
 SHARDED_ENTRIES = "model, optimizer and ema: torch.distributed.checkpoint shards in this directory"
 
 
@@ -73,8 +74,15 @@ class FullySharded(SingleProcess):
         if learner.ema is not None:
             self._shard(learner.ema.module)
         sharded = dict(learner.model.named_parameters())
+        shards_fused = isinstance(learner.optimizer, FUSED_KERNELS_THAT_SHARD)
         for group in learner.optimizer.param_groups:
             group["params"] = [sharded[names[id(parameter)]] for parameter in group["params"]]
+            if group.get("fused") and not shards_fused:
+                group["fused"] = False  # torch has no sharded fused kernel for it: its for-each one steps the shards
+        if learner.ema is not None and any(True for _ in learner.model.buffers()):
+            # Averaging sharded weights and whole buffers in one for-each call is refused: the EMA's
+            # buffers follow the model's instead (AveragedModel's default).
+            learner.ema.use_buffers = False
         self.model = learner.model
         learner.run_through(learner.model)
         learner.scoring_mode = torch.no_grad

@@ -88,6 +88,22 @@ def test_accumulator_weights_batches_by_size():
     assert metrics["train/accuracy"] == pytest.approx(3 / 4)
 
 
+def test_accumulator_losses_wait_in_checkpoints_as_they_are_and_damaged_ones_are_refused():
+    totals = Accumulator(CPU, classifies=False)
+    for value in range(UNCOUNTED_BATCHES + 5):  # 64 summed, 5 waiting
+        totals.update(torch.tensor(value / 7), None, torch.zeros(3))
+    state = totals.state_dict()
+    assert len(state["unsummed_losses"]) == 5 and state["unsummed_targets"] == [3] * 5
+    again = Accumulator(CPU, classifies=False)
+    again.load_state_dict(state)
+    assert again.compute("train") == totals.compute("train")
+    for key, damaged in [("unsummed_losses", torch.ones(5, 2)), ("unsummed_losses", torch.ones(5, dtype=torch.int64)),
+                         ("unsummed_losses", torch.ones(UNCOUNTED_BATCHES)), ("unsummed_targets", ["x"] * 5),
+                         ("unsummed_targets", [10**9] * 5)]:
+        with pytest.raises(ValueError, match=key):
+            Accumulator(CPU, classifies=False).load_state_dict({**state, key: damaged})
+
+
 def test_accumulator_counts_waiting_logits_as_predicting_each_batch_would():
     torch.manual_seed(0)
     batches_of_logits = [torch.randn(size, 5) for size in [7] * (UNCOUNTED_BATCHES + 3) + [2]]

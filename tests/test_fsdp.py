@@ -3,6 +3,7 @@
 import os
 import pickle
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +113,12 @@ def test_only_complete_saves_are_linked_and_a_directory_naming_code_is_refused(t
         + b"\x8c" + bytes([len(b"os.system")]) + b"os.system\x93\x8c" + bytes([len(command)]) + command + b"\x85R.")
     with pytest.raises(UserError, match="metadata names torch.distributed.checkpoint.metadata.os.system"):
         sharded_checkpoint.load(loaded, checkpoints / "last")
+    # An allowed class's attributes rewritten (BUILD on the class): refused, the class untouched.
+    (checkpoints / "last/.metadata").write_bytes(
+        b"\x80\x04\x8c\x07pathlib\x8c\tPosixPath\x93N}\x8c\x0b__truediv__\x8c\x07pathlib\x8c\tPosixPath\x93s\x86b.")
+    with pytest.raises(UserError, match="sets the attributes of a class"):
+        sharded_checkpoint.load(loaded, checkpoints / "last")
+    assert str(Path("/etc") / "passwd") == "/etc/passwd"
     time.sleep(0.1)
     assert not marker.exists()
 
