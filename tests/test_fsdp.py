@@ -106,7 +106,7 @@ def test_only_complete_saves_are_linked_and_a_directory_naming_code_is_refused(t
     with pytest.raises(UserError, match="refused to load: its metadata names posix.system"):
         sharded_checkpoint.load(loaded, checkpoints / "last")
     # A dotted name reaches through an allowed module's attributes (protocol 4): refused by name.
-    dotted = f"torch.distributed.checkpoint.metadata\nos.system\n".encode()
+    dotted = "torch.distributed.checkpoint.metadata\nos.system\n".encode()
     command = f"touch {marker}".encode()
     (checkpoints / "last/.metadata").write_bytes(
         b"\x80\x04\x8c" + bytes([len(dotted.split(b"\n")[0])]) + dotted.split(b"\n")[0]
