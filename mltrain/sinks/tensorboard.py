@@ -29,13 +29,15 @@ class TensorBoardSink(Sink):
     def start(self, run: RunStart) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # On resume, an earlier attempt's events are hidden (TensorBoard ignores those at purge_step
-        # and later) and the run files' records up to the checkpoint are written again: a process
-        # killed before its writer flushed would otherwise leave a hole, or a doubled tail. A run
-        # restarted before its first checkpoint has earlier events too, and nothing to keep of them.
-        earlier = run.resumed_step or any(self.directory.glob("events.out.tfevents.*"))
+        # On resume, an earlier attempt's event files go and the run files' records up to the
+        # checkpoint are written again: a process killed before its writer flushed would otherwise
+        # leave a hole, or a doubled tail. (Purging them with purge_step fails when the new file's
+        # name sorts first: the same second, a lower process id.) A run restarted before its first
+        # checkpoint has earlier events too, and nothing to keep of them.
         try:
-            self.writer = SummaryWriter(str(self.directory), purge_step=1 if earlier else None)
+            for earlier in self.directory.glob("events.out.tfevents.*"):
+                earlier.unlink()
+            self.writer = SummaryWriter(str(self.directory))
         except OSError as error:
             raise UserError(f"output.loggers: tensorboard cannot write its events into {self.directory}: "
                             f"{error.strerror or error}; make the run directory writable") from None
