@@ -34,6 +34,15 @@ STOP_AGREED_EVERY = 8  # steps between the processes' agreement on a stop reques
 
 
 @dataclass
+class StepsDue:
+    """The steps at which an epoch's loop ends, next logs, validates and checkpoints (inf: never)."""
+    last: int
+    log: float
+    validation: float
+    checkpoint: float
+
+
+@dataclass
 class FitResult:
     run_dir: Path
     summary: dict[str, Any]
@@ -136,7 +145,7 @@ class Training:
         """The epoch's remaining steps, each of train.accumulate micro-batches: this process's parts
         of the global batches."""
         cfg, learner, state, job, strategy = self.cfg, self.learner, self.state, self.job, self.strategy
-        position = state.position
+        position, due = state.position, self._steps_due()
         while True:
             # A stop is taken before the next micro-batches are drawn: the stream's state in the
             # checkpoint is then exactly what training consumed.
@@ -154,57 +163,56 @@ class Training:
                     loss, logits = learner.forward_backward(x, y, scale=share)
                 state.guard.add(position.step + 1, loss)
                 state.totals.update(loss, logits, y)
-            log_now = (position.step + 1) % cfg.train.log_every_steps == 0
-            grad_norm = learner.update(want_grad_norm=log_now)
-            state.stepped()
-            if log_now:
-                self._log_step(float(grad_norm))
-            elif job.is_main and self.progress.due():  # the live view only, about twice a second
-                self.progress.step(self._step_record(this_process_only=True))
-            if position.epoch_done or position.step >= state.total_steps:
+            if self._after_step(due):
                 return
-            if _every(cfg.train.val_every_steps, position.step):
-                self._validate_mid_epoch()
-                if position.stopped:
-                    return
-            if _every(cfg.train.checkpoint_every_steps, position.step):
-                self._save_last()
 
     def _train_epoch_a_batch_a_step(self, batches: Iterator[Batch], stop: _StopFlag) -> None:
-        """`_train_epoch` for one process whose every step is one batch, step for step the same,
-        with the steps that end the epoch, log, validate or checkpoint worked out beforehand: the
-        loop around a small model's step costs about as much as the step."""
-        learner, state, position, train = self.learner, self.state, self.state.position, self.cfg.train
-        guard, totals = state.guard, state.totals
-        last_step = min(state.total_steps, position.step + position.steps_in_epoch - position.epoch_step)
-        next_log = _next_multiple(position.step, train.log_every_steps)
-        next_validation = _next_multiple(position.step, train.val_every_steps)
-        next_checkpoint = _next_multiple(position.step, train.checkpoint_every_steps)
+        """`_train_epoch` for one process whose every step is one batch, step for step the same
+        without grouping micro-batches: the loop around a small model's step costs about as much
+        as the step."""
+        learner, state = self.learner, self.state
+        guard, totals, position, due = state.guard, state.totals, state.position, self._steps_due()
         stop.check()  # as before every step: the stop is taken before the next batch is drawn
         for x, y, _ in batches:  # one process: each batch is the whole of its global batch
             loss, logits = learner.forward_backward(x, y)
             guard.add(position.step + 1, loss)
             totals.update(loss, logits, y)
-            log_now = position.step + 1 == next_log
-            grad_norm = learner.update(want_grad_norm=log_now)
-            state.stepped()
-            if log_now:
-                next_log += train.log_every_steps
-                self._log_step(float(grad_norm))
-            elif self.progress.due():  # the live view only, about twice a second
-                self.progress.step(self._step_record(this_process_only=True))
-            if position.step == last_step:
+            if self._after_step(due):
                 return
-            if position.step == next_validation:
-                next_validation += train.val_every_steps
-                self._validate_mid_epoch()
-                if position.stopped:
-                    return
-            if position.step == next_checkpoint:
-                next_checkpoint += train.checkpoint_every_steps
-                self._save_last()
             stop.check()
         raise self._data_ended()
+
+    def _steps_due(self) -> StepsDue:
+        """The steps of this epoch's remaining ones that end it, log, validate or checkpoint."""
+        state, position, train = self.state, self.state.position, self.cfg.train
+        return StepsDue(min(state.total_steps, position.step + position.steps_in_epoch - position.epoch_step),
+                        _next_multiple(position.step, train.log_every_steps),
+                        _next_multiple(position.step, train.val_every_steps),
+                        _next_multiple(position.step, train.checkpoint_every_steps))
+
+    def _after_step(self, due: StepsDue) -> bool:
+        """The optimizer step after a step's micro-batches, then its log, validation and
+        checkpoint as `due` says. True when the epoch's loop ends here."""
+        position, train = self.state.position, self.cfg.train
+        log_now = position.step + 1 == due.log
+        grad_norm = self.learner.update(want_grad_norm=log_now)
+        self.state.stepped()
+        if log_now:
+            due.log += train.log_every_steps
+            self._log_step(float(grad_norm))
+        elif self.job.is_main and self.progress.due():  # the live view only, about twice a second
+            self.progress.step(self._step_record(this_process_only=True))
+        if position.step == due.last:
+            return True
+        if position.step == due.validation:
+            due.validation += train.val_every_steps
+            self._validate_mid_epoch()
+            if position.stopped:
+                return True
+        if position.step == due.checkpoint:
+            due.checkpoint += train.checkpoint_every_steps
+            self._save_last()
+        return False
 
     def _data_ended(self) -> RuntimeError:
         position = self.state.position
@@ -387,10 +395,6 @@ class Training:
         if self.started:  # rank 0, whose run files started
             self.run_dir.write_summary(summary)
         return summary
-
-
-def _every(interval: int | None, step: int) -> bool:
-    return bool(interval) and step % interval == 0
 
 
 def _next_multiple(step: int, interval: int | None) -> float:
