@@ -180,11 +180,12 @@ class Learner:
         """Clip, step and clear the gradients accumulated since the last update. Returns the
         gradient norm before clipping when clipping or asked for (a device tensor)."""
         grad_norm = None
-        if self.grad_clip is not None or want_grad_norm:
+        if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            # Without grad_clip, clipped at infinity: scaled by 1, or made NaN when their norm is not
-            # finite, so that a diverged step fails at its log step.
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        elif want_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if self.scaling:
             self.scaler.step(self.optimizer)
             self.scaler.update()

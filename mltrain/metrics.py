@@ -59,7 +59,7 @@ class Accumulator:
     def __init__(self, device: torch.device, classifies: bool,
                  across: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  predict: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        """`across`: sums a tensor over every process of a distributed job (the identity alone).
+        """`across`: sums a tensor over every process of a distributed job (None for one process).
         `predict`: turns the outputs `update` is given (a head's logits) into predictions; without
         it `update` is given predictions."""
         self.classifies, self.across, self.predict = classifies, across, predict
@@ -70,7 +70,8 @@ class Accumulator:
         self.targets = 0  # values of y: samples x positions per sample
         self.per_position = False
         self._uncounted: list[tuple[torch.Tensor, torch.Tensor]] = []  # a classifier's (outputs, y) to count
-        self._unsummed: list[tuple[torch.Tensor, int]] = []  # (loss, targets) of batches since loss_sum
+        self._unsummed: list[torch.Tensor] = []  # the losses of the batches since loss_sum
+        self._unsummed_targets: list[int] = []  # and their targets
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor | None, y: torch.Tensor) -> None:
         """Add one batch; `loss` is the mean over its targets. `loss` and `outputs` may still carry
@@ -81,10 +82,12 @@ class Accumulator:
         small outputs wait likewise to have their correct predictions (an integer count) counted,
         so that a step of a small model adds no device op of its own."""
         targets = y.numel()
-        self._unsummed.append((loss, targets))
+        self._unsummed.append(loss)
+        self._unsummed_targets.append(targets)
         if len(self._unsummed) >= UNCOUNTED_BATCHES:
             self.loss_sum += self._unsummed_loss()
             self._unsummed.clear()
+            self._unsummed_targets.clear()
         if outputs is not None and self.classifies:
             self._uncounted.append((outputs, y))
             if len(self._uncounted) >= UNCOUNTED_BATCHES or outputs.numel() >= COUNTED_AT_ONCE:
@@ -106,29 +109,26 @@ class Accumulator:
         """The target-weighted sum of the waiting losses, float64 (zero when none wait)."""
         if not self._unsummed:
             return torch.zeros((), dtype=torch.float64, device=self.loss_sum.device)
-        losses, targets = zip(*self._unsummed)
-        weights = torch.tensor(targets, dtype=torch.float64).to(self.loss_sum.device, non_blocking=True)
-        return (torch.stack(losses).double() * weights).sum()
+        weights = torch.tensor(self._unsummed_targets, dtype=torch.float64).to(self.loss_sum.device,
+                                                                               non_blocking=True)
+        return torch.dot(torch.stack(self._unsummed).double(), weights)
 
     def _count_correct(self) -> None:
         """Adds the waiting batches' correct predictions to `correct` (a few device ops, no sync)."""
-        alike: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # batches that concatenate
-        for outputs, y in self._uncounted:
-            alike.setdefault((outputs.shape[1:], y.shape[1:]), []).append((outputs, y))
+        if not self._uncounted:
+            return
         with torch.no_grad():
-            for batches in alike.values():
-                outputs, targets = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*batches))
-                self.correct += (self._predictions(outputs) == targets).sum()
+            for outputs, y in _joined(self._uncounted):
+                self.correct += (self._predictions(outputs) == y).sum()
         self._uncounted.clear()
 
     def state_dict(self) -> dict:
         """The sums; the waiting losses as they are (`unsummed_losses`, with their targets)."""
         self._count_correct()
         with torch.no_grad():
-            waiting = torch.stack([loss for loss, _ in self._unsummed]) if self._unsummed \
-                else torch.zeros(0, device=self.loss_sum.device)
+            waiting = torch.stack(self._unsummed) if self._unsummed else torch.zeros(0, device=self.loss_sum.device)
         return {"loss_sum": self.loss_sum, "unsummed_losses": waiting,
-                "unsummed_targets": [targets for _, targets in self._unsummed], "correct": self.correct,
+                "unsummed_targets": list(self._unsummed_targets), "correct": self.correct,
                 "count": self.count, "targets": self.targets, "per_position": self.per_position, **self.errors}
 
     def load_state_dict(self, state: dict) -> None:
@@ -136,7 +136,8 @@ class Accumulator:
         waiting, targets = state.get("unsummed_losses"), state.get("unsummed_targets", [])
         if waiting is not None:
             _check_waiting_losses(waiting, targets, state["targets"])
-        self._unsummed = list(zip(waiting.to(self.loss_sum.device).unbind(), targets)) if waiting is not None else []
+        self._unsummed = list(waiting.to(self.loss_sum.device).unbind()) if waiting is not None else []
+        self._unsummed_targets = list(targets) if waiting is not None else []
         self.loss_sum.copy_(state["loss_sum"])
         self.correct.copy_(state["correct"])
         self.count, self.targets, self.per_position = state["count"], state["targets"], state["per_position"]
@@ -160,8 +161,11 @@ class Accumulator:
 
     def mean_loss(self, across_processes: bool = True) -> float:
         """`compute`'s loss alone, the predictions left waiting to be counted: one host sync."""
-        loss_sum, _, targets, _ = self._sums_on_host(across_processes)[:4].tolist()
-        return loss_sum / max(targets, 1)
+        if across_processes and self.across is not None:
+            loss_sum, _, targets, _ = self._sums_on_host(across_processes)[:4].tolist()
+            return loss_sum / max(targets, 1)
+        loss_sum = self.loss_sum + self._unsummed_loss() if self._unsummed else self.loss_sum
+        return loss_sum.item() / max(self.targets, 1)
 
     def _sums_on_host(self, across_processes: bool) -> torch.Tensor:
         """loss_sum, correct (of the predictions counted so far), targets, count, then the regression
@@ -179,6 +183,22 @@ class Accumulator:
         if self.across is None:
             return self.count
         return int(self.across(torch.tensor([self.count], device=self.loss_sum.device)).item())
+
+
+def _joined(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(outputs, y) batches concatenated: all of them at once when every batch's shapes past the
+    first dimension agree, as a split's batches' do (torch.cat refuses those that don't), else
+    in groups whose shapes do."""
+    if len(batches) == 1:
+        return batches
+    outputs, ys = zip(*batches)
+    try:
+        return [(torch.cat(outputs), torch.cat(ys))]
+    except RuntimeError:
+        alike: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for batch_outputs, y in batches:
+            alike.setdefault((batch_outputs.shape[1:], y.shape[1:]), []).append((batch_outputs, y))
+        return [(torch.cat([o for o, _ in group]), torch.cat([y for _, y in group])) for group in alike.values()]
 
 
 def _check_waiting_losses(waiting: object, targets: object, all_targets: object) -> None:

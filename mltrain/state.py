@@ -72,7 +72,8 @@ class TrainState:
         return self.cfg.data.batch_size * self.cfg.train.accumulate * self.strategy.job.world_size
 
     def _fresh_totals(self) -> Accumulator:
-        return Accumulator(self.learner.device, self.learner.criterion.classifies, self.strategy.job.sum,
+        job = self.strategy.job
+        return Accumulator(self.learner.device, self.learner.criterion.classifies, job.sum if job.enabled else None,
                            self.learner.predictions)
 
     def next_epoch(self) -> None:

@@ -211,6 +211,16 @@ def test_group_norm_works_for_mlp_and_cnn_and_typos_are_named(cli, tmp_path):
     assert bad.exit_code == 2 and "model.pool" in bad.stderr and "did you mean 'max'" in bad.stderr
 
 
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_norm_none_is_no_layer_and_the_weights_keep_their_names(arch):
+    """No module call for a norm that does nothing, yet every other layer's weights are named as
+    with a norm, and as in checkpoints from when norm none was an Identity (so they still load)."""
+    plain, normed = make(arch, (1, 8, 8), norm="none"), make(arch, (1, 8, 8), norm="layer")
+    assert not any(isinstance(m, nn.Identity) for m in plain.modules())
+    assert set(plain.state_dict()) < set(normed.state_dict())
+    after_the_norm = "4.weight" if arch == "mlp" else "features.4.weight"  # its place as with an Identity there
+    assert after_the_norm in plain.state_dict()
+
 @pytest.mark.parametrize("set_, key", [("model.patch_size=16", "model.patch_size"),
                                        ("model.kernel_size=9", "model.kernel_size")])
 def test_sizes_too_large_for_the_images_exit_2(cli, tmp_path, set_, key):

@@ -168,7 +168,8 @@ def shard(order: torch.Tensor, batch_size: int, world_size: int, rank: int,
     if drop_last:
         order = order[:len(order) - len(order) % (batch_size * world_size)]
     if world_size == 1:
-        return order, [len(chunk) for chunk in order.split(batch_size)]
+        full, rest = divmod(len(order), batch_size)
+        return order, [batch_size] * full + [rest] * (rest > 0)
     parts, sizes = [], []
     for global_batch in order.split(batch_size * world_size):
         if len(global_batch) < world_size:

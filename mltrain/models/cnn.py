@@ -14,6 +14,7 @@ from ..schema import Fraction, ModelSection, NonNegativeInt, PositiveInt
 from .layers import ActivationName, NormKind
 from .layers import activation as make_activation
 from .layers import norm as make_norm
+from .layers import numbered
 
 POOLS = {"max": (nn.MaxPool1d, nn.MaxPool2d), "avg": (nn.AvgPool1d, nn.AvgPool2d)}
 MAX_FLATTENED = 1 << 22  # features a flatten readout may hand on (the first dense layer's fan-in)
@@ -72,7 +73,7 @@ class CNN(nn.Module):
         dims = len(sides)
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         padding = kernel_size // 2 if padding is None else padding
-        layers: list[nn.Module] = []
+        layers: list[nn.Module | None] = []
         for block, (out_channels, pool) in enumerate(zip(channels, pools), start=1):
             if min(sides) + 2 * padding < kernel_size:
                 raise UserError(f"model.kernel_size: conv block {block} of the cnn gets inputs of size "
@@ -88,7 +89,7 @@ class CNN(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_channels = out_channels
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(numbered(layers))
         self.flatten = readout == "flatten"
         width = in_channels * (math.prod(sides) if self.flatten else 1)
         if width > MAX_FLATTENED:
@@ -107,4 +108,4 @@ class CNN(nn.Module):
             x = x.unsqueeze(1)  # (B, L) -> (B, 1, L)
         features = self.features(x)  # (B, C, *sides)
         read = features.flatten(1) if self.flatten else features.flatten(2).mean(dim=-1)
-        return self.output(self.dense(read))
+        return self.output(self.dense(read) if len(self.dense) else read)  # no call to an empty Sequential

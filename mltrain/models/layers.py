@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Annotated, Literal
 
 import torch
@@ -29,6 +30,14 @@ for _name, _help, _module in (
     ("elu", "exponential linear unit", nn.ELU),
 ):
     ACTIVATIONS.add(Component(_name, _help, _module, NoKeys))
+
+
+def numbered(layers: list[nn.Module | None]) -> OrderedDict[str, nn.Module]:
+    """The layers for a Sequential, each named by its place in `layers`. A None (a norm of kind
+    none) is no layer, since a call that does nothing still costs a small model's step a module
+    call, but it keeps its place: the other layers' names, and so their weights' names in a
+    checkpoint, are the same with or without a norm (and as they were when it was an Identity)."""
+    return OrderedDict((str(place), layer) for place, layer in enumerate(layers) if layer is not None)
 
 
 class AttentionConfig(ModelSection):
@@ -60,15 +69,15 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name].factory()
 
 
-def norm(kind: str, width: int, spatial_dims: int = 0) -> nn.Module:
+def norm(kind: str, width: int, spatial_dims: int = 0) -> nn.Module | None:
     """Normalisation of (B, width, *spatial) activations with 0, 1 or 2 spatial dimensions.
 
     layer: over all features of a sample (LayerNorm on vectors, one group over channels and
     positions on feature maps); group: over groups of channels and positions; batch: per channel
-    over the batch.
+    over the batch; none: no layer (None).
     """
     if kind == "none":
-        return nn.Identity()
+        return None
     if kind == "batch":
         return (nn.BatchNorm1d if spatial_dims < 2 else nn.BatchNorm2d)(width)
     if kind == "layer":

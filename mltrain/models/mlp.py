@@ -11,6 +11,7 @@ from ..schema import Fraction, ModelSection, PositiveInt
 from .layers import ActivationName, NormKind
 from .layers import activation as make_activation
 from .layers import norm as make_norm
+from .layers import numbered
 
 
 class MLPConfig(ModelSection):
@@ -37,7 +38,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, hidden: tuple[int, ...],
                  activation: str, norm: str, dropout: float):
-        layers: list[nn.Module] = [nn.Flatten()]
+        layers: list[nn.Module | None] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden:
             layers += [nn.Linear(width, size), make_norm(norm, size), make_activation(activation)]
@@ -45,4 +46,4 @@ class MLP(nn.Sequential):
                 layers.append(nn.Dropout(dropout))
             width = size
         layers.append(nn.Linear(width, num_outputs))
-        super().__init__(*layers)
+        super().__init__(numbered(layers))
