@@ -17,7 +17,8 @@ Four measurements, all in this one process tree (the first three by default, `--
   fused Adam, zero_grad(set_to_none=True)): the aten ops each dispatches per optimizer step and
   its host syncs, counted with a TorchDispatchMode over many steps after a warm-up (the steps on
   which mltrain logs left out), the ops mltrain dispatches beyond the hand loop, and the
-  steady-state steps/s of both (`--samples` samples of 8 features, `--epochs` 1 by default).
+  steady-state steps/s of both (`--samples` samples of 8 features, `--epochs` 1 by default), run
+  in pairs, each pair in the other order than the one before, mltrain's ratio the pairs' median.
 - startup: wall time of whole processes (`mltrain --help`, `config`, `fit` and `eval` on the
   quickstart) against `python -c "import torch"` and against a process that builds one torch
   optimizer (which imports torch._dynamo); median of `--startup-repeats`, after an untimed round,
@@ -522,22 +523,27 @@ def overhead(args: argparse.Namespace, work: Path) -> None:
     logged = lambda span: around_log_step(span, run.log_every)
     rates = {side: ops.per_step(left_out=logged) for side, ops in counted.items()}
     speeds: dict[str, list[float]] = {side: [] for side in sides}
-    for _ in range(args.repeats):
-        for side, train in sides.items():
+    for repeat in range(args.repeats):
+        # Pairs in turn, each in the other order than the one before (ABBA): the machine's drift
+        # over the pairs, a larger noise than the gap measured here on a shared machine, falls on
+        # both sides alike.
+        for side, train in (sides.items() if repeat % 2 == 0 else reversed(sides.items())):
             speeds[side].append(steady_speed(train, run))
     speed = {side: statistics.median(values) for side, values in speeds.items()}
+    paired = statistics.median(ours / floor for ours, floor in zip(speeds["mltrain"], speeds["hand loop (floor)"]))
 
     print(f"\noverhead: MLP {TINY}-{TINY}-{CLASSES}, batch {TINY}, cpu, {run.threads} thread(s); ops and syncs per "
           f"optimizer step over steps {COUNT_WARMUP + 1}-{COUNT_WARMUP + COUNTED_STEPS} but those around the ones "
           f"mltrain logs on (every {run.log_every}); steady steps/s: {len(y):,} samples, {run.epochs} epoch(s), "
-          f"mltrain logging as by default, median of {args.repeats}")
+          f"mltrain logging as by default, median of {args.repeats} runs a side, in pairs (ABBA); the ratio: "
+          "the median of the pairs' ratios")
     table(["loop", "ops/step", "syncs/step", "steady steps/s", "mltrain's ratio to it"],
           [[side, f"{total(rates[side]):.3g}", f"{total(rates[side], is_sync):.3g}", f"{speed[side]:,.0f}",
-            f"{speed['mltrain'] / speed[side]:.2f}"] for side in sides])
+            f"{paired if side != 'mltrain' else 1:.2f}"] for side in sides])
     ours, floor = rates["mltrain"], rates["hand loop (floor)"]
     print("aten ops mltrain dispatches per step beyond the hand loop's (negative: fewer)")
     table(["op", "mltrain", "hand loop", "mltrain's extra"], extra_op_rows(ours, floor))
-    print_targets(total(ours) - total(floor), total(ours, is_sync), speed["mltrain"] / speed["hand loop (floor)"])
+    print_targets(total(ours) - total(floor), total(ours, is_sync), paired)
     # Per log step: its two spans, less two ordinary steps.
     on_log_steps = counted["mltrain"].per_step(left_out=lambda span: not logged(span))
     added = {name: 2 * (rate - ours.get(name, 0)) for name, rate in on_log_steps.items()}

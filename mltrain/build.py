@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from . import collector
 from .config import Config
 from .data import DataSpec
 from .learner import Learner
@@ -33,4 +34,5 @@ def build_learner(cfg: Config, spec: DataSpec, device: torch.device, training: b
     learner = Learner(model, criterion, optimizer, cfg.train.precision, device, cfg.train.grad_clip, cfg.train.ema,
                       cfg.train.compile, backbone)
     learner.started_from = started_from
+    collector.started()  # torch, its compiler (imported by the optimizer), the data and the model: all there
     return learner

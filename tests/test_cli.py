@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,21 @@ def test_list_takes_singular_kinds(cli):
 def test_a_run_name_is_one_path_component(cli, tiny_config):
     result = cli("config", tiny_config, "--set", "name=../elsewhere")
     assert result.exit_code == 2 and "plain name" in result.stderr
+
+
+def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config):
+    """Start-up's objects (torch, its compiler) are not scanned by collections as they come, nor
+    after: frozen once the learner is built, when collection resumes for the loop's garbage."""
+    code = ("import gc, sys, json\nimport mltrain.startup, mltrain.train\nseen = {}\n"
+            "prepare, run = mltrain.startup.prepare, mltrain.train.Training.run\n"
+            "def preparing(*a, **k):\n    seen['preparing'] = gc.isenabled()\n    return prepare(*a, **k)\n"
+            "def running(self):\n    seen['training'] = [gc.isenabled(), gc.get_freeze_count() > 0]\n    return run(self)\n"
+            "mltrain.startup.prepare, mltrain.train.Training.run = preparing, running\n"
+            "import mltrain.fitting\nmltrain.fitting.prepare = preparing\n"
+            f"sys.argv = ['mltrain', 'fit', {str(tiny_config)!r}, '--quiet']\n"
+            "from mltrain.cli import main\ntry:\n    main()\nexcept SystemExit as end:\n"
+            "    print(json.dumps(seen))\n    sys.exit(end.code)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tiny_config.parent)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"preparing": False, "training": [True, True]}

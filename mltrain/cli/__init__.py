@@ -7,6 +7,7 @@ import traceback
 
 import typer
 
+from .. import collector
 from ..signals import StopRequested, stop_on_signals
 from . import (
     check_cmd, compare_cmd, config_cmd, eval_cmd, export_cmd, fit_cmd, list_cmd, lr_find_cmd, predict_cmd,
@@ -89,6 +90,7 @@ def _run() -> int:
     except ImportError:
         from click import exceptions as click_errors
 
+    collector.defer_until_started()
     # before any command imports torch: a stop while it loads is exit 130, not SIGTERM's default 143
     with stop_on_signals(at_once=True):
         try:
