@@ -2,11 +2,15 @@
 
 A command's start-up builds most of the objects its process will hold until it ends (torch and
 its compiler, the classes of pydantic, rich and the config): some 400,000, which every full
-collection scans again as their number grows. Collected as they come, they cost the quickstart's
-`fit` six full collections, half a second of a four-second process. From the command line, no
-collection runs until start-up is over; what start-up built is then set aside for good
-(`gc.freeze`, as servers do before they fork workers) and collection resumes, with only what
-comes after in its sight. A program that calls mltrain's API keeps its collector as it set it.
+collection scans again as their number grows, six times in the quickstart's `fit`. From the
+command line, no collection runs until the command's learner is built; then one collection
+frees start-up's garbage, what remains is set aside for good (`gc.freeze`, as servers do before
+they fork workers) and collection resumes with only what comes after in its sight.
+
+A command that builds no learner of its own but runs long (the `--nproc` launcher, prepare-text)
+or builds one per trial (a sweep: a frozen trial would outlive itself) resumes collection at
+once, freezing nothing; the others that build none (config, list, runs, compare) end before
+it would matter. A program that calls mltrain's API keeps its collector as it set it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ _deferred = False
 
 
 def defer_until_started() -> None:
-    """From the command line's entry: no collection until `started()`."""
+    """From the command line's entry: no collection until `started()` or `resume()`."""
     global _deferred
     if gc.isenabled():
         gc.disable()
@@ -25,10 +29,19 @@ def defer_until_started() -> None:
 
 
 def started() -> None:
-    """Start-up is over (a learner is built): after `defer_until_started`, what exists now is frozen
-    out of every later collection, and collection resumes. Otherwise nothing."""
+    """A learner is built, start-up is over: after `defer_until_started`, start-up's garbage is
+    collected, what remains is frozen out of every later collection, and collection resumes."""
     global _deferred
     if _deferred:
         _deferred = False
+        gc.collect()
         gc.freeze()
+        gc.enable()
+
+
+def resume() -> None:
+    """Collection resumes at once, nothing frozen (see the module's text for who calls this)."""
+    global _deferred
+    if _deferred:
+        _deferred = False
         gc.enable()

@@ -111,7 +111,7 @@ class Accumulator:
             return torch.zeros((), dtype=torch.float64, device=self.loss_sum.device)
         weights = torch.tensor(self._unsummed_targets, dtype=torch.float64).to(self.loss_sum.device,
                                                                                non_blocking=True)
-        return torch.dot(torch.stack(self._unsummed).double(), weights)
+        return (torch.stack(self._unsummed).double() * weights).sum()
 
     def _count_correct(self) -> None:
         """Adds the waiting batches' correct predictions to `correct` (a few device ops, no sync)."""

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import MLTRAIN, REPO
 
 
@@ -92,19 +94,39 @@ def test_a_run_name_is_one_path_component(cli, tiny_config):
     assert result.exit_code == 2 and "plain name" in result.stderr
 
 
-def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config):
-    """Start-up's objects (torch, its compiler) are not scanned by collections as they come, nor
-    after: frozen once the learner is built, when collection resumes for the loop's garbage."""
-    code = ("import gc, sys, json\nimport mltrain.startup, mltrain.train\nseen = {}\n"
-            "prepare, run = mltrain.startup.prepare, mltrain.train.Training.run\n"
-            "def preparing(*a, **k):\n    seen['preparing'] = gc.isenabled()\n    return prepare(*a, **k)\n"
-            "def running(self):\n    seen['training'] = [gc.isenabled(), gc.get_freeze_count() > 0]\n    return run(self)\n"
-            "mltrain.startup.prepare, mltrain.train.Training.run = preparing, running\n"
-            "import mltrain.fitting\nmltrain.fitting.prepare = preparing\n"
-            f"sys.argv = ['mltrain', 'fit', {str(tiny_config)!r}, '--quiet']\n"
-            "from mltrain.cli import main\ntry:\n    main()\nexcept SystemExit as end:\n"
-            "    print(json.dumps(seen))\n    sys.exit(end.code)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tiny_config.parent)
+# Run as a command from the command line, the probe records Python's collector as each learner is
+# built (collection off, nothing frozen yet) and as each training starts.
+COLLECTOR_PROBE = """import gc, sys, json
+import mltrain.build, mltrain.train
+seen = {"building": [], "training": []}
+build, run = mltrain.build.build_learner, mltrain.train.Training.run
+def building(*args, **kwargs):
+    seen["building"].append([gc.isenabled(), gc.get_freeze_count() > 0])
+    return build(*args, **kwargs)
+def running(self):
+    seen["training"].append([gc.isenabled(), gc.get_freeze_count() > 0])
+    return run(self)
+mltrain.train.Training.run = running
+import mltrain.startup, mltrain.sweep.trial
+mltrain.build.build_learner = mltrain.startup.build_learner = building
+sys.argv = ["mltrain", *sys.argv[1:]]
+from mltrain.cli import main
+try:
+    main()
+except SystemExit as end:
+    print(json.dumps(seen))
+    sys.exit(end.code)
+"""
+
+
+@pytest.mark.parametrize("command, built, trained", [
+    ("fit", [[False, False]], [[True, True]]),  # start-up uncollected, then frozen: collection resumes
+    ("sweep", [[True, False]] * 2, [[True, False]] * 2),  # a learner per trial: collecting, nothing frozen
+])
+def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config, command, built, trained):
+    args = ["fit", tiny_config, "--quiet"] if command == "fit" else \
+        ["sweep", tiny_config, "--search", "optimizer.lr=choice(0.01,0.02)", "--trials", "2"]
+    result = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *map(str, args)], capture_output=True, text=True,
+                            cwd=tiny_config.parent)
     assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == {"preparing": False, "training": [True, True]}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"building": built, "training": trained}

@@ -221,6 +221,7 @@ def test_norm_none_is_no_layer_and_the_weights_keep_their_names(arch):
     after_the_norm = "4.weight" if arch == "mlp" else "features.4.weight"  # its place as with an Identity there
     assert after_the_norm in plain.state_dict()
 
+
 @pytest.mark.parametrize("set_, key", [("model.patch_size=16", "model.patch_size"),
                                        ("model.kernel_size=9", "model.kernel_size")])
 def test_sizes_too_large_for_the_images_exit_2(cli, tmp_path, set_, key):

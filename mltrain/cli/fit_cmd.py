@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
+from .. import collector
 from . import ending
 from .errors import exit_codes
 from .options import SET, TRUST_CODE
@@ -59,6 +60,7 @@ def fit(
 
             _check_processes(processes, device_name(), force)
             ending.launching_workers()
+            collector.resume()  # it waits on the workers for the whole run
             raise typer.Exit(launch_local(processes, _worker_arguments(config, set_, run_dir, device, quiet, resume,
                                                                          trust_code)))
         if resume is not None:

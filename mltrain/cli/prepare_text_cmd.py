@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from .. import collector
 from .errors import exit_codes
 
 
@@ -25,6 +26,7 @@ def prepare_text(
 
     Example: mltrain prepare-text books/ --tokenizer bpe --vocab-size 8192 --out data/books
     """
+    collector.resume()  # it builds no learner
     with exit_codes(False):
         from ..console import counting
         from ..prepare_text import corpus_files, prepare_text as prepare

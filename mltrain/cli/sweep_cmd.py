@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from .. import collector
 from .errors import exit_codes
 from .options import SET, TRUST_CODE
 
@@ -45,6 +46,7 @@ def sweep(
     --search "model.hidden=choice([64],[256,128])" --trials 20
     (continue a stopped one: mltrain sweep --resume runs/quickstart-sweep-20260101-120000)
     """
+    collector.resume()  # a learner per trial: none may be frozen
     with exit_codes(trust_code):
         from ..errors import UserError
         from ..sweep.runner import continue_sweep, start_sweep
