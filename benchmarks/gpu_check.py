@@ -6,7 +6,10 @@
    never stopped (weights and metrics.jsonl compared bitwise);
 3. the speed table (`benchmarks/speed.py --device cuda --precision bf16 --channels-last`), eager
    and with mltrain compiled (`--compile reduce-overhead`: CUDA graphs);
-4. the test suite on the GPU (`MLTRAIN_TEST_DEVICE=cuda pytest`), within what time is left.
+4. start-up on CUDA: the quickstart's `fit` as a whole process against importing torch with CUDA
+   initialised and building one optimizer, and where one such process spends its time (the
+   functions that take longest, from cProfile);
+5. the test suite on the GPU (`MLTRAIN_TEST_DEVICE=cuda pytest`), within what time is left.
 
 Configs that need data this machine lacks (a downloaded set, your images) are reported as
 skipped with the reason. The report goes to --report (markdown) and beside it as JSON.
@@ -103,6 +106,47 @@ def exact_resume(scratch: Path) -> dict:
             "detail": "bitwise equal" if same else "weights or metrics differ"}
 
 
+CUDA_FLOOR = ("import torch; torch.zeros(1, device='cuda'); "
+              "torch.optim.SGD([torch.zeros(1, device='cuda', requires_grad=True)], lr=0.1)")
+
+
+def startup_on_cuda(scratch: Path, repeats: int = 2) -> dict:
+    """Whole processes on CUDA (the median of `repeats`), and a profile of the quickstart's fit."""
+    commands = {"python: import torch, CUDA initialised": [sys.executable, "-c",
+                                                           "import torch; torch.zeros(1, device='cuda')"],
+                "python: the same and one torch.optim.SGD (the floor)": [sys.executable, "-c", CUDA_FLOOR],
+                "mltrain fit configs/quickstart.yaml --device cuda --quiet": [
+                    MLTRAIN, "fit", str(REPO / "configs" / "quickstart.yaml"), "--device", "cuda", "--quiet"]}
+    seconds: dict[str, float] = {}
+    for label, command in commands.items():
+        times = []
+        for repeat in range(repeats):
+            extra = ["--run-dir", str(scratch / f"startup-{repeat}")] if command[0] == MLTRAIN else []
+            code, output, took = run(command + extra, 120)
+            if code != 0:
+                return {"error": f"{label}: {output.strip().splitlines()[-1][:200] if output.strip() else code}"}
+            times.append(took)
+        seconds[label] = sorted(times)[len(times) // 2]
+    profile = scratch / "fit.prof"
+    run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "mltrain", "fit",
+         str(REPO / "configs" / "quickstart.yaml"), "--device", "cuda", "--quiet", "--run-dir",
+         str(scratch / "startup-profiled")], 180)
+    return {"seconds": seconds, "profile": _slowest(profile) if profile.exists() else "no profile was written"}
+
+
+def _slowest(profile: Path) -> str:
+    """mltrain's functions by cumulative time (its phases: preparing, building, training,
+    finishing), then every function by its own time (cProfile's overhead included)."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=text)
+    stats.sort_stats("cumulative").print_stats("mltrain/", 30)
+    stats.sort_stats("tottime").print_stats(15)
+    return text.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("gpu-report.md"))
@@ -113,6 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report["checks"] += smoke_matrix(Path(scratch))
         report["checks"].append(exact_resume(Path(scratch)))
+        report["startup"] = startup_on_cuda(Path(scratch))
     code, output, seconds = run([sys.executable, "benchmarks/speed.py", "--only", "steps", "--device", "cuda",
                                  "--precision", "bf16", "--channels-last", "--epochs", "2", "--repeats", "3"], 240)
     report["speed"] = {"returncode": code, "seconds": round(seconds, 1), "output": output}
@@ -142,9 +187,20 @@ def _markdown(report: dict) -> str:
     lines += ["", "## Speed (bf16, channels_last)", "", "```", report["speed"]["output"].strip(), "```", "",
               "## Speed with train.compile: reduce-overhead (CUDA graphs)", "", "```",
               report["speed_graphs"]["output"].strip(), "```", "",
+              *_startup_lines(report["startup"]),
               f"## Test suite on the GPU (exit {report['suite']['returncode']}, {report['suite']['seconds']} s)",
               "", "```", report["suite"]["output"].strip()[-1500:], "```", ""]
     return "\n".join(lines)
+
+
+def _startup_lines(startup: dict) -> list[str]:
+    lines = ["## Start-up on CUDA (whole processes, seconds)", ""]
+    if "error" in startup:
+        return [*lines, startup["error"], ""]
+    lines += ["| command | seconds |", "| --- | --- |"]
+    lines += [f"| `{label}` | {value:.2f} |" for label, value in startup["seconds"].items()]
+    return [*lines, "", "Where the quickstart's fit spends its time (cProfile, cumulative):", "", "```",
+            startup["profile"].strip()[-9000:], "```", ""]
 
 
 if __name__ == "__main__":
