@@ -7,10 +7,12 @@ command line, no collection runs until the command's learner is built; then one 
 frees start-up's garbage, what remains is set aside for good (`gc.freeze`, as servers do before
 they fork workers) and collection resumes with only what comes after in its sight.
 
-A command that builds no learner of its own but runs long (the `--nproc` launcher, prepare-text)
-or builds one per trial (a sweep: a frozen trial would outlive itself) resumes collection at
-once, freezing nothing; the others that build none (config, list, runs, compare) end before
-it would matter. A program that calls mltrain's API keeps its collector as it set it.
+Reading the data comes before the learner, so what it leaves in cycles waits for that one
+collection. A command that builds no learner of its own but runs long (the `--nproc` launcher,
+prepare-text) or builds one per trial (a sweep: a frozen trial would outlive itself) resumes
+collection as its work starts, freezing nothing; the others that build none (config, list,
+runs, compare) end before it would matter. A program that calls mltrain's API keeps its
+collector as it set it.
 """
 
 from __future__ import annotations

@@ -94,21 +94,34 @@ def test_a_run_name_is_one_path_component(cli, tiny_config):
     assert result.exit_code == 2 and "plain name" in result.stderr
 
 
-# Run as a command from the command line, the probe records Python's collector as each learner is
-# built (collection off, nothing frozen yet) and as each training starts.
-COLLECTOR_PROBE = """import gc, sys, json
-import mltrain.build, mltrain.train
-seen = {"building": [], "training": []}
-build, run = mltrain.build.build_learner, mltrain.train.Training.run
-def building(*args, **kwargs):
-    seen["building"].append([gc.isenabled(), gc.get_freeze_count() > 0])
-    return build(*args, **kwargs)
-def running(self):
-    seen["training"].append([gc.isenabled(), gc.get_freeze_count() > 0])
-    return run(self)
-mltrain.train.Training.run = running
-import mltrain.startup, mltrain.sweep.trial
-mltrain.build.build_learner = mltrain.startup.build_learner = building
+# Run as a command from the command line, the probe records Python's collector (enabled, anything
+# frozen) at the collector's calls, at each training's start and at prepare-text's work; for fit,
+# also whether a cycle made garbage once collection was deferred is still there.
+COLLECTOR_PROBE = """import gc, json, sys, weakref
+import mltrain.collector as collector, mltrain.prepare_text, mltrain.train
+seen, garbage = {}, None
+class Cycle:
+    pass
+def record(event):
+    state = [gc.isenabled(), gc.get_freeze_count() > 0]
+    seen.setdefault(event, []).append(state + [garbage() is not None] if sys.argv[1] == "fit" else state)
+def probed(owner, name, event):
+    original = getattr(owner, name)
+    def call(*args, **kwargs):
+        record(event)
+        return original(*args, **kwargs)
+    setattr(owner, name, call)
+defer = collector.defer_until_started
+def deferring():
+    global garbage
+    defer()
+    cycle = Cycle()
+    cycle.self, garbage = cycle, weakref.ref(cycle)
+collector.defer_until_started = deferring
+probed(collector, "started", "started")
+probed(collector, "resume", "resume")
+probed(mltrain.train.Training, "run", "training")
+probed(mltrain.prepare_text, "prepare_text", "preparing text")
 sys.argv = ["mltrain", *sys.argv[1:]]
 from mltrain.cli import main
 try:
@@ -119,14 +132,21 @@ except SystemExit as end:
 """
 
 
-@pytest.mark.parametrize("command, built, trained", [
-    ("fit", [[False, False]], [[True, True]]),  # start-up uncollected, then frozen: collection resumes
-    ("sweep", [[True, False]] * 2, [[True, False]] * 2),  # a learner per trial: collecting, nothing frozen
+@pytest.mark.parametrize("command, expected", [
+    # start-up uncollected; at the learner, its garbage collected and the rest frozen; collection resumed
+    ("fit", {"started": [[False, False, True]], "training": [[True, True, False]]}),
+    # a learner per trial: collecting from the start, nothing frozen
+    ("sweep", {"resume": [[False, False]], "started": [[True, False]] * 2, "training": [[True, False]] * 2}),
+    # no learner: collecting from the start
+    ("prepare-text", {"resume": [[False, False]], "preparing text": [[True, False]]}),
 ])
-def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config, command, built, trained):
-    args = ["fit", tiny_config, "--quiet"] if command == "fit" else \
-        ["sweep", tiny_config, "--search", "optimizer.lr=choice(0.01,0.02)", "--trials", "2"]
-    result = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *map(str, args)], capture_output=True, text=True,
-                            cwd=tiny_config.parent)
+def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config, command, expected):
+    corpus = tiny_config.parent / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    args = {"fit": ["fit", tiny_config, "--quiet"],
+            "sweep": ["sweep", tiny_config, "--search", "optimizer.lr=choice(0.01,0.02)", "--trials", "2"],
+            "prepare-text": ["prepare-text", corpus, "--vocab-size", "300", "--out", tiny_config.parent / "tokens"]}
+    result = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *map(str, args[command])], capture_output=True,
+                            text=True, cwd=tiny_config.parent)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"building": built, "training": trained}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
