@@ -403,7 +403,7 @@ def hand_loop_on_tiny(run: TinyRun, max_steps: int | None = None) -> None:
     """The hand loop as one writes it (the steps part's `hand_loop`): a fresh permutation per epoch,
     a gather per step, then forward, cross-entropy, backward, fused Adam and
     zero_grad(set_to_none=True)."""
-    train_by_hand(run, lambda: _gathered(run.x, run.y, TINY), max_steps)
+    train_by_hand(run, lambda: gathered(run.x, run.y, TINY), max_steps)
 
 
 def floor_on_tiny(run: TinyRun, max_steps: int | None = None) -> None:
@@ -411,7 +411,7 @@ def floor_on_tiny(run: TinyRun, max_steps: int | None = None) -> None:
     train_by_hand(run, lambda: pre_sliced(run.x, run.y, TINY), max_steps)
 
 
-def _gathered(x: torch.Tensor, y: torch.Tensor, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def gathered(x: torch.Tensor, y: torch.Tensor, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(y), device=y.device)
     for start in range(0, len(y), batch):
         index = order[start:start + batch]
