@@ -121,15 +121,20 @@ def run_directory_of(checkpoint_path: Path) -> Path | None:
     return run if directory.name == "checkpoints" and is_run_directory(run) else None
 
 
+def sharded_directories(checkpoints: Path) -> dict[int, Path]:
+    """An fsdp run's training-state directories in `checkpoints` (last-N/), by N."""
+    return {int(match[1]): path for path in checkpoints.glob(f"{SHARDED_LINK}-*")
+            if (match := SHARDED_VERSION.match(path.name)) and path.is_dir() and not path.is_symlink()}
+
+
 def remove_sharded_training_state(checkpoints: Path) -> None:
     """An fsdp run's sharded training state (the link, then its directories), once a newer last.pt
     stands in for it."""
     link = checkpoints / SHARDED_LINK
     if link.is_symlink():
         link.unlink()
-    for directory in checkpoints.glob(f"{SHARDED_LINK}-*"):
-        if SHARDED_VERSION.match(directory.name) and directory.is_dir() and not directory.is_symlink():
-            shutil.rmtree(directory, ignore_errors=True)
+    for directory in sharded_directories(checkpoints).values():
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def training_state_file(checkpoints: Path) -> Path | None:

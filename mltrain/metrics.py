@@ -104,11 +104,13 @@ class Accumulator:
     def _predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.predict(outputs) if self.predict is not None else outputs
 
+    def _loss_sum(self) -> torch.Tensor:
+        """loss_sum with the waiting losses added, without keeping that sum (see `update`)."""
+        return self.loss_sum + self._unsummed_loss() if self._unsummed else self.loss_sum
+
     @torch.no_grad()
     def _unsummed_loss(self) -> torch.Tensor:
-        """The target-weighted sum of the waiting losses, float64 (zero when none wait)."""
-        if not self._unsummed:
-            return torch.zeros((), dtype=torch.float64, device=self.loss_sum.device)
+        """The target-weighted sum of the waiting losses (some wait), float64."""
         weights = torch.tensor(self._unsummed_targets, dtype=torch.float64).to(self.loss_sum.device,
                                                                                non_blocking=True)
         return (torch.stack(self._unsummed).double() * weights).sum()
@@ -164,15 +166,13 @@ class Accumulator:
         if across_processes and self.across is not None:
             loss_sum, _, targets, _ = self._sums_on_host(across_processes)[:4].tolist()
             return loss_sum / max(targets, 1)
-        loss_sum = self.loss_sum + self._unsummed_loss() if self._unsummed else self.loss_sum
-        return loss_sum.item() / max(self.targets, 1)
+        return self._loss_sum().item() / max(self.targets, 1)
 
     def _sums_on_host(self, across_processes: bool) -> torch.Tensor:
         """loss_sum, correct (of the predictions counted so far), targets, count, then the regression
         sums: float64, on the host (the one host sync)."""
         counts = torch.tensor([float(self.targets), float(self.count)], dtype=torch.float64, device=self.loss_sum.device)
-        loss_sum = self.loss_sum + self._unsummed_loss() if self._unsummed else self.loss_sum
-        values = torch.cat([loss_sum.view(1), self.correct.double().view(1), counts,
+        values = torch.cat([self._loss_sum().view(1), self.correct.double().view(1), counts,
                             *(value.double().flatten() for value in self.errors.values())])
         if across_processes and self.across is not None:
             values = self.across(values)

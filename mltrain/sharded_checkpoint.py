@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorS
 
 from .checkpoint import SHARDED_LINK as LINK
 from .checkpoint import SHARDED_TRAINER as TRAINER_FILE
-from .checkpoint import SHARDED_VERSION, _fsync_directory, save_checkpoint
+from .checkpoint import _fsync_directory, save_checkpoint, sharded_directories
 from .distributed import Distributed
 from .errors import TrainingFailed, UserError
 
@@ -78,8 +78,8 @@ def save(shards: dict[str, Any], trainer: dict | None, checkpoints: Path, job: D
         _fsync_directory(directory)
         _point_link(checkpoints, name)
         (checkpoints / "last.pt").unlink(missing_ok=True)  # from before a resume under fsdp: older
-        for stale in checkpoints.glob("last-*"):
-            if stale.name != name and SHARDED_VERSION.match(stale.name):
+        for stale in sharded_directories(checkpoints).values():
+            if stale.name != name:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -126,8 +126,7 @@ def stored_values(directory: Path, entry: str = "model") -> int:
 
 
 def _next_name(checkpoints: Path) -> str:
-    numbers = [int(match[1]) for path in checkpoints.glob("last-*") if (match := SHARDED_VERSION.match(path.name))]
-    return f"last-{max(numbers, default=0) + 1}"
+    return f"{LINK}-{max(sharded_directories(checkpoints), default=0) + 1}"
 
 
 def _point_link(checkpoints: Path, name: str) -> None:
