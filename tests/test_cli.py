@@ -144,9 +144,10 @@ def test_the_command_line_collects_no_garbage_until_start_up_is_over(tiny_config
     corpus = tiny_config.parent / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
     args = {"fit": ["fit", tiny_config, "--quiet"],
-            "sweep": ["sweep", tiny_config, "--search", "optimizer.lr=choice(0.01,0.02)", "--trials", "2"],
+            "sweep": ["sweep", tiny_config, "--search", "optimizer.lr=choice(0.01,0.02)", "--trials", "2", "--set",
+                      "train.epochs=1"],
             "prepare-text": ["prepare-text", corpus, "--vocab-size", "300", "--out", tiny_config.parent / "tokens"]}
     result = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *map(str, args[command])], capture_output=True,
-                            text=True, cwd=tiny_config.parent)
+                            text=True, cwd=tiny_config.parent, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected

@@ -45,9 +45,10 @@ def fit(*args, timeout=120):
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def stop_job(launcher):
-    """Kill a launcher (fit --nproc, torchrun) and its workers, which run in sessions of their own."""
-    workers = worker_pids(launcher.pid) if launcher.poll() is None else []
+def stop_job(launcher, known_workers=()):
+    """Kill a launcher (fit --nproc, torchrun) and its workers, which run in sessions of their own
+    (those of `known_workers` too: a launcher that has ended no longer names them)."""
+    workers = {*known_workers, *(worker_pids(launcher.pid) if launcher.poll() is None else [])}
     launcher.kill()
     launcher.wait()
     for pid in workers:
@@ -87,6 +88,7 @@ def kill_a_worker_at_step(config, run, step) -> tuple[int, str, float]:
     reaches `step`: the launcher's exit code, its stderr, and the seconds it took to end."""
     launcher = subprocess.Popen([MLTRAIN, "fit", str(config), "--nproc", "2", "--run-dir", str(run)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers = []
     try:
         wait_for_step(run, step, launcher)
         workers = worker_pids(launcher.pid)
@@ -96,7 +98,7 @@ def kill_a_worker_at_step(config, run, step) -> tuple[int, str, float]:
         _, stderr = launcher.communicate(timeout=30)
         return launcher.returncode, stderr, time.monotonic() - started
     finally:
-        stop_job(launcher)
+        stop_job(launcher, workers)  # the survivor too, should it hang once its launcher has ended
 
 
 def free_port() -> int:

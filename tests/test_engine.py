@@ -131,11 +131,11 @@ def test_nan_guard_names_the_first_bad_step_of_accumulated_micro_batches(steps, 
         for micro_batch in range(2):
             loss, _ = learner.forward_backward(x * math.nan if step == bad_step and micro_batch else x, y, scale=0.5)
             guard.add(step, loss)
+            assert len(guard._steps) < UNCHECKED_LOSSES  # what it holds between reads is bounded
+            assert len(guard._losses) < UNCOUNTED_BATCHES  # and the graphs it keeps
         if step == bad_step:
             learner.optimizer.zero_grad()
         learner.update()
-    assert len(guard._steps) < UNCHECKED_LOSSES  # what it holds between reads is bounded
-    assert len(guard._losses) < UNCOUNTED_BATCHES  # and the graphs it keeps
     assert guard.first_non_finite_step() == bad_step
     assert guard.first_non_finite_step() == bad_step  # read again: still the first
 

@@ -80,6 +80,8 @@ def test_fsdp_trains_as_ddp_resumes_bitwise_after_a_killed_worker_and_its_run_ev
     sharded = fit("--resume", tmp_path / "ddp", "--nproc", "2", "--set", "train.strategy=fsdp", "--set",
                   "train.epochs=3")
     assert sharded.returncode == 0, sharded.stderr
+    assert "(resumed at step " in sharded.stdout  # from ddp's last.pt, not from the start
+    assert yaml.safe_load((tmp_path / "ddp/summary.json").read_text())["epochs_completed"] == 3
     assert not (tmp_path / "ddp/checkpoints/last.pt").exists() and (tmp_path / "ddp/checkpoints/last").is_dir()
 
 

@@ -44,6 +44,13 @@ def start_resume(run_dir):
                             stderr=subprocess.PIPE, text=True)
 
 
+def ended(process):
+    """A process a failed test leaves running, killed."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def outcome(run_dir):
     weights = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -76,11 +83,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(reference, tmp_path):
     config, reference_run = reference
     run = tmp_path / "run"
     process = start(config, run)
-    for stop_at in (3, 40, 59):
-        wait_for_step(run, stop_at, process)
-        process.kill()
-        process.wait()
-        process = start_resume(run) if stop_at != 59 else None
+    try:
+        for stop_at in (3, 40, 59):
+            wait_for_step(run, stop_at, process)
+            process.kill()
+            process.wait()
+            process = start_resume(run) if stop_at != 59 else None
+    finally:
+        ended(process)
     mltrain.resume(run)
     assert_same(run, reference_run)
 
@@ -91,17 +101,21 @@ def test_signal_writes_a_checkpoint_exits_130_and_resumes_exactly(reference, tmp
     config, reference_run = reference
     run = tmp_path / "run"
     process = start(config, run)
-    for signum, stop_at in ((signal.SIGINT, 25), (signal.SIGTERM, 45)):
-        wait_for_step(run, stop_at, process)
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 130, stderr
-        summary = json.loads((run / "summary.json").read_text())
-        assert summary["status"] == "interrupted"
-        assert "--resume" in (run / "train.log").read_text()
-        assert torch.load(run / "checkpoints/last.pt", weights_only=True)["step"] >= stop_at  # saved on the signal
-        if signum == signal.SIGINT:
-            process = start_resume(run)
+    try:
+        for stops, (signum, stop_at) in enumerate(((signal.SIGINT, 25), (signal.SIGTERM, 45)), start=1):
+            wait_for_step(run, stop_at, process)
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=60)
+            assert process.returncode == 130, stderr
+            summary = json.loads((run / "summary.json").read_text())
+            assert summary["status"] == "interrupted" and summary["steps"] >= stop_at
+            assert (run / "train.log").read_text().count("to continue from its last checkpoint") == stops
+            saved = torch.load(run / "checkpoints/last.pt", weights_only=True)["step"]
+            assert saved == summary["steps"]  # saved on the signal, not at the last scheduled checkpoint
+            if signum == signal.SIGINT:
+                process = start_resume(run)
+    finally:
+        ended(process)
     mltrain.resume(run)
     assert_same(run, reference_run)
 

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import MLTRAIN
 from helpers import write_package
-from test_resume import wait_for_step
+from test_resume import ended, wait_for_step
 
 NETS = '''
 from torch import nn
@@ -119,7 +119,8 @@ def config(directory, arch, dataset, **train):
 # not one each) as the console script runs each: mltrain.cli.main, its exit code, what it wrote to
 # stdout and stderr, and a traceback on stderr for an exception that escapes, as the interpreter prints.
 IN_ONE_PROCESS = """
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, sys, traceback, warnings
+warnings.simplefilter("always")  # a warning a later command repeats is shown, as in its own process
 from mltrain.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
@@ -143,7 +144,7 @@ def run_in_one_process(env, *commands):
     """Each command (a list of arguments after `mltrain`) in turn in one fresh process: a
     CompletedProcess-like (returncode, stdout, stderr) for each."""
     done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, json.dumps([list(map(str, c)) for c in commands])],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     return [SimpleNamespace(**result) for result in json.loads(done.stdout.splitlines()[-1])]
 
@@ -162,13 +163,18 @@ def test_user_model_and_dataset_fit_eval_and_resume_after_kill(user_package, arc
     with open(directory / "whole.err", "w") as errors:  # a file, not a pipe: nobody reads while the other runs
         whole = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "whole")],
                                  stdout=subprocess.DEVNULL, stderr=errors, env=env)
-    if trust:
-        killed = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "killed")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        wait_for_step(directory / "killed", 30, killed)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait()
-    assert whole.wait(timeout=300) == 0, (directory / "whole.err").read_text()
+    killed = None
+    try:
+        if trust:
+            killed = subprocess.Popen([MLTRAIN, "fit", str(path), "--run-dir", str(directory / "killed")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            wait_for_step(directory / "killed", 30, killed)
+            killed.send_signal(signal.SIGKILL)
+            killed.wait()
+        assert whole.wait(timeout=300) == 0, (directory / "whole.err").read_text()
+    finally:
+        for process in (whole, killed):
+            ended(process)
     saved = yaml.safe_load((directory / "whole/config.yaml").read_text())
     assert saved["model"] == {"arch": arch, "head": "softmax", "weights": None, "weights_strict": True, "width": 12,
                               "scale": 1.0}
